@@ -1,0 +1,193 @@
+"""One integrator for every continuous-depth block.
+
+`integrate_fixed` reads any Butcher tableau; `ODEBlock` integrates a rate function over a fixed
+depth interval [t0, t1] with either a fixed-step scheme (our tableaus) or one of torchdiffeq's
+adaptive methods, and counts function evaluations (NFE) of its last forward (and, with the adjoint,
+backward) pass. Changing the solver never changes the interval: that is what makes depth transfer
+("manifestation") a re-discretisation of the same ODE rather than a different model.
+
+Rate functions are called as ``func(t, x, interval)``: ``t`` is the stage time (a Python float on
+fixed grids, a 0-d tensor under torchdiffeq) and ``interval`` is the step ``(t_k, t_{k+1})`` the
+stage belongs to, or ``None`` for adaptive solvers. Depth-varying parameters use it to evaluate
+theta(t) on the step's own side of a basis knot: a stage at c = 1 lies on t_{k+1} but belongs to
+step k, so it must read the piece of [t_k, t_{k+1}), not the next one (the reference ContinuousNet
+reads the next slice there; its float32 "t - 1e-15" fix is a no-op).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torchdiffeq
+from torch import nn
+
+from zoo.tableaus import ADAPTIVE_METHODS, TABLEAUS, ButcherTableau, get_tableau
+
+Interval = tuple[float, float] | None  # the step (t_k, t_{k+1}) a stage belongs to; None under adaptive solvers
+RateFn = Callable[[float | torch.Tensor, torch.Tensor, Interval], torch.Tensor]
+
+
+class SolverDidNotConverge(RuntimeError):
+    """An adaptive solver hit its step limit: the dynamics are too stiff for the tolerances."""
+
+
+@dataclass(frozen=True)
+class Solver:
+    """How an ODE block is discretised: a fixed-step scheme with `n_steps`, or an adaptive method."""
+
+    scheme: str
+    n_steps: int | None = None
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    adjoint: bool = False
+    max_num_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.scheme in ADAPTIVE_METHODS:
+            if not (self.rtol > 0 and self.atol > 0):
+                raise ValueError(f"adaptive scheme {self.scheme!r} needs rtol > 0 and atol > 0")
+            return
+        if self.scheme not in TABLEAUS:
+            known = ", ".join(sorted(TABLEAUS) + list(ADAPTIVE_METHODS))
+            raise ValueError(f"unknown scheme {self.scheme!r}; accepted values: {known}")
+        if not isinstance(self.n_steps, int) or isinstance(self.n_steps, bool) or self.n_steps < 1:
+            raise ValueError(f"fixed-step scheme {self.scheme!r} needs n_steps, a positive int, got {self.n_steps!r}")
+        if self.adjoint:
+            raise ValueError("the adjoint method is only used with adaptive schemes (fixed steps backprop directly)")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.scheme in ADAPTIVE_METHODS
+
+    @property
+    def tableau(self) -> ButcherTableau:
+        return get_tableau(self.scheme)
+
+    @property
+    def fixed_cost(self) -> int | None:
+        """Function evaluations per forward for fixed-step schemes (steps x stages); None if adaptive."""
+        return None if self.adaptive else self.n_steps * self.tableau.stages
+
+    def describe(self) -> str:
+        if self.adaptive:
+            return f"{self.scheme}(rtol={self.rtol:g}, atol={self.atol:g}{', adjoint' if self.adjoint else ''})"
+        return f"{self.scheme}x{self.n_steps}"
+
+
+def integrate_fixed(
+    func: RateFn, x: torch.Tensor, t0: float, t1: float, n_steps: int, tableau: ButcherTableau
+) -> torch.Tensor:
+    """Integrate dx/dt = func(t, x, interval) from t0 to t1 with `n_steps` equal steps of `tableau`.
+
+    Step sizes and stage weights are Python floats: nothing here synchronises with the device.
+    Step ends are computed as t0 + k h (not accumulated) so that grids of different step counts
+    share their knots exactly.
+    """
+    h = (t1 - t0) / n_steps
+    for k in range(n_steps):
+        start = t0 + k * h
+        end = t1 if k == n_steps - 1 else t0 + (k + 1) * h
+        stages: list[torch.Tensor] = []
+        for a_row, c in zip(tableau.a, tableau.c):
+            x_stage = x
+            for a, k_j in zip(a_row, stages):
+                if a != 0.0:
+                    x_stage = x_stage + (h * a) * k_j
+            stages.append(func(start + c * h, x_stage, (start, end)))
+        for b, k_i in zip(tableau.b, stages):
+            if b != 0.0:
+                x = x + (h * b) * k_i
+    return x
+
+
+class _CountingFunc(nn.Module):
+    """torchdiffeq's view of a rate function: (t, x) -> dx/dt, counting calls (forward and adjoint)."""
+
+    def __init__(self, func: nn.Module) -> None:
+        super().__init__()
+        self.func = func
+        self.calls = 0
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.func(t, x, None)
+
+
+class ODEBlock(nn.Module):
+    """x(t1) from x(t0) = input under dx/dt = func(t, x): one continuous-depth stage of a model."""
+
+    def __init__(self, func: nn.Module, solver: Solver, t1: float, t0: float = 0.0) -> None:
+        super().__init__()
+        if not t1 > t0:
+            raise ValueError(f"ODE block needs t1 > t0, got [{t0}, {t1}]")
+        self.func = func
+        self.solver = solver
+        self.t0, self.t1 = float(t0), float(t1)
+        self.nfe = 0  # function evaluations in the last forward pass
+        self._counter: _CountingFunc | None = None
+
+    @property
+    def nfe_backward(self) -> int:
+        """Function evaluations of the adjoint solve since the last forward (0 without the adjoint)."""
+        if self._counter is None:
+            return 0
+        return self._counter.calls - self.nfe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        solver = self.solver
+        if not solver.adaptive:
+            self._counter = None
+            self.nfe = solver.fixed_cost
+            return integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau)
+        counter = _CountingFunc(self.func)
+        t = torch.tensor([self.t0, self.t1], dtype=x.dtype, device=x.device)
+        kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.scheme,
+                      options={"max_num_steps": solver.max_num_steps})
+        try:
+            if solver.adjoint:
+                out = torchdiffeq.odeint_adjoint(counter, x, t, adjoint_params=tuple(self.func.parameters()), **kwargs)
+            else:
+                out = torchdiffeq.odeint(counter, x, t, **kwargs)
+        except AssertionError as error:  # torchdiffeq signals the step limit with an assert
+            if "max_num_steps" in str(error):
+                raise SolverDidNotConverge(
+                    f"{solver.describe()} took more than {solver.max_num_steps} steps on [{self.t0}, {self.t1}]: "
+                    "loosen rtol/atol, raise max_num_steps, or the model's dynamics have blown up"
+                ) from error
+            raise
+        self._counter = counter
+        self.nfe = counter.calls
+        return out[-1]
+
+    def with_solver(self, solver: Solver) -> ODEBlock:
+        """The same block (same parameter objects) discretised by another solver."""
+        twin = copy.copy(self)
+        twin._modules = dict(self._modules)
+        twin._parameters = dict(self._parameters)
+        twin._buffers = dict(self._buffers)
+        twin.solver = solver
+        twin.nfe, twin._counter = 0, None
+        return twin
+
+    def extra_repr(self) -> str:
+        return f"t=[{self.t0:g}, {self.t1:g}], solver={self.solver.describe()}"
+
+
+def replace_solver(solver: Solver, **changes: object) -> Solver:
+    """`dataclasses.replace` that drops what the new kind of scheme does not use.
+
+    Switching to an adaptive method clears `n_steps`; switching to a fixed-step scheme turns the
+    adjoint off (fixed grids backpropagate through the stored graph).
+    """
+    changes = {key: value for key, value in changes.items() if value is not None}
+    scheme = changes.get("scheme", solver.scheme)
+    if scheme in ADAPTIVE_METHODS:
+        if changes.get("n_steps") is not None:
+            raise ValueError(f"adaptive scheme {scheme!r} chooses its own steps: give rtol/atol, not n_steps")
+        changes["n_steps"] = None
+    else:
+        changes["adjoint"] = False
+    return replace(solver, **changes)

@@ -1,0 +1,62 @@
+"""ResNet: a stack of pre-activation residual blocks x + f(x; theta_k).
+
+Built on the continuous-depth engine on purpose: forward Euler with one step per piece of a
+piecewise-constant basis on [0, depth] (step size exactly 1.0) *is* the ResNet update, so the
+plain ResNet of the leaderboard and its manifestations (another scheme or step count) share one
+code path and the benchmark compares like with like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from zoo.basis import make_basis
+from zoo.integrate import Solver
+from zoo.registry import ModelCard, register_model
+from zoo.template import ConvRate, DepthModel, MLPRate, build_model, check_common, continuous_stage, is_image
+
+RESNET_CARD = ModelCard(
+    name="resnet",
+    family="resnet",
+    title="Identity Mappings in Deep Residual Networks",
+    authors="Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun",
+    year=2016,
+    arxiv="1603.05027",
+    bibkey="he2016identity",
+    bibtex="""@inproceedings{he2016identity,
+  title = {Identity Mappings in Deep Residual Networks},
+  author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  year = {2016},
+  eprint = {1603.05027},
+  archivePrefix = {arXiv}
+}""",
+    variant="pre-activation residual stages (GN-ReLU-conv3x3-GN-ReLU-conv3x3), `depth` blocks per stage; "
+    "the torchdiffeq MNIST example's ResNet at default size (6 blocks, 64 channels)",
+    differences="GroupNorm instead of BatchNorm (per-sample statistics, so outputs do not depend on the batch "
+    "and manifestations are comparable); stages joined by a strided convolution instead of a projection block.",
+)
+
+
+def rate_factory(state: int, width: int, image: bool) -> Callable[[], nn.Module]:
+    """The residual branch shared by ResNet, ContinuousNet and In-ResNet for a stage of `state` channels."""
+    if image:
+        return lambda: ConvRate(state)
+    return lambda: MLPRate(state, width)
+
+
+@register_model("resnet", RESNET_CARD)
+def resnet(
+    input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1
+) -> DepthModel:
+    """`depth` residual blocks per stage = Euler with step 1 on a piecewise-constant basis over [0, depth]."""
+    check_common(input_shape, num_classes, width, depth, stages)
+    image = is_image(input_shape)
+
+    def block_for(state: int):
+        basis = make_basis("piecewise_constant", depth, 0.0, float(depth))
+        return continuous_stage(rate_factory(state, width, image), basis, Solver("euler", depth))
+
+    return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
