@@ -1,0 +1,115 @@
+"""`depthbench`: run tiers, regenerate leaderboards, list what exists.
+
+    depthbench run --tier smoke                      # CPU, minutes, no download
+    depthbench run --tier standard --seeds 0,1,2     # one GPU
+    depthbench leaderboard                           # tables, plots and page from results/ alone
+    depthbench list                                  # models, tasks, tiers and their hashes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+import zoo
+from benchmarks.protocols import PROTOCOLS, get_protocol
+from benchmarks.runner import DEFAULT_RESULTS, pick_device, run_tier
+from benchmarks.tasks import DataMissingError, list_tasks
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="depthbench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train and measure models, writing one record per run")
+    run.add_argument("--tier", default="auto", choices=[*PROTOCOLS, "auto"],
+                     help="protocol to run; auto = standard on a CUDA machine, smoke otherwise")
+    run.add_argument("--models", type=_names, help="comma-separated model names (default: the tier's)")
+    run.add_argument("--tasks", type=_names, help="comma-separated task names (default: the tier's)")
+    run.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the tier's)")
+    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (default: results/)")
+    run.add_argument("--data-dir", help="data root (default: $DEPTHBENCH_DATA or ~/.cache/depthbench/data)")
+    run.add_argument("--download", action="store_true", help="let torchvision download missing data sets")
+    run.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: the tier's)")
+    run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--leaderboard", action="store_true", help="regenerate leaderboards afterwards")
+
+    board = commands.add_parser("leaderboard", help="regenerate leaderboards/ from the results store alone")
+    board.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    board.add_argument("--out", type=Path, default=Path("leaderboards"))
+    board.add_argument("--readme", type=Path, default=Path("README.md"))
+
+    commands.add_parser("list", help="models, tasks and tiers")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    tier = args.tier if args.tier != "auto" else ("standard" if torch.cuda.is_available() else "smoke")
+    protocol = get_protocol(tier)
+    device = pick_device(args.device, protocol)
+    print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}", file=sys.stderr)
+    summary = run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds, results_dir=args.results,
+                       data_dir=args.data_dir, download=args.download, device=device,
+                       retry_failed=args.retry_failed, progress=not args.no_progress)
+    print(f"depthbench: {len(summary.written)} runs recorded, {len(summary.failed)} failed, "
+          f"{len(summary.skipped)} already done (records under {args.results})", file=sys.stderr)
+    if args.leaderboard:
+        return _leaderboard(argparse.Namespace(results=args.results, out=Path("leaderboards"),
+                                               readme=Path("README.md")))
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from benchmarks.leaderboard import write_leaderboards  # pandas/matplotlib only when needed
+
+    if not Path(args.results).is_dir():
+        raise FileNotFoundError(f"no results store at {args.results}: run `depthbench run` first")
+    written = write_leaderboards(args.results, out_dir=args.out, readme=args.readme)
+    print(f"depthbench: wrote {len(written)} leaderboard files under {args.out}", file=sys.stderr)
+    return 0
+
+
+def _list() -> int:
+    print("models: " + ", ".join(zoo.list_models()))
+    print("tasks:  " + ", ".join(list_tasks()))
+    for protocol in PROTOCOLS.values():
+        print(f"tier {protocol.name} v{protocol.version} ({protocol.hash}): {protocol.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "leaderboard":
+            return _leaderboard(args)
+        return _list()
+    except (ValueError, KeyError, DataMissingError, FileNotFoundError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"depthbench: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("depthbench: interrupted; finished runs are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

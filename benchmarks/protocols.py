@@ -1,0 +1,152 @@
+"""Protocols: versioned recipes that say exactly how every number of a tier is produced.
+
+A protocol's hash covers every field that can change a result, so records made under different
+recipes can never be mixed in one leaderboard row. Change a field -> bump `version` (the hash
+changes anyway; the version tells people why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ALL_MODELS = ("resnet", "neural-ode", "anode", "continuousnet", "continuousnet-euler", "inresnet", "inresnet-lambda")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training recipe, shared by every model of a protocol on a task."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"  # "adam" | "sgd"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "onecycle"  # "onecycle" | "multistep" | "constant"
+    milestones: tuple[float, ...] = ()  # for multistep: fractions of training where lr is multiplied by 0.1
+    augment: str = "none"  # "none" | "crop" | "crop-flip"
+    amp_bf16: bool = False  # bf16 autocast for training on CUDA; evaluation and attacks are always fp32
+    max_train: int | None = None  # cap on training examples (None: all)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("onecycle", "multistep", "constant"):
+            raise ValueError(f"schedule must be onecycle, multistep or constant, got {self.schedule!r}")
+        if self.augment not in ("none", "crop", "crop-flip"):
+            raise ValueError(f"augment must be none, crop or crop-flip, got {self.augment!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What is measured after training, and on how much of the test set."""
+
+    attack_subset: int = 1000  # first N test examples (a fixed subset, the same for every model)
+    pgd_steps: int = 10
+    pgd_alpha_factor: float = 2.5  # PGD step = factor * eps / steps
+    transfer_subset: int = 1000  # test examples for the depth-transfer grid
+    transfer_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    transfer_schemes: tuple[str, ...] = ("euler", "midpoint", "rk4", "rk4_38")
+    transfer_tolerances: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
+    latency_repeats: int = 20
+    throughput_batch: int = 256
+    eval_batch: int = 500
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: int
+    description: str
+    tasks: tuple[str, ...]
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    recipes: dict[str, Recipe]  # task -> recipe
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # the same size class for every model
+    evaluation: Evaluation = Evaluation()
+    device: str = "cpu"  # what the tier is meant for: "cpu" or "cuda"
+    data_limit: int | None = None  # cap on examples per split when loading (None: whole task)
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), sort_keys=True))
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def header(self) -> dict[str, Any]:
+        """What a record keeps of its protocol (the full definition is reproducible from name + hash)."""
+        return {"name": self.name, "version": self.version, "hash": self.hash}
+
+
+SMOKE = Protocol(
+    name="smoke",
+    version=1,
+    description="CPU smoke tier: digits and pendulum, tiny widths, every model, the whole pipeline in minutes.",
+    tasks=("digits", "pendulum"),
+    models=ALL_MODELS,
+    seeds=(0, 1),
+    recipes={
+        "digits": Recipe(epochs=6, batch_size=32, lr=1e-2),
+        "pendulum": Recipe(epochs=10, batch_size=32, lr=1e-2),
+    },
+    model_overrides={"width": 16, "depth": 3},
+    evaluation=Evaluation(attack_subset=200, pgd_steps=10, transfer_subset=200, transfer_factors=(0.5, 1.0, 2.0),
+                          transfer_tolerances=(1e-2, 1e-3), latency_repeats=5, throughput_batch=64, eval_batch=400),
+    device="cpu",
+)
+
+STANDARD = Protocol(
+    name="standard",
+    version=1,
+    description="One GPU: fashion-mnist and cifar10-jpeg, every model, 3 seeds, one recipe for all "
+    "(Adam one-cycle, bf16 autocast training, fp32 evaluation and attacks).",
+    tasks=("fashion-mnist", "cifar10-jpeg"),
+    models=ALL_MODELS,
+    seeds=(0, 1, 2),
+    recipes={
+        "fashion-mnist": Recipe(epochs=3, batch_size=256, lr=2e-3, amp_bf16=True),
+        "cifar10-jpeg": Recipe(epochs=10, batch_size=256, lr=2e-3, augment="crop-flip", amp_bf16=True),
+        "cifar10": Recipe(epochs=10, batch_size=256, lr=2e-3, augment="crop-flip", amp_bf16=True),
+        "mnist": Recipe(epochs=3, batch_size=256, lr=2e-3, amp_bf16=True),
+    },
+    model_overrides={"width": 64, "depth": 6},
+    evaluation=Evaluation(),
+    device="cuda",
+)
+
+PAPER = Protocol(
+    name="paper",
+    version=1,
+    description="The papers' scale: CIFAR-10, ResNet-110-size stages (3 x 18 blocks, 16-32-64 channels), "
+    "SGD 0.9, lr 0.1, wd 5e-4, x0.1 at 50% and 75% of 160 epochs, batch 128, crop + flip, 5 seeds.",
+    tasks=("cifar10",),
+    models=ALL_MODELS,
+    seeds=(0, 1, 2, 3, 4),
+    recipes={"cifar10": Recipe(epochs=160, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+                               schedule="multistep", milestones=(0.5, 0.75), augment="crop-flip")},
+    model_overrides={"width": 16, "depth": 18, "stages": 3},
+    evaluation=Evaluation(attack_subset=2000, pgd_steps=20),
+    device="cuda",
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, STANDARD, PAPER)}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown tier {name!r}; known tiers: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def recipe_for(protocol: Protocol, task: str) -> Recipe:
+    if task not in protocol.recipes:
+        raise ValueError(f"protocol {protocol.name!r} has no recipe for task {task!r}; "
+                         f"it defines: {', '.join(protocol.recipes)}")
+    return protocol.recipes[task]

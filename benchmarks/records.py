@@ -1,0 +1,101 @@
+"""Result records: one JSON file per (model, task, protocol hash, seed), written atomically.
+
+A record is the only thing a leaderboard may read. Its layout (schema 1):
+
+```
+{
+  "schema": 1,
+  "model": "resnet", "task": "digits", "seed": 0,
+  "protocol": {"name": "smoke", "version": 1, "hash": "3f2a9c1d0b7e"},
+  "status": "ok" | "failed",
+  "error": null | "what went wrong (one line)",
+  "metrics": {"accuracy": 0.97, "params": 12345, "fgsm@0.1": 0.41, ...},   # flat: name -> number
+  "flags": ["possible-gradient-masking", ...],
+  "depth_transfer": [{"scheme": "rk4", "n_steps": 12, "nfe": 48, "accuracy": 0.96, "latency_ms": 1.2,
+                      "dt": 0.5, "trained": false, ...}, ...],
+  "card": {"title": ..., "arxiv": ..., "bibkey": ..., ...},
+  "provenance": {"git_commit": ..., "git_dirty": false, "command": ..., "device": ..., "host": ...,
+                 "started": ISO-8601, "finished": ISO-8601, "packages": {"torch": ..., ...}}
+}
+```
+
+Metric names are documented in `benchmarks.metrics.METRIC_DOCS`; a leaderboard column is a metric name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Record:
+    model: str
+    task: str
+    seed: int
+    protocol: dict[str, Any]
+    status: str = "ok"
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    depth_transfer: list[dict[str, Any]] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.model, self.task, self.protocol["hash"], self.seed)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        if data.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"record schema {data.get('schema')!r} is not the supported {SCHEMA_VERSION}")
+        return cls(**data)
+
+
+def record_path(root: Path, model: str, task: str, protocol_hash: str, seed: int) -> Path:
+    """Where the record of one run lives: `root/<task>/<protocol hash>/<model>/seed<N>.json`."""
+    return Path(root) / task / protocol_hash / model / f"seed{seed}.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader sees either the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_record(root: Path, record: Record) -> Path:
+    path = record_path(root, record.model, record.task, record.protocol["hash"], record.seed)
+    write_atomic(path, json.dumps(record.to_json(), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path
+
+
+def load_record(path: Path) -> Record:
+    return Record.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def iter_records(root: Path) -> Iterator[tuple[Path, Record]]:
+    """Every record below `root`, in a stable order, with the file it came from (for provenance links)."""
+    for path in sorted(Path(root).glob("*/*/*/seed*.json")):
+        yield path, load_record(path)

@@ -1,0 +1,186 @@
+"""The runner: task -> model -> training -> metrics -> record, one record per (model, task, protocol, seed).
+
+Resumable by construction: a run whose record exists is skipped, and a record is written atomically
+only when its run is complete, so an interrupted bench loses at most the run in progress. A model
+that fails (diverges, its solver never converges, it raises) becomes a `failed` record with the
+reason, and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import zoo
+from benchmarks import metrics as M
+from benchmarks import timing
+from benchmarks.protocols import Protocol, recipe_for
+from benchmarks.provenance import now, provenance
+from benchmarks.records import Record, load_record, record_path, save_record
+from benchmarks.tasks import Task, TaskData, get_task
+from benchmarks.train import TrainingDiverged, TrainResult, train
+
+DEFAULT_RESULTS = Path("results")
+
+
+@dataclass
+class RunSummary:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
+            trained: TrainResult) -> tuple[dict[str, float], list[str], list[dict[str, Any]]]:
+    """Every metric of the harness for a trained model (eval mode, fp32)."""
+    ev = protocol.evaluation
+    model.eval().float()
+    x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
+    classification = task.kind == "classification"
+    metrics: dict[str, float] = {"epochs": trained.epochs, "train_seconds": trained.train_seconds,
+                                 "epoch_seconds": trained.epoch_seconds}
+    if trained.peak_memory_mb is not None:
+        metrics["peak_train_memory_mb"] = trained.peak_memory_mb
+    if classification:
+        metrics["accuracy"] = M.accuracy(model, x_test, y_test, batch_size=ev.eval_batch)
+        metrics["val_accuracy"] = trained.val_metric
+    else:
+        metrics["test_mse"] = M.mse(model, x_test, y_test, batch_size=ev.eval_batch)
+        metrics["val_mse"] = trained.val_metric
+    metrics["params"] = M.parameter_count(model)
+    metrics["flops"] = M.count_flops(model, x_test[:1])
+    with torch.no_grad():
+        model(x_test[:ev.eval_batch])
+    metrics["nfe"] = model.nfe
+    if any(s.adjoint for s in model.solvers):
+        loss = model(x_test[:64]).float().square().mean()
+        loss.backward()
+        metrics["nfe_backward"] = model.nfe_backward
+        model.zero_grad(set_to_none=True)
+    metrics.update(timing.latency_and_throughput(model, x_test, device=device, batch=ev.throughput_batch,
+                                                 warmup=3, repeats=ev.latency_repeats))
+    flags: list[str] = []
+    if classification and task.attack_eps:
+        xs, ys = x_test[:ev.attack_subset], y_test[:ev.attack_subset]
+        robust = M.robustness_with_twin(model, xs, ys, eps_grid=task.attack_eps, pgd_steps=ev.pgd_steps,
+                                        pgd_alpha_factor=ev.pgd_alpha_factor, batch_size=ev.eval_batch, seed=0)
+        metrics.update(robust)
+        metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch, seed=0))
+        flags += M.gradient_masking_flags(robust, M.input_gradient_norm(model, xs[:128], ys[:128]), n=len(ys))
+    transfer, summary = M.depth_transfer(
+        model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
+        factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
+        batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
+        latency_repeats=max(3, ev.latency_repeats // 4))
+    metrics.update(summary)
+    return metrics, flags, transfer
+
+
+def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """JSON has no NaN: a non-finite metric is dropped and flagged rather than written as a number."""
+    clean, bad = {}, []
+    for key, value in metrics.items():
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            bad.append(key)
+            continue
+        clean[key] = value
+    return clean, [f"non-finite:{key}" for key in bad]
+
+
+def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, seed: int, device: torch.device,
+            on_epoch: Callable[[dict[str, float]], None] | None = None) -> Record:
+    """Train and measure one model; any exception becomes a failed record (interrupts propagate)."""
+    started = now()
+    record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header())
+    try:
+        record.card = zoo.model_card(model_name).to_dict()
+        seed_everything(seed)
+        model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
+                                 **protocol.model_overrides).to(device)
+        trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
+                        on_epoch=on_epoch)
+        metrics, flags, transfer = measure(model, task, data, protocol, device, trained)
+        record.metrics, bad = _finite(metrics)
+        record.flags = flags + bad
+        record.depth_transfer = transfer
+    except Exception as error:  # noqa: BLE001 - a failing model is a result, not a crash of the suite
+        record.status = "failed"
+        record.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
+        record.flags = ["diverged"] if isinstance(error, TrainingDiverged) else \
+            ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else ["error"]
+        record.provenance = {"traceback": traceback.format_exc(limit=8)}
+    record.provenance = {**provenance(device, started), **record.provenance}
+    return record
+
+
+def pick_device(requested: str | None, protocol: Protocol) -> torch.device:
+    if requested is None:
+        requested = "cuda" if protocol.device == "cuda" else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"the {protocol.name!r} tier is meant for a CUDA GPU and none is available here; "
+                           "run `--tier smoke`, or `--device cpu` to force it onto the CPU (slow)")
+    return torch.device(requested)
+
+
+def run_tier(
+    protocol: Protocol,
+    *,
+    models: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    results_dir: Path = DEFAULT_RESULTS,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    device: torch.device | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`."""
+    models = list(models or protocol.models)
+    tasks = list(tasks or protocol.tasks)
+    seeds = list(protocol.seeds if seeds is None else seeds)
+    unknown = sorted(set(models) - set(zoo.list_models()))
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(zoo.list_models())}")
+    task_objects = [get_task(name) for name in tasks]  # unknown task names fail here, before any work
+    for task in task_objects:
+        recipe_for(protocol, task.name)
+    device = device or pick_device(None, protocol)
+    summary = RunSummary()
+    jobs = [(task, model, seed) for task in task_objects for model in models for seed in seeds]
+    bar = tqdm(jobs, desc=f"{protocol.name} {protocol.hash}", disable=not progress, unit="run")
+    loaded: dict[str, TaskData] = {}
+    for task, model_name, seed in bar:
+        path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
+        if path.exists() and (not retry_failed or load_record(path).status == "ok"):
+            summary.skipped.append(path)
+            continue
+        if task.name not in loaded:
+            loaded = {task.name: task.load(data_dir, download=download, limit=protocol.data_limit)}
+        label = f"{task.name} {model_name} seed {seed}"
+        bar.set_postfix_str(label)
+        record = run_one(protocol, task, loaded[task.name], model_name, seed, device,
+                         on_epoch=lambda e, label=label: bar.set_postfix_str(
+                             f"{label} epoch {e['epoch']} val {e['val']:.4g}"))
+        path = save_record(results_dir, record)
+        (summary.failed if record.status == "failed" else summary.written).append(path)
+        if record.status == "failed":
+            tqdm.write(f"FAILED {task.name}/{model_name}/seed{seed}: {record.error}")
+    return summary

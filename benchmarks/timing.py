@@ -1,0 +1,136 @@
+"""Wall-clock measurement that means the same thing on CPU and GPU, and a description of the machine it ran on.
+
+CUDA kernels run asynchronously, so a timer read right after a launch measures the launch, not the work: every timed
+run is bracketed by `torch.cuda.synchronize()`. Medians and interquartile ranges rather than means, because timing
+noise is one-sided (interrupts, clock ramps) and a single outlier should not move a leaderboard column.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+_MAX_RUNS = 100_000  # safety stop for `min_time` with a function that takes (almost) no time
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    fn: Callable[[], object], *, device: torch.device, warmup: int = 3, repeats: int = 10, min_time: float = 0.0
+) -> dict[str, float]:
+    """Time `fn()` `repeats` times (more while their total is below `min_time` seconds) after `warmup` untimed calls.
+
+    Warmup absorbs one-off costs (cuDNN autotuning, allocator growth, lazy initialisation) that a steady-state
+    latency should not include.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_time and len(times) < _MAX_RUNS):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    ms = np.asarray(times) * 1e3
+    q25, q50, q75 = np.percentile(ms, [25, 50, 75])
+    return {"median_ms": float(q50), "iqr_ms": float(q75 - q25), "min_ms": float(ms.min()), "repeats": len(times)}
+
+
+def latency_and_throughput(
+    model: nn.Module, example: torch.Tensor, *, device: torch.device, batch: int, warmup: int = 3, repeats: int = 10
+) -> dict[str, float]:
+    """Batch-1 latency (what a single request waits) and batched throughput (what a server sustains)."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    device = torch.device(device)
+    example = example.to(device)
+    one = example[:1]
+    # Repeating rows keeps the inputs realistic (adaptive solvers' cost depends on the data) when few are given.
+    many = example[torch.arange(batch, device=example.device) % len(example)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            latency = measure(lambda: model(one), device=device, warmup=warmup, repeats=repeats)
+            bulk = measure(lambda: model(many), device=device, warmup=warmup, repeats=repeats)
+    finally:
+        model.train(was_training)
+    return {
+        "latency_ms": latency["median_ms"],
+        "latency_iqr_ms": latency["iqr_ms"],
+        "throughput": batch / (bulk["median_ms"] / 1e3),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _driver_version() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+def machine_info(device: torch.device | str | None = None) -> dict[str, object]:
+    """What a timing depends on, as JSON-serialisable values: accelerator, driver, CPU, library versions.
+
+    `device` defaults to the first GPU when there is one. The CPU is always described: it drives kernel launches
+    and host-side solver logic even when the arithmetic runs on the GPU.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    info: dict[str, object] = {
+        "device": device.type,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),  # intra-op threads: CPU timings scale with them
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        info.update(
+            device_name=torch.cuda.get_device_name(index),
+            driver_version=_driver_version(),
+            cuda_version=torch.version.cuda,
+            capability=f"{major}.{minor}",
+        )
+    else:
+        info["device_name"] = info["cpu"]
+    info["python_implementation"] = sys.implementation.name
+    return info

@@ -1,0 +1,167 @@
+"""Training: one loop for every model, fast on a GPU for these small data sets.
+
+The whole split lives on the device as uint8 (no DataLoader, no per-batch host work); batches are
+gathered by a seeded permutation, scaled to [0, 1] and augmented on the device; images are
+channels_last under CUDA; bf16 autocast when the recipe asks for it. The loss is checked once per
+epoch (one host sync), so a diverging model stops with `TrainingDiverged` instead of training on
+NaNs. The checkpoint kept is the best on the *validation* split: the test set is never looked at.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks.protocols import Recipe
+from benchmarks.tasks import Split, Task, TaskData
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or validation metric became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    train_seconds: float
+    epoch_seconds: float  # median over epochs, training steps only
+    best_epoch: int
+    val_metric: float  # accuracy (classification) or MSE (regression) of the kept checkpoint
+    peak_memory_mb: float | None  # CUDA only
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def batch_inputs(x: torch.Tensor, image: bool) -> torch.Tensor:
+    """uint8 images -> float [0, 1]; vectors pass through."""
+    return x.float().div_(255.0) if image else x
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding `pad`) and optional horizontal flip, per sample, on x's device."""
+    if kind == "none":
+        return x
+    batch, channels, height, width = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dev = x.device
+    top = torch.randint(0, 2 * pad + 1, (batch,), device=dev, generator=generator)
+    left = torch.randint(0, 2 * pad + 1, (batch,), device=dev, generator=generator)
+    rows = (top[:, None] + torch.arange(height, device=dev))[:, None, :, None]
+    cols = (left[:, None] + torch.arange(width, device=dev))[:, None, None, :]
+    out = padded[torch.arange(batch, device=dev)[:, None, None, None],
+                 torch.arange(channels, device=dev)[None, :, None, None], rows, cols]
+    if kind == "crop-flip":
+        flip = torch.rand(batch, device=dev, generator=generator) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, task: Task, device: torch.device, batch_size: int = 1000) -> float:
+    """Accuracy (classification) or mean squared error (regression) in fp32, eval mode."""
+    model.eval()
+    image = len(task.input_shape) == 3
+    total, count = 0.0, 0
+    for start in range(0, len(split), batch_size):
+        x = batch_inputs(split.x[start:start + batch_size].to(device), image)
+        y = split.y[start:start + batch_size].to(device)
+        out = model(x)
+        if task.kind == "classification":
+            total += (out.argmax(1) == y).sum().item()
+        else:
+            total += F.mse_loss(out, y, reduction="sum").item() / y[0].numel()
+        count += len(y)
+    return total / count
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps)
+    if recipe.schedule == "multistep":
+        milestones = [int(f * total_steps) for f in recipe.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def train(
+    model: nn.Module,
+    data: TaskData,
+    task: Task,
+    recipe: Recipe,
+    *,
+    device: torch.device,
+    seed: int,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train `model` (already on `device`) with `recipe`; leaves it holding the best-validation weights."""
+    image = len(task.input_shape) == 3
+    cuda = device.type == "cuda"
+    if image and cuda:
+        model.to(memory_format=torch.channels_last)
+    train_x, train_y = data.train.x, data.train.y
+    if recipe.max_train is not None:
+        train_x, train_y = train_x[:recipe.max_train], train_y[:recipe.max_train]
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    n = len(train_y)
+    steps_per_epoch = max(1, n // recipe.batch_size)  # drop the ragged last batch: fixed shapes, fair timing
+    optimizer = _optimizer(model, recipe)
+    scheduler = _schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
+    shuffle = torch.Generator().manual_seed(seed)
+    aug_generator = torch.Generator(device=device).manual_seed(seed)
+    loss_fn = F.cross_entropy if task.kind == "classification" else F.mse_loss
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+
+    best_metric, best_state, best_epoch = None, None, 0
+    history, epoch_times = [], []
+    started = time.perf_counter()
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        order = torch.randperm(n, generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for step in range(steps_per_epoch):
+            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            x = augment(batch_inputs(train_x[index], image), recipe.augment, aug_generator) if image \
+                else train_x[index]
+            if image and cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp_bf16 and cuda):
+                loss = loss_fn(model(x).float(), train_y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+        mean_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
+        epoch_times.append(time.perf_counter() - epoch_start)
+        val = evaluate(model, data.val, task, device)
+        if not (torch.isfinite(torch.tensor(mean_loss)) and torch.isfinite(torch.tensor(val))):
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: loss {mean_loss}, validation {val}")
+        entry = {"epoch": epoch, "loss": mean_loss, "val": val, "seconds": epoch_times[-1]}
+        history.append(entry)
+        if on_epoch is not None:
+            on_epoch(entry)
+        better = best_metric is None or (val > best_metric if task.kind == "classification" else val < best_metric)
+        if better:
+            best_metric, best_epoch = val, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    train_seconds = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    model.eval()
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+    return TrainResult(epochs=recipe.epochs, train_seconds=train_seconds, epoch_seconds=statistics.median(epoch_times),
+                       best_epoch=best_epoch, val_metric=best_metric, peak_memory_mb=peak, history=history)

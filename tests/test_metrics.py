@@ -1,0 +1,282 @@
+"""Metrics on real data: a tiny ResNet trained for a few seconds on scikit-learn's 8x8 digits.
+
+Robustness numbers are only meaningful if the attacks are correct, so the attack tests check properties any correct
+L-inf attack has (weaker than clean, PGD at least as strong as FGSM, monotone in eps, projection around the clean
+image) on a model that actually learned something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torchattacks
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.nn import functional as F
+
+import zoo
+from benchmarks import metrics, timing
+
+BATCH = 256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tensors here are tiny: a second intra-op thread only adds synchronisation, and on a busy machine its
+    spin-waits slow every op several-fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    y = torch.tensor(data.target, dtype=torch.int64)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+@pytest.fixture(scope="module")
+def trained(digits) -> nn.Module:
+    x_train, y_train, _, _ = digits
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sampler = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        index = torch.randint(0, len(x_train), (64,), generator=sampler)
+        loss = F.cross_entropy(model(x_train[index]), y_train[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def attacked(trained, digits) -> dict[str, float]:
+    _, _, x, y = digits
+    return metrics.robustness(trained, x, y, eps_grid=(0.1, 0.2), batch_size=BATCH, seed=0)
+
+
+class RoundedInput(nn.Module):
+    """Quantises its input before the model: the same predictions (digits are multiples of 1/16), zero gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 16) / 16)
+
+
+def test_eps_key() -> None:
+    assert metrics.eps_key(0.1) == "0.1"
+    assert metrics.eps_key(8 / 255) == "0.0314"
+    assert metrics.eps_key(2 / 255) == "0.00784"
+    assert metrics.eps_key(0.05) == "0.05"
+    assert metrics.eps_key(1.0) == "1"
+
+
+def test_metric_docs_cover_every_name() -> None:
+    names = {"accuracy", "val_accuracy", "test_mse", "val_mse", "params", "flops", "nfe", "nfe_backward",
+             "train_seconds", "epoch_seconds", "peak_train_memory_mb", "epochs", "latency_ms", "latency_iqr_ms",
+             "throughput", "fgsm@<eps>", "pgd@<eps>", "noise@<sigma>", "dt_delta_2x", "dt_delta_half",
+             "dt_fewest_nfe", "dt_speedup", "dt_order"}
+    assert names <= set(metrics.METRIC_DOCS)
+    assert all(doc and "\n" not in doc for doc in metrics.METRIC_DOCS.values())
+
+
+def test_trained_model_is_clearly_better_than_chance(trained, digits) -> None:
+    _, _, x, y = digits
+    assert metrics.accuracy(trained, x, y, batch_size=BATCH) > 0.8
+
+
+def test_attacks_reduce_accuracy_and_pgd_is_stronger(trained, digits, attacked) -> None:
+    _, _, x, y = digits
+    clean = metrics.accuracy(trained, x, y, batch_size=BATCH)
+    tolerance = 2 / len(x)
+    assert set(attacked) == {"fgsm@0.1", "pgd@0.1", "fgsm@0.2", "pgd@0.2"}
+    for eps in ("0.1", "0.2"):
+        assert attacked[f"fgsm@{eps}"] < clean and attacked[f"pgd@{eps}"] < clean
+        assert attacked[f"pgd@{eps}"] <= attacked[f"fgsm@{eps}"] + tolerance
+    assert attacked["fgsm@0.2"] <= attacked["fgsm@0.1"] + tolerance
+    assert attacked["pgd@0.2"] <= attacked["pgd@0.1"] + tolerance
+    norm = metrics.input_gradient_norm(trained, x, y)
+    assert norm > 0
+    assert metrics.gradient_masking_flags(attacked, norm, n=len(x)) == []
+
+
+def test_pgd_projects_around_the_clean_image(trained, digits) -> None:
+    _, _, x, y = digits
+    eps, batch = 0.1, x[:64]
+    # A step as large as eps would leave the eps-ball around the clean image if projection used the random start.
+    attack = torchattacks.PGD(trained, eps=eps, alpha=eps, steps=5, random_start=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        adversarial = attack(batch, y[:64])
+    assert (adversarial - batch).abs().max().item() <= eps + 1e-6
+    assert adversarial.min().item() >= 0.0 and adversarial.max().item() <= 1.0
+    assert not trained.training
+
+
+def test_robustness_is_deterministic_and_leaves_the_global_rng_alone(trained, digits, attacked) -> None:
+    _, _, x, y = digits
+    state = torch.get_rng_state()
+    again = metrics.robustness(trained, x, y, eps_grid=(0.1, 0.2), batch_size=BATCH, seed=0)
+    assert again == attacked
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.requires_grad for p in trained.parameters())  # attacks freeze parameters only temporarily
+
+
+def test_twin_attack_is_the_direct_attack_for_fixed_step_models(trained, digits) -> None:
+    _, _, x, y = digits
+    settings = dict(eps_grid=(0.1,), pgd_steps=3, batch_size=BATCH, seed=3)
+    assert metrics.robustness_with_twin(trained, x[:128], y[:128], **settings) == metrics.robustness(
+        trained, x[:128], y[:128], **settings)
+
+
+def test_twin_attack_on_an_adaptive_model(digits) -> None:
+    _, _, x, y = digits
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=4, channels=4).eval()
+    x, y = x[:16], y[:16]
+    direct = metrics.robustness(model, x, y, eps_grid=(0.2,), pgd_steps=2, batch_size=16, seed=0)
+    results = metrics.robustness_with_twin(model, x, y, eps_grid=(0.2,), pgd_steps=2, batch_size=16, seed=0)
+    assert set(results) == {"fgsm@0.2", "pgd@0.2", "nfe_adversarial"}
+    assert results["nfe_adversarial"] > 0
+    for key in ("fgsm@0.2", "pgd@0.2"):
+        assert results[key] <= direct[key]  # the minimum over direct and transfer attack
+
+
+def test_noise_accuracy_decreases_with_sigma(trained, digits) -> None:
+    _, _, x, y = digits
+    results = metrics.noise_robustness(trained, x, y, sigmas=(0.05, 0.2, 0.5), batch_size=BATCH, seed=0)
+    assert list(results) == ["noise@0.05", "noise@0.2", "noise@0.5"]
+    assert results["noise@0.05"] > results["noise@0.2"] > results["noise@0.5"]
+    assert results == metrics.noise_robustness(trained, x, y, sigmas=(0.05, 0.2, 0.5), batch_size=BATCH, seed=0)
+
+
+def test_zero_input_gradient_is_flagged(trained, digits) -> None:
+    _, _, x, y = digits
+    masked = RoundedInput(trained).eval()
+    assert metrics.accuracy(masked, x, y, batch_size=BATCH) == metrics.accuracy(trained, x, y, batch_size=BATCH)
+    norm = metrics.input_gradient_norm(masked, x, y)
+    assert norm == 0.0
+    results = metrics.robustness(masked, x[:64], y[:64], eps_grid=(0.1,), pgd_steps=2, batch_size=BATCH, seed=0)
+    assert "possible-gradient-masking" in metrics.gradient_masking_flags(results, norm, 64)
+
+
+def test_gradient_masking_flags_on_inconsistent_results() -> None:
+    consistent = {"fgsm@0.1": 0.5, "pgd@0.1": 0.4, "fgsm@0.2": 0.3, "pgd@0.2": 0.1}
+    assert metrics.gradient_masking_flags(consistent, 1.0, 100) == []
+    assert metrics.gradient_masking_flags({**consistent, "pgd@0.1": 0.505}, 1.0, 100) == []  # within one example
+    assert metrics.gradient_masking_flags({**consistent, "pgd@0.1": 0.6}, 1.0, 100) == ["possible-gradient-masking"]
+    assert metrics.gradient_masking_flags({**consistent, "pgd@0.2": 0.45, "fgsm@0.2": 0.5}, 1.0, 100) == [
+        "attack-not-monotone"]
+    assert metrics.gradient_masking_flags(consistent, math.nan, 100) == ["possible-gradient-masking"]
+
+
+def test_depth_transfer_of_the_trained_resnet(trained, digits) -> None:
+    _, _, x, y = digits
+    entries, summary = metrics.depth_transfer(trained, x, y, kind="classification", batch_size=BATCH,
+                                              latency_example=x[:1], latency_repeats=2)
+    mine = [e for e in entries if e["trained"]]
+    assert len(mine) == 1
+    assert (mine[0]["scheme"], mine[0]["n_steps"], mine[0]["dt"]) == ("euler", 2, 1.0)
+    assert mine[0]["accuracy"] == metrics.accuracy(trained, x, y, batch_size=BATCH)
+    assert len({(e["scheme"], e["n_steps"]) for e in entries}) == len(entries) == 16  # 4 schemes x {1, 2, 4, 8}
+    for entry in entries:
+        assert "failed" not in entry and entry["latency_ms"] > 0
+        assert entry["nfe"] == entry["n_steps"] * zoo.get_tableau(entry["scheme"]).stages * len(trained.blocks)
+    assert {"dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup", "dt_order"} <= set(summary)
+    assert summary["dt_fewest_nfe"] <= mine[0]["nfe"]
+
+
+def test_depth_transfer_of_an_adaptive_model(digits) -> None:
+    _, _, x, y = digits
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=4, channels=4).eval()
+    entries, summary = metrics.depth_transfer(model, x[:64], y[:64], kind="classification", batch_size=64)
+    adaptive = [e for e in entries if e["scheme"] == "dopri5"]
+    assert sorted(e["rtol"] for e in adaptive) == [1e-4, 1e-3, 1e-2, 1e-1]  # the trained 1e-3 appears once
+    assert [e["rtol"] for e in entries if e["trained"]] == [1e-3]
+    assert all(e["n_steps"] is None and e["nfe"] > 0 for e in adaptive)
+    fixed = [e for e in entries if e["scheme"] != "dopri5"]
+    assert sorted({e["n_steps"] for e in fixed}) == [1, 2, 4, 8] and all(e["rtol"] is None for e in fixed)
+    assert all(e["error"] is not None for e in entries)
+    errors = {e["rtol"]: e["error"] for e in adaptive}
+    assert errors[1e-4] < errors[1e-1]
+    assert "dt_fewest_nfe" in summary and "dt_delta_2x" not in summary and "dt_order" not in summary
+
+
+def test_solver_failures_are_recorded_not_raised(digits) -> None:
+    _, _, x, y = digits
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=4, channels=4).eval()
+    for block in model.blocks:
+        block.solver = dataclasses.replace(block.solver, max_num_steps=2)
+    entries, summary = metrics.depth_transfer(model, x[:16], y[:16], kind="classification", batch_size=16,
+                                              tolerances=(1e-4,), schemes=("euler",))
+    failed = [e for e in entries if "failed" in e]
+    assert failed and all(e["accuracy"] is None and e["scheme"] == "dopri5" for e in failed)
+    assert all(e["accuracy"] is not None for e in entries if e["scheme"] == "euler")
+    assert summary == {}  # the trained configuration itself failed: nothing to compare with
+
+
+def test_dt_order_of_a_smooth_continuousnet_is_four() -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = zoo.create_model("continuousnet", input_shape=(2,), num_classes=2, width=16, depth=2)
+    model = model.double().eval()
+    x = torch.rand(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    entries, summary = metrics.depth_transfer(model, x, x, kind="regression", batch_size=64)
+    assert abs(summary["dt_order"] - 4.0) < 0.3  # self-convergence of RK4 on a smooth flow
+    assert all(e["mse"] is not None and "accuracy" not in e for e in entries)
+    assert {"dt_delta_2x", "dt_fewest_nfe"} <= set(summary)
+
+
+def test_flops_and_params_grow_with_depth(digits) -> None:
+    _, _, x, _ = digits
+    shallow = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
+    deep = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=4)
+    assert 0 < metrics.count_flops(shallow, x) < metrics.count_flops(deep, x)
+    assert metrics.count_flops(shallow, x[:1]) == metrics.count_flops(shallow, x)  # one sample whatever is passed
+    assert 0 < metrics.parameter_count(shallow) < metrics.parameter_count(deep)
+
+
+def test_measure_returns_ordered_stats() -> None:
+    stats = timing.measure(lambda: sum(range(2000)), device=torch.device("cpu"), warmup=1, repeats=7)
+    assert stats["repeats"] == 7
+    assert 0 < stats["min_ms"] <= stats["median_ms"] and stats["iqr_ms"] >= 0
+    more = timing.measure(lambda: time.sleep(0.002), device=torch.device("cpu"), warmup=0, repeats=1, min_time=0.02)
+    assert more["repeats"] > 1
+
+
+def test_latency_throughput_and_machine_info(trained, digits) -> None:
+    _, _, x, _ = digits
+    trained.train()
+    try:
+        result = timing.latency_and_throughput(trained, x[:3], device=torch.device("cpu"), batch=16, warmup=1,
+                                               repeats=3)
+        assert trained.training  # the caller's mode is restored
+    finally:
+        trained.eval()
+    assert set(result) == {"latency_ms", "latency_iqr_ms", "throughput"}
+    assert result["latency_ms"] > 0 and result["throughput"] > 0
+    info = timing.machine_info(torch.device("cpu"))
+    assert info["torch"] == torch.__version__ and info["python"] and info["cpu_count"]
+    json.dumps(info)

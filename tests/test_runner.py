@@ -1,0 +1,153 @@
+"""The runner and CLI: complete records, resume after an interrupt, failures recorded, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import runner
+from benchmarks.cli import main
+from benchmarks.protocols import SMOKE, Evaluation, Recipe
+from benchmarks.records import iter_records
+from zoo import registry
+
+# A cheaper smoke protocol for tests: same pipeline, fewer epochs and examples.
+QUICK = dataclasses.replace(
+    SMOKE, name="test-quick", seeds=(0,),
+    recipes={"digits": Recipe(epochs=3, batch_size=32, lr=1e-2), "pendulum": Recipe(epochs=3, batch_size=32, lr=1e-2)},
+    evaluation=Evaluation(attack_subset=100, pgd_steps=5, transfer_subset=100, transfer_factors=(0.5, 1.0, 2.0),
+                          transfer_tolerances=(1e-2,), latency_repeats=3, throughput_batch=32, eval_batch=200),
+)
+TIMING = {"latency_ms", "latency_iqr_ms", "throughput", "train_seconds", "epoch_seconds", "dt_speedup"}
+
+
+def _comparable(record) -> dict:
+    """A record without what legitimately differs between two identical runs: wall-clock times and dates."""
+    data = record.to_json()
+    data.pop("provenance")
+    data["metrics"] = {k: v for k, v in data["metrics"].items() if k not in TIMING}
+    data["depth_transfer"] = [{k: v for k, v in e.items() if k != "latency_ms"} for e in data["depth_transfer"]]
+    return data
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    summary = runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=root, device=torch.device("cpu"),
+                              progress=False)
+    return root, summary
+
+
+def test_a_run_produces_complete_records(quick_results) -> None:
+    root, summary = quick_results
+    records = {(r.task, r.model): r for _, r in iter_records(root)}
+    assert len(records) == 4 and not summary.failed
+    digits = records[("digits", "resnet")]
+    assert digits.status == "ok" and digits.protocol["hash"] == QUICK.hash
+    metrics = digits.metrics
+    for key in ("accuracy", "val_accuracy", "params", "flops", "nfe", "latency_ms", "latency_iqr_ms", "throughput",
+                "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe"):
+        assert key in metrics, key
+    assert metrics["accuracy"] > 0.5, "three epochs on digits should be well above chance"
+    assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
+    assert metrics["nfe"] == 3  # resnet: Euler, depth 3
+    assert any(e["trained"] for e in digits.depth_transfer)
+    assert digits.card["bibkey"] == "he2016identity"
+    provenance = digits.provenance
+    for key in ("git_commit", "device", "started", "finished", "packages", "command"):
+        assert provenance[key], key
+    node = records[("digits", "neural-ode")]
+    assert node.metrics["nfe"] > 0 and any(e.get("rtol") for e in node.depth_transfer)
+    pendulum = records[("pendulum", "resnet")]
+    assert "test_mse" in pendulum.metrics and "accuracy" not in pendulum.metrics
+    assert "fgsm@0.1" not in pendulum.metrics
+
+
+def test_rerun_skips_what_is_done(quick_results) -> None:
+    root, _ = quick_results
+    before = {p: p.read_bytes() for p, _ in iter_records(root)}
+    summary = runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=root, device=torch.device("cpu"),
+                              progress=False)
+    assert len(summary.skipped) == 4 and not summary.written
+    assert {p: p.read_bytes() for p, _ in iter_records(root)} == before
+
+
+def test_resume_after_an_interrupt_gives_identical_records(quick_results, tmp_path, monkeypatch) -> None:
+    reference_root, _ = quick_results
+    saved = []
+    real_save = runner.save_record
+
+    def save_then_die(root, record):
+        path = real_save(root, record)
+        saved.append(path)
+        if len(saved) == 1:
+            raise KeyboardInterrupt  # the bench is killed right after its first record
+        return path
+
+    monkeypatch.setattr(runner, "save_record", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=tmp_path, device=torch.device("cpu"),
+                        progress=False)
+    assert len(list(iter_records(tmp_path))) == 1
+    summary = runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=tmp_path,
+                              device=torch.device("cpu"), progress=False)
+    assert len(summary.skipped) == 1 and len(summary.written) == 3
+    reference = {p.relative_to(reference_root): _comparable(r) for p, r in iter_records(reference_root)}
+    resumed = {p.relative_to(tmp_path): _comparable(r) for p, r in iter_records(tmp_path)}
+    assert resumed == reference
+    assert not list(tmp_path.rglob("*.tmp")), "no partial files are left behind"
+
+
+class NaNModel(nn.Module):
+    def __init__(self, input_shape, num_classes, *, width=8, depth=3):
+        super().__init__()
+        self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+def test_a_nan_model_is_recorded_as_failed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_model("nan-model", registry.model_card("resnet"))(NaNModel)
+    summary = runner.run_tier(QUICK, models=["nan-model"], tasks=["digits"], results_dir=tmp_path,
+                              device=torch.device("cpu"), progress=False)
+    assert len(summary.failed) == 1
+    record = json.loads(summary.failed[0].read_text())
+    assert record["status"] == "failed" and "diverged" in record["flags"]
+    assert "TrainingDiverged" in record["error"] and record["metrics"] == {}
+    assert record["provenance"]["git_commit"]
+    # A failed run is done too: it is skipped on rerun unless asked to retry.
+    again = runner.run_tier(QUICK, models=["nan-model"], tasks=["digits"], results_dir=tmp_path,
+                            device=torch.device("cpu"), progress=False)
+    assert len(again.skipped) == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--models", "resnet,nope"], "unknown model(s) nope; known models: anode"),
+    (["run", "--tasks", "imagenet"], "unknown task 'imagenet'"),
+    (["run", "--tier", "standard"], "meant for a CUDA GPU"),
+    (["leaderboard", "--results", "/nonexistent/results"], "no results store"),
+])
+def test_bad_cli_input_gets_a_clear_message(argv, message, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_seeds_and_tiers_are_rejected_by_the_parser(capsys) -> None:
+    for argv in (["run", "--seeds", "one"], ["run", "--tier", "huge"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_list_names_models_tasks_and_tiers(capsys) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "continuousnet" in out and "cifar10-jpeg" in out and SMOKE.hash in out
