@@ -31,7 +31,7 @@ def _git(*args: str) -> str | None:
 def git_state() -> dict[str, Any]:
     """The commit of the code that ran, and whether the tree had uncommitted changes (excluding outputs)."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--", "zoo", "benchmarks", "pyproject.toml")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", "zoo", "benchmarks", "pyproject.toml")
     return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}
 
 
