@@ -1,0 +1,187 @@
+"""Leaderboards from records: `python -m benchmarks.leaderboard RECORDS_ROOT` regenerates every table.
+
+Public API (the pieces live in `leaderboard_data`, `leaderboard_render`, `plots` and `page`):
+
+- `load_frame(records_root)`: one pandas row per record;
+- `aggregate(frame)`: one table per (task, protocol name, protocol hash), mean/std over seeds of OK records;
+- `render_markdown`, `render_csv`, `render_latex`, `render_bibtex`, `render_citation`: text of one table / all;
+- `write_leaderboards(records_root, ...)`: every file below, written atomically and deterministically.
+
+Layout written by `write_leaderboards` (out_dir defaults to `leaderboards/`):
+
+    <out_dir>/README.md                         index of all tables
+    <out_dir>/index.html                        all tables, sortable, with plots (static, self-contained)
+    <out_dir>/references.bib                    model papers + the suite's own entry
+    <out_dir>/<protocol>/<task>.md|.csv|.tex    one table per (task, protocol); `<task>-<hash>` for older hashes
+    <out_dir>/<protocol>/plots/<task>_<kind>.png|.svg
+    <out_dir>/.generated                        files written last time; those no longer produced are removed
+    CITATION.cff, README.md (between the leaderboard markers)
+
+Records are the only input: a table whose records were deleted disappears with its files, so no number
+survives without a record behind it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, load_frame, parse_time
+from benchmarks.leaderboard_render import (
+    render_bibtex,
+    render_citation,
+    render_csv,
+    render_index,
+    render_latex,
+    render_markdown,
+)
+from benchmarks.page import write_page
+from benchmarks.plots import write_plots
+from benchmarks.records import write_atomic
+
+__all__ = [
+    "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",
+    "render_markdown", "replace_readme_section", "suite_version", "write_leaderboards",
+]  # fmt: skip
+
+START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+MANIFEST = ".generated"
+
+
+def suite_version() -> str:
+    """The depthbench version: installed package metadata, else `pyproject.toml` next to this package."""
+    try:
+        return metadata.version("depthbench")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.exists():
+        match = re.search(r'(?m)^version\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"))
+        if match:
+            return match.group(1)
+    return "0+unknown"
+
+
+def _rel(target: Path, start: Path) -> str:
+    """Relative POSIX path from folder `start` to `target` (links inside generated Markdown/HTML)."""
+    return os.path.relpath(Path(target).resolve(), Path(start).resolve()).replace(os.sep, "/")
+
+
+def _link_base(table: pd.DataFrame, folder: Path) -> str:
+    rel = _rel(Path(table.attrs.get("repo_root", ".")), folder)
+    return "" if rel == "." else rel + "/"
+
+
+def replace_readme_section(text: str, content: str) -> str | None:
+    """`text` with everything between the leaderboard markers replaced; None if the markers are missing."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        return None
+    return text[: start + len(START)] + "\n\n" + content.strip("\n") + "\n\n" + text[end:]
+
+
+def _write(path: Path, text: str, written: list[Path]) -> None:
+    # Unchanged files are not rewritten: regenerating touches nothing, so mtimes and git stay quiet.
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        write_atomic(path, text)
+    written.append(path)
+
+
+def _path_part(text: str) -> str:
+    """Record text as one path component: no separators, no leading dots (so no `..`, no hidden files)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).lstrip(".") or "_"
+
+
+def _recency(table: pd.DataFrame) -> tuple[int, float]:
+    stamp = parse_time(extreme_time(table.finished, True) or "")
+    return max(table.attrs["protocol_versions"] or [0]), stamp.timestamp() if stamp else 0.0
+
+
+def file_stems(tables: dict[TableKey, pd.DataFrame]) -> dict[TableKey, str]:
+    """`<protocol>/<task>` per table; when one (protocol, task) has several hashes, the newest protocol version
+    (then the latest run) keeps the plain name and the others get `-<hash>`, so no two tables share a file."""
+    groups: dict[tuple[str, str], list[TableKey]] = {}
+    for key in tables:
+        groups.setdefault((key[0], key[1]), []).append(key)
+    stems = {}
+    for (task, protocol), keys in groups.items():
+        newest_first = sorted(keys, key=lambda k: (*_recency(tables[k]), k[2]), reverse=True)
+        for i, key in enumerate(newest_first):
+            suffix = "" if i == 0 else f"-{_path_part(key[2])}"
+            stems[key] = f"{_path_part(protocol)}/{_path_part(task)}{suffix}"
+    return stems
+
+
+def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderboards",
+                       readme: Path | str | None = "README.md",
+                       citation: Path | str | None = "CITATION.cff") -> list[Path]:  # fmt: skip
+    """Regenerate every leaderboard file from the records below `records_root`; returns the paths produced.
+
+    Files whose content did not change are left untouched (still listed). Relative paths are taken from the
+    current directory, so run it from the repository root (as `depthbench leaderboard` does).
+    `readme` is only edited between its leaderboard markers (left alone without them or if it does not exist);
+    `readme=None` / `citation=None` skip those files."""
+    frame = load_frame(records_root)
+    tables = aggregate(frame)
+    stems = file_stems(tables)
+    out, version, written = Path(out_dir), suite_version(), []
+    plots: dict[TableKey, list[Path]] = {}
+    for key, table in tables.items():
+        md_path = out / f"{stems[key]}.md"
+        plots[key] = write_plots(frame, table, md_path.parent / "plots", md_path.name.removesuffix(".md"))
+        written += plots[key]
+        pngs = [_rel(p, md_path.parent) for p in plots[key] if p.suffix == ".png"]
+        _write(md_path, render_markdown(table, _link_base(table, md_path.parent), plots=pngs), written)
+        _write(out / f"{stems[key]}.csv", render_csv(table), written)
+        _write(out / f"{stems[key]}.tex", render_latex(table), written)
+    _write(out / "references.bib", render_bibtex(tables.values(), version), written)
+    _write(out / "README.md", render_index(tables, stems), written)
+    written.append(write_page(tables, plots, out / "index.html"))
+    if citation is not None:
+        _write(Path(citation), render_citation(tables.values(), version), written)
+    if readme is not None and Path(readme).exists():
+        folder = Path(readme).resolve().parent
+        sections = []
+        for key, table in tables.items():
+            pngs = [_rel(p, folder) for p in plots[key] if p.suffix == ".png"]
+            sections.append(render_markdown(table, _link_base(table, folder), heading_level=3, plots=pngs))
+        content = "\n".join(sections) or "No leaderboard records yet.\n"
+        new = replace_readme_section(Path(readme).read_text(encoding="utf-8"), content)
+        if new is not None:
+            _write(Path(readme), new, written)
+    _remove_stale(out, written)
+    return written
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """Delete files this function generated last time but not now (their records are gone), then record the list.
+
+    Only paths listed in our own manifest and inside `out` are ever removed."""
+    manifest, root = out / MANIFEST, out.resolve()
+    now = sorted(_rel(p, out) for p in written if root in Path(p).resolve().parents)
+    if manifest.exists():
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            path = (out / line).resolve()
+            if line and line not in now and root in path.parents and path.is_file():
+                path.unlink()
+    _write(manifest, "\n".join(now) + "\n", [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("records_root", type=Path)
+    parser.add_argument("--out-dir", type=Path, default=Path("leaderboards"))
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--citation", type=Path, default=Path("CITATION.cff"))
+    args = parser.parse_args(argv)
+    for path in write_leaderboards(args.records_root, args.out_dir, args.readme, args.citation):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

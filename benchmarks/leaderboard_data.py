@@ -1,0 +1,354 @@
+"""Records -> one pandas row per record -> one aggregated table per (task, protocol name, protocol hash).
+
+This is the only place where leaderboard numbers are computed, and it reads nothing but records
+(`benchmarks.records.iter_records`): every number a renderer prints is a mean / std of metric values
+of successful records, and every table carries the paths of the records behind each row.
+The renderers (`leaderboard_render`, `page`, `plots`) share the column set and formatting defined here,
+so the Markdown, LaTeX and HTML tables always show the same cells.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.records import iter_records
+
+TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
+
+META_COLUMNS = [
+    "model", "task", "protocol", "protocol_version", "protocol_hash", "seed", "status", "error", "flags",
+    "git_commit", "git_dirty", "device", "started", "finished", "packages", "card", "depth_transfer", "record",
+]  # fmt: skip
+PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
+CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "url", "bibkey", "bibtex", "variant")
+ATTACK = re.compile(r"^(fgsm|pgd|noise)@([0-9.eE+-]+)$")
+ATTACK_KINDS = {"fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "noise": ("noise", "σ")}
+# Display order of the fixed columns; attack columns go right after the validation metric.
+HEAD_METRICS = ("accuracy", "test_mse", "val_accuracy", "val_mse")
+TAIL_METRICS = ("latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb",
+                "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup")  # fmt: skip
+
+
+def find_repo_root(start: Path) -> Path:
+    """The repository holding `start` (first parent with .git or pyproject.toml), else start's parent.
+
+    Record paths are reported relative to it so that tables link to records portably."""
+    start = Path(start).resolve()
+    for parent in (start, *start.parents):
+        if (parent / ".git").exists() or (parent / "pyproject.toml").exists():
+            return parent
+    return start.parent
+
+
+def _number(value: Any) -> float:
+    # bool is an int in Python, but True is not a measurement; non-finite values are no measurement either.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return math.nan
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    # "" rather than None: pandas 3 turns None in a string column into NaN, which is truthy and prints "nan".
+    return "" if value is None else str(value)
+
+
+def load_frame(records_root: Path | str, repo_root: Path | str | None = None) -> pd.DataFrame:
+    """One row per record below `records_root`: identity, status, every metric (NaN where absent), provenance.
+
+    Failed records are kept (their error becomes a failure note); `aggregate` never averages them."""
+    records_root = Path(records_root)
+    root = Path(repo_root).resolve() if repo_root is not None else find_repo_root(records_root)
+    rows, metric_names = [], set()
+    for path, rec in iter_records(records_root):
+        prov, proto = rec.provenance or {}, rec.protocol or {}
+        rel = os.path.relpath(path.resolve(), root).replace(os.sep, "/")
+        row = {
+            "model": str(rec.model), "task": str(rec.task), "protocol": str(proto.get("name", "")),
+            "protocol_version": proto.get("version"), "protocol_hash": str(proto.get("hash", "")),
+            "seed": int(rec.seed), "status": str(rec.status), "error": _text(rec.error),
+            "flags": tuple(sorted({str(f) for f in rec.flags or []})),
+            "git_commit": _text(prov.get("git_commit")), "git_dirty": bool(prov.get("git_dirty", False)),
+            "device": _text(prov.get("device")), "started": _text(prov.get("started")),
+            "finished": _text(prov.get("finished")),
+            "packages": dict(prov.get("packages") or {}), "card": dict(rec.card or {}),
+            "depth_transfer": list(rec.depth_transfer or []), "record": rel,
+        }  # fmt: skip
+        for name, value in (rec.metrics or {}).items():
+            if name in META_COLUMNS:
+                raise ValueError(f"{path}: metric name {name!r} collides with a frame column")
+            row[name] = _number(value)
+            metric_names.add(name)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=META_COLUMNS + order_metrics(metric_names))
+    frame = frame.astype({m: "float64" for m in metric_names})
+    dupes = frame[frame.duplicated(["model", "task", "protocol_hash", "seed"], keep=False)]
+    if not dupes.empty:  # two files claiming the same run would be counted twice as "seeds"
+        raise ValueError(f"several records for the same (model, task, protocol hash, seed): {list(dupes.record)}")
+    frame.attrs["repo_root"] = str(root)
+    return frame
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in META_COLUMNS]
+
+
+def attack_key(name: str) -> tuple[int, float] | None:
+    """(kind order, radius) of an attack metric such as `pgd@0.0314`, None for other metrics."""
+    match = ATTACK.match(name)
+    if not match:
+        return None
+    try:
+        return list(ATTACK_KINDS).index(match.group(1)), float(match.group(2))
+    except ValueError:
+        return None
+
+
+def order_metrics(names: Any) -> list[str]:
+    """Leaderboard order: primary, validation, attacks by kind then radius, cost columns, then the rest by name."""
+    names = set(names)
+    attacks = sorted((n for n in names if attack_key(n)), key=lambda n: (attack_key(n), n))
+    fixed = [n for n in HEAD_METRICS if n in names] + attacks + [n for n in TAIL_METRICS if n in names]
+    return fixed + sorted(names - set(fixed))
+
+
+def parse_time(text: str) -> datetime | None:
+    try:
+        stamp = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.astimezone()  # naive -> local time, comparable with aware ones
+
+
+def extreme_time(values: Any, latest: bool) -> str | None:
+    """The earliest/latest ISO timestamp as written in the record (compared as times, not as strings)."""
+    parsed = [(s, str(v)) for v in values if v and (s := parse_time(v)) is not None]
+    if not parsed:
+        return None
+    return (max if latest else min)(parsed)[1]
+
+
+def commit_label(commit: Any, dirty: Any) -> str:
+    return (str(commit) if commit else "unknown") + ("+dirty" if dirty else "")
+
+
+def primary_metric(metrics: list[str]) -> str | None:
+    """The metric tables are sorted by: test accuracy for classification, test MSE for regression."""
+    return "accuracy" if "accuracy" in metrics else "test_mse" if "test_mse" in metrics else None
+
+
+def _model_row(model: str, rows: pd.DataFrame, metrics: list[str]) -> dict[str, Any]:
+    ok, failed = rows[rows.status == "ok"], rows[rows.status != "ok"]
+    row: dict[str, Any] = {"model": model, "seeds": len(ok), "failed": len(failed)}
+    for m in metrics:  # pandas skips NaN: a metric missing in one seed is averaged over the others (see m_n)
+        row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = ok[m].mean(), ok[m].std(ddof=1), int(ok[m].count())
+    row["flags"] = tuple(sorted({f for flags in rows["flags"] for f in flags}))
+    row["failures"] = tuple(f"seed {s}: {one_line(e) or 'no error message'}" for s, e in zip(failed.seed, failed.error))
+    row["records"], row["failed_records"] = tuple(ok.record), tuple(failed.record)
+    card = rows.card.iloc[0]  # rows are in record-path order: the card of the first record
+    for name in CARD_FIELDS:
+        row[name] = _text(card.get(name))  # year too: "" when absent keeps the column free of NaN
+    if not row["url"] and row["arxiv"]:
+        row["url"] = f"https://arxiv.org/abs/{row['arxiv']}"
+    row["git_commits"] = tuple(sorted({commit_label(c, d) for c, d in zip(rows.git_commit, rows.git_dirty)}))
+    row["devices"] = tuple(sorted({str(d) for d in rows.device if d}))
+    row["started"], row["finished"] = extreme_time(rows.started, False), extreme_time(rows.finished, True)
+    names = sorted({name for packages in rows.packages for name in packages})
+    row["packages"] = {n: tuple(sorted({str(p[n]) for p in rows.packages if p.get(n)})) for n in names}
+    return row
+
+
+def aggregate(frame: pd.DataFrame) -> dict[TableKey, pd.DataFrame]:
+    """One table per (task, protocol name, protocol hash); rows = models, best first.
+
+    Per metric: `<m>_mean`, `<m>_std` (sample std, ddof=1, NaN for one seed) and `<m>_n` over OK records only;
+    `seeds` counts OK records, `failed` the others (their errors are in `failures`, their numbers nowhere).
+    Tables never mix protocol hashes: results under different protocols are not comparable."""
+    tables: dict[TableKey, pd.DataFrame] = {}
+    all_metrics = metric_columns(frame)
+    for (task, protocol, phash), group in frame.groupby(["task", "protocol", "protocol_hash"], sort=True):
+        ok = group[group.status == "ok"]
+        metrics = [m for m in all_metrics if ok[m].notna().any()]  # a metric no OK record has gets no column
+        table = pd.DataFrame([_model_row(m, rows, metrics) for m, rows in group.groupby("model", sort=True)])
+        primary = primary_metric(metrics)
+        if primary:
+            table = table.sort_values([f"{primary}_mean", "model"], ascending=[primary == "test_mse", True],
+                                      na_position="last", kind="mergesort")  # fmt: skip
+        table = table.reset_index(drop=True)
+        versions = sorted({int(v) for v in group.protocol_version.dropna()})
+        table.attrs = {
+            "task": task, "protocol": protocol, "protocol_hash": phash, "protocol_versions": versions,
+            "metrics": metrics, "primary": primary, "repo_root": frame.attrs.get("repo_root", "."),
+        }  # fmt: skip
+        tables[(task, protocol, phash)] = table
+    return tables
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # metric name, as in records
+    label: str  # header, with unit
+    kind: str  # fixed | signed | sci | si
+    digits: int = 2
+    scale: float = 1.0  # 100: a fraction shown in %
+    note: str = ""  # what the numbers mean, printed once per table in the "Units" header line
+
+
+ACC = ("fixed", 2, 100.0, "accuracies in % (robust ones: under the attack / noise of the stated radius)")
+MSE = ("sci", 3, 1.0, "MSE = mean squared error on the test / validation set")
+SIZE = ("si", 3, 1.0, "params and FLOPs (per sample, forward) with k = 1e3, M = 1e6, G = 1e9")
+SPECS = {  # metric -> (label, kind, digits, scale, note)
+    "accuracy": ("test acc. (%)", *ACC), "val_accuracy": ("val. acc. (%)", *ACC),
+    "test_mse": ("test MSE", *MSE), "val_mse": ("val. MSE", *MSE),
+    "latency_ms": ("latency (ms)", "fixed", 3, 1.0, "latency in ms (median at batch 1)"),
+    "throughput": ("throughput (samples/s)", "fixed", 0, 1.0, "throughput in samples/s (large batch)"),
+    "nfe": ("NFE", "fixed", 1, 1.0, "NFE = function evaluations per forward pass at the trained solver"),
+    "params": ("params", *SIZE), "flops": ("FLOPs", *SIZE),
+    "train_seconds": ("train time (s)", "fixed", 1, 1.0, "train time in s"),
+    "peak_train_memory_mb": ("peak train mem. (MiB)", "fixed", 1, 1.0, "peak training memory in MiB"),
+    "dt_delta_2x": ("Δ 2× steps (pt)", "signed", 2, 1.0, "Δ = change of test accuracy in points when evaluated "
+                    "with 2× / ½× the trained steps (same scheme)"),
+    "dt_fewest_nfe": ("fewest NFE (−0.5 pt)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
+                      "within 0.5 pt of the trained accuracy"),
+    "dt_speedup": ("speedup (×)", "fixed", 2, 1.0, "speedup = batch-1 latency at the trained setting / at that "
+                   "cheapest setting"),
+}  # fmt: skip
+REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points
+    "dt_delta_2x": ("ΔMSE 2× steps (%)", "signed", 1, 100.0, "ΔMSE = relative change of test MSE in % "
+                    "(mse(k×) / mse(trained) − 1) when evaluated with 2× / ½× the trained steps (same scheme)"),
+    "dt_fewest_nfe": ("fewest NFE (MSE ≤ 1.1×)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
+                      "with MSE ≤ 1.1 × the trained one"),
+}  # fmt: skip
+
+
+def column_for(metric: str, regression: bool = False) -> Column:
+    attack = ATTACK.match(metric)
+    if attack:
+        name, symbol = ATTACK_KINDS[attack.group(1)]
+        return Column(metric, f"{name} {symbol}={attack.group(2)} (%)", *ACC)
+    base = "dt_delta_2x" if metric == "dt_delta_half" else metric  # ½× shares the 2× spec but its label
+    spec = (REGRESSION_SPECS if regression and base in REGRESSION_SPECS else SPECS).get(base)
+    if spec is None:
+        return Column(metric, metric, "fixed", 3)
+    label = spec[0].replace("2×", "½×") if metric == "dt_delta_half" else spec[0]
+    return Column(metric, label, *spec[1:])
+
+
+def display_columns(table: pd.DataFrame) -> list[Column]:
+    """The leaderboard column set, restricted to metrics some OK record of this table actually has."""
+    present = set(table.attrs.get("metrics", []))
+    keep = [m for m in order_metrics(present) if m in HEAD_METRICS or m in TAIL_METRICS or attack_key(m)]
+    return [column_for(m, regression=table.attrs.get("primary") == "test_mse") for m in keep]
+
+
+def _fmt(value: float, column: Column) -> str:
+    value *= column.scale
+    if column.kind in ("fixed", "signed") and round(value, column.digits) == 0:
+        value = 0.0  # float noise such as -1e-17 must not print as "-0.00"
+    if column.kind == "sci":
+        return f"{value:.{column.digits - 1}e}"
+    if column.kind == "signed":
+        return f"{value:+,.{column.digits}f}"
+    if column.kind == "si":
+        for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= factor:
+                return f"{value / factor:.{column.digits}g}{suffix}"
+        return f"{value:.{column.digits}g}"
+    return f"{value:,.{column.digits}f}"
+
+
+def cell(row: Any, column: Column) -> tuple[str | None, str | None, str | None]:
+    """(mean, std, note) as display strings; mean None = no record has it. Std is None for a single value."""
+    mean, std, n = row[f"{column.key}_mean"], row[f"{column.key}_std"], row[f"{column.key}_n"]
+    if pd.isna(mean):
+        return None, None, None
+    show_std = not pd.isna(std) and not (column.kind == "si" and std == 0)
+    note = f"n={int(n)}" if int(n) != int(row["seeds"]) else None  # metric missing in some seeds
+    return _fmt(mean, column), _fmt(std, column).lstrip("+") if show_std else None, note
+
+
+def sort_description(table: pd.DataFrame) -> str:
+    primary = table.attrs.get("primary")
+    if primary == "accuracy":
+        return "sorted by test accuracy, descending"
+    if primary == "test_mse":
+        return "sorted by test MSE, ascending"
+    return "sorted by model name (no test accuracy or test MSE recorded)"
+
+
+def _versions(values: Any) -> str:
+    values = sorted(values)
+    return ", ".join(values) if values else "not recorded"
+
+
+def _short(commit: str) -> str:
+    # 12 hex digits identify a commit in a header; the CSV keeps the full hash.
+    return re.sub(r"^([0-9a-f]{12})[0-9a-f]{28}", r"\1", commit)
+
+
+def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Header lines (label, plain text) shared by every renderer: where the numbers of this table come from."""
+    at = table.attrs
+    versions = "/".join(f"v{v}" for v in at.get("protocol_versions", [])) or "version not recorded"
+    starts = extreme_time(table.started, False) or "unknown"
+    ends = extreme_time(table.finished, True) or "unknown"
+    packages = []
+    for name in PACKAGES:
+        found = {v for p in table.packages for v in p.get(name, ())}
+        packages.append(f"{name} {_versions(found)}")
+    ok, failed = int(table.seeds.sum()), int(table.failed.sum())
+    return [
+        ("Protocol", f"{at['protocol']} {versions}, hash {at['protocol_hash']}"),
+        ("Runs", f"{starts} to {ends} ({ok} successful, {failed} failed)"),
+        ("Devices", _versions({d for ds in table.devices for d in ds})),
+        ("Packages", "; ".join(packages)),
+        ("Commits", _versions({_short(c) for cs in table.git_commits for c in cs})),
+        ("Order", sort_description(table)),
+        ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
+                  "in only k of them; — = not recorded"),
+        ("Units", units_note(display_columns(table))),
+    ]  # fmt: skip
+
+
+def metric_docs() -> dict[str, str]:
+    """`METRIC_DOCS` of `benchmarks/metrics.py`, read from its source: importing it would pull in torch."""
+    try:
+        tree = ast.parse(Path(__file__).with_name("metrics.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if any(getattr(t, "id", None) == "METRIC_DOCS" for t in targets):
+                return {str(k): str(v) for k, v in ast.literal_eval(node.value).items()}
+    except (OSError, SyntaxError, ValueError, AttributeError):
+        pass
+    return {}  # no definitions is better than no leaderboard
+
+
+def metric_doc(metric: str, docs: dict[str, str]) -> str:
+    attack = ATTACK.match(metric)
+    if attack:
+        return docs.get(f"{attack.group(1)}@<{'sigma' if attack.group(1) == 'noise' else 'eps'}>", "")
+    return docs.get(metric, "")
+
+
+def units_note(columns: list[Column]) -> str:
+    notes = list(dict.fromkeys(c.note for c in columns if c.note))  # in column order, each once
+    return "; ".join(notes) or "no metric recorded"
+
+
+def safe_url(url: Any) -> str | None:
+    """Only http(s) links: a `javascript:` URL in a card must never become a clickable link."""
+    url = str(url or "").strip()
+    return url if re.match(r"^https?://[^\s]+$", url, re.IGNORECASE) else None
+
+
+def one_line(text: Any) -> str:
+    """Record text collapsed to one line, so it cannot break out of a table row or a comment line."""
+    return " ".join(str(text).split())

@@ -1,0 +1,287 @@
+"""Leaderboard generation from synthetic records (the committed leaderboards come from real runs).
+
+Checks that numbers are means/stds of OK records only, that every output states where its numbers come from,
+that outputs are byte-for-byte deterministic, that card text cannot inject HTML, and (in a real headless
+Chromium) that clicking a header sorts the HTML table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from benchmarks.leaderboard import aggregate, load_frame, render_markdown, suite_version, write_leaderboards
+from benchmarks.records import Record, save_record
+
+STANDARD = {"name": "standard", "version": 2, "hash": "3f2a9c1d0b7e"}
+SMOKE = {"name": "smoke", "version": 1, "hash": "aaaabbbbcccc"}
+PACKAGES = {"torch": "2.4.1", "torchdiffeq": "0.2.4", "torchattacks": "3.5.1"}
+EVIL = "<script>alert(1)</script>"
+
+
+def _card(key: str, title: str, url: str) -> dict:
+    return {"name": key, "family": "ode", "title": title, "authors": "Ada Lovelace and Alan Turing", "year": 2018,
+            "arxiv": "1806.07366", "url": url, "bibkey": key,
+            "bibtex": f"@inproceedings{{{key},\n  title = {{{title}}},\n  year = {{2018}}\n}}"}  # fmt: skip
+
+
+def _transfer(seed: int) -> list[dict]:
+    out = [{"scheme": s, "n_steps": n, "dt": 1 / n, "nfe": n * p, "accuracy": 0.9 - (1 / n) ** p, "latency_ms": n,
+            "trained": s == "rk4" and n == 4} for s, p in (("euler", 1), ("rk4", 4)) for n in (2, 4, 8)]  # fmt: skip
+    return out + [{"scheme": "dopri5", "n_steps": None, "dt": None, "rtol": 1e-3, "nfe": 26, "accuracy": 0.9,
+                   "latency_ms": 3.0, "trained": False}]  # fmt: skip
+
+
+def _record(model: str, seed: int, metrics: dict, card: dict, task: str = "digits", protocol: dict = STANDARD,
+            **extra) -> Record:  # fmt: skip
+    prov = {"git_commit": "0123456789abcdef" * 2 + "01234567", "git_dirty": False, "device": "NVIDIA H100 80GB",
+            "started": f"2025-03-0{seed + 1}T08:00:00+00:00", "finished": f"2025-03-0{seed + 1}T09:30:00+00:00",
+            "packages": PACKAGES, "command": "depthbench run", "host": "h", "python": "3.11"}  # fmt: skip
+    return Record(model=model, task=task, seed=seed, protocol=protocol, metrics=metrics, card=card, provenance=prov,
+                  depth_transfer=_transfer(seed), **extra)  # fmt: skip
+
+
+def make_records(root: Path) -> Path:
+    """resnet 3 seeds, node 2 OK + 1 failed, a hostile card, and a regression task under another protocol."""
+    node_card = _card("chen2018neural", "Neural Ordinary Differential Equations", "https://arxiv.org/abs/1806.07366")
+    resnet_card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
+    for seed, acc in enumerate((0.90, 0.92, 0.94)):
+        metrics = {"accuracy": acc, "fgsm@0.1": 0.5, "fgsm@0.03": 0.7, "pgd@0.1": 0.3, "latency_ms": 1.0 + seed,
+                   "nfe": 4}
+        metrics.update({"params": 12345} if seed < 2 else {})  # a metric missing in one seed: marked (n=2)
+        save_record(root, _record("resnet", seed, metrics, resnet_card))
+    for seed, acc in enumerate((0.80, 0.84)):
+        save_record(root, _record("node", seed, {"accuracy": acc, "latency_ms": 0.5, "nfe": 20, "fgsm@0.1": 0.4},
+                                  node_card, flags=["possible-gradient-masking"]))  # fmt: skip
+    save_record(root, _record("node", 2, {"accuracy": 0.99}, node_card, status="failed", error="nan loss at epoch 3"))
+    # a second model citing the same paper (BibTeX dedup) with hostile text everywhere it can put text
+    save_record(root, _record("anode", 0, {"accuracy": 0.70, "nfe": 30, "latency_ms": 5.0},
+                              dict(_card("chen2018neural", EVIL, "https://example.org/?q=<b>"), name=EVIL),
+                              flags=[EVIL]))  # fmt: skip
+    save_record(root, _record("evil", 0, {}, _card("x", "t", "javascript:alert(1)"), status="failed", error=EVIL))
+    for seed, mse in enumerate((0.010, 0.030)):
+        save_record(root, _record("node", seed, {"test_mse": mse, "nfe": 12}, node_card, task="spiral", protocol=SMOKE))
+    save_record(root, _record("resnet", 0, {"test_mse": 0.005}, resnet_card, task="spiral", protocol=SMOKE))
+    return root
+
+
+def build(base: Path) -> Path:
+    make_records(base / "records")
+    (base / "README.md").write_text("# demo\n\nintro\n<!-- leaderboard:start -->\nstale\n<!-- leaderboard:end -->\n"
+                                    "outro\n", encoding="utf-8")  # fmt: skip
+    write_leaderboards(base / "records", base / "leaderboards", base / "README.md", base / "CITATION.cff")
+    return base
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("site"))
+
+
+def tables_of(site: Path) -> dict:
+    return aggregate(load_frame(site / "records"))
+
+
+def test_frame_has_one_row_per_record(site: Path) -> None:
+    frame = load_frame(site / "records")
+    assert len(frame) == 11
+    assert {"model", "seed", "status", "accuracy", "fgsm@0.1", "git_commit", "device", "record"} <= set(frame.columns)
+    assert "throughput" not in frame.columns
+    assert frame.record.str.startswith("records/digits/3f2a9c1d0b7e/").sum() == 8
+
+
+def test_aggregate_means_stds_and_failures(site: Path) -> None:
+    digits = tables_of(site)[("digits", "standard", "3f2a9c1d0b7e")].set_index("model")
+    assert digits.loc["resnet", "accuracy_mean"] == pytest.approx(0.92)
+    assert digits.loc["resnet", "accuracy_std"] == pytest.approx(0.02)
+    assert digits.loc["resnet", "seeds"] == 3 and digits.loc["resnet", "failed"] == 0
+    assert digits.loc["resnet", "params_n"] == 2 and digits.loc["resnet", "params_mean"] == 12345
+    # the failed seed's 0.99 must not leak into the mean
+    assert digits.loc["node", "accuracy_mean"] == pytest.approx(0.82)
+    assert (digits.loc["node", "seeds"], digits.loc["node", "failed"]) == (2, 1)
+    assert digits.loc["node", "failures"] == ("seed 2: nan loss at epoch 3",)
+    assert digits.loc["node", "flags"] == ("possible-gradient-masking",)
+    assert digits.loc["evil", "seeds"] == 0 and digits.loc["evil", "accuracy_n"] == 0
+    assert list(digits.index) == ["resnet", "node", "anode", "evil"]  # accuracy descending, failed-only last
+
+
+def test_markdown_numbers_and_provenance(site: Path) -> None:
+    text = (site / "leaderboards/standard/digits.md").read_text(encoding="utf-8")
+    assert "92.00 ± 2.00" in text and "82.00 ± 2.83" in text and "99.00" not in text
+    assert "| 12.3k (n=2) |" in text
+    assert "| # | model | n | test acc. (%)" in text
+    for line in ("standard v2, hash 3f2a9c1d0b7e", "2025-03-01T08:00:00+00:00 to 2025-03-03T09:30:00+00:00",
+                 "NVIDIA H100 80GB", "torch 2.4.1; torchdiffeq 0.2.4; torchattacks 3.5.1", "0123456789ab",
+                 "sorted by test accuracy, descending", "seed 2: nan loss at epoch 3"):  # fmt: skip
+        assert line in text
+    assert "[resnet](https://arxiv.org/abs/1512.03385" in text
+    assert "(../../records/digits/3f2a9c1d0b7e/resnet/seed2.json)" in text
+    assert text.index("[resnet]") < text.index("[node]") < text.index("[anode]")
+    assert "javascript:" not in text and "<script>" not in text
+    assert "FGSM ε=0.03 (%) | FGSM ε=0.1 (%) | PGD ε=0.1 (%)" in text  # attacks sorted by kind, then radius
+    spiral = (site / "leaderboards/smoke/spiral.md").read_text(encoding="utf-8")
+    assert "test MSE, ascending" in spiral and "2.00e-02 ± 1.41e-02" in spiral
+    assert spiral.index("[resnet]") < spiral.index("[node]")
+
+
+def test_csv_plain_numbers_and_provenance(site: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO((site / "leaderboards/standard/digits.csv").read_text(encoding="utf-8"))))
+    by_model = {r["model"]: r for r in rows}
+    assert float(by_model["resnet"]["accuracy_mean"]) == pytest.approx(0.92)
+    assert float(by_model["node"]["accuracy_std"]) == pytest.approx(0.0282842712)
+    assert by_model["anode"]["accuracy_std"] == ""  # one seed: no std, rather than a made-up 0
+    assert by_model["evil"]["accuracy_mean"] == "" and by_model["evil"]["failed"] == "1"
+    assert by_model["resnet"]["torch"] == "2.4.1" and by_model["resnet"]["git_commits"].startswith("0123456789ab")
+    assert "records/digits/3f2a9c1d0b7e/resnet/seed0.json" in by_model["resnet"]["records"]
+    assert "throughput_mean" not in rows[0] and "test_mse_mean" not in rows[0]
+
+
+def test_latex_booktabs_citations(site: Path) -> None:
+    tex = (site / "leaderboards/standard/digits.tex").read_text(encoding="utf-8")
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"resnet~\citet{he2016deep} & 3 & 92.00 $\pm$ 2.00" in tex
+    assert "% Packages: torch 2.4.1" in tex and "sorted by test accuracy, descending" in tex
+
+
+def test_absent_metric_has_no_column(site: Path) -> None:
+    for suffix in (".md", ".csv", ".tex"):
+        text = (site / f"leaderboards/standard/digits{suffix}").read_text(encoding="utf-8")
+        assert "throughput" not in text and "peak train" not in text
+    assert "FGSM" not in (site / "leaderboards/smoke/spiral.md").read_text(encoding="utf-8")
+
+
+def test_readme_markers(site: Path, tmp_path: Path) -> None:
+    readme = (site / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("# demo\n\nintro\n<!-- leaderboard:start -->\n") and readme.endswith(
+        "<!-- leaderboard:end -->\noutro\n")
+    assert "stale" not in readme and "### digits" in readme and "### spiral" in readme
+    assert "(records/digits/3f2a9c1d0b7e/resnet/seed0.json)" in readme  # links relative to the README
+    index = (site / "leaderboards/README.md").read_text(encoding="utf-8")
+    assert "[md](standard/digits.md)" in index and "[csv](smoke/spiral.csv)" in index
+    assert "resnet (92.00)" in index and "<script>" not in index
+    plain = tmp_path / "README.md"
+    plain.write_text("no markers here\n", encoding="utf-8")
+    write_leaderboards(site / "records", tmp_path / "lb", plain, None)
+    assert plain.read_text(encoding="utf-8") == "no markers here\n"
+
+
+def test_bibtex_dedup_and_citation(site: Path) -> None:
+    bib = (site / "leaderboards/references.bib").read_text(encoding="utf-8")
+    assert bib.count("{chen2018neural,") == 1 and bib.count("{he2016deep,") == 1
+    assert "@misc{depthbench," in bib
+    cff = (site / "CITATION.cff").read_text(encoding="utf-8")
+    try:
+        import yaml
+    except ImportError:  # no YAML library here: check the key lines
+        lines = cff.splitlines()
+        for line in ("cff-version: 1.2.0", 'title: "depthbench"', "references:", "    year: 2018"):
+            assert line in lines
+        assert any(line.startswith("message: ") for line in lines)
+        assert f'version: "{suite_version()}"' in lines
+        assert '    title: "Deep Residual Learning"' in lines
+    else:
+        data = yaml.safe_load(cff)
+        assert data["cff-version"] == "1.2.0" and data["title"] == "depthbench" and data["message"]
+        assert "Deep Residual Learning" in {r["title"] for r in data["references"]}
+
+
+def test_outputs_are_deterministic(site: Path, tmp_path: Path) -> None:
+    other = build(tmp_path)  # same records in another directory: same bytes, no absolute path leaks
+    names = sorted(p.relative_to(site).as_posix() for p in site.rglob("*")
+                   if p.suffix in {".md", ".csv", ".tex", ".html", ".bib", ".cff", ".svg"})  # fmt: skip
+    assert "leaderboards/index.html" in names and "leaderboards/standard/plots/digits_depth_transfer.svg" in names
+    for name in names:
+        assert (site / name).read_bytes() == (other / name).read_bytes(), name
+
+
+def test_plots_written_and_skipped(site: Path) -> None:
+    plots = {p.name for p in (site / "leaderboards").rglob("*.png")}
+    assert {"digits_depth_transfer.png", "digits_attacks.png", "digits_pareto_latency.png",
+            "digits_pareto_nfe.png", "spiral_depth_transfer.png", "spiral_pareto_nfe.png"} <= plots  # fmt: skip
+    assert "spiral_attacks.png" not in plots  # regression: no attack metrics, no attack plot
+    assert "spiral_pareto_latency.png" not in plots  # no latency recorded for spiral
+
+
+def test_html_escapes_record_text(site: Path) -> None:
+    page = (site / "leaderboards/index.html").read_text(encoding="utf-8")
+    assert page.count("<script>") == 1  # ours, at the end
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'href="https://example.org/?q=&lt;b&gt;"' in page
+    assert "javascript:" not in page
+    assert 'src="standard/plots/digits_attacks.png"' in page
+
+
+def test_stale_tables_are_removed(tmp_path: Path) -> None:
+    build(tmp_path)
+    assert (tmp_path / "leaderboards/smoke/spiral.md").exists()
+    shutil.rmtree(tmp_path / "records/spiral")
+    write_leaderboards(tmp_path / "records", tmp_path / "leaderboards", None, None)
+    assert not (tmp_path / "leaderboards/smoke/spiral.md").exists()
+    assert not (tmp_path / "leaderboards/smoke/plots/spiral_pareto_nfe.png").exists()
+    assert (tmp_path / "leaderboards/standard/digits.md").exists()
+
+
+def test_protocol_hashes_are_never_mixed(tmp_path: Path) -> None:
+    card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
+    save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5}, card))
+    save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.9}, card, protocol={**STANDARD, "hash": "b" * 12}))
+    tables = aggregate(load_frame(tmp_path))
+    assert sorted(k[2] for k in tables) == ["3f2a9c1d0b7e", "b" * 12]
+    assert {t.accuracy_mean.iloc[0] for t in tables.values()} == {0.5, 0.9}
+    assert "50.00" in render_markdown(tables[("digits", "standard", "3f2a9c1d0b7e")])
+
+
+class _Rows(HTMLParser):
+    """Collects, for one table id, the data-sort value of every cell of every body row."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__()
+        self.table_id, self.inside, self.rows, self.headers = table_id, False, [], []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "table":
+            self.inside = attrs.get("id") == self.table_id
+        elif self.inside and tag == "th" and "data-key" in attrs:
+            self.headers.append((attrs["data-key"], attrs.get("aria-sort")))
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag == "td" and self.rows:
+            self.rows[-1].append(attrs.get("data-sort"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+
+
+def test_chromium_sorts_table(site: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        message = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    table_id = "t-standard-digits-3f2a9c1d0b7e"
+    url = (site / "leaderboards/index.html").resolve().as_uri() + f"#sort={table_id}:latency_ms"
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=90)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    parser = _Rows(table_id)
+    parser.feed(done.stdout)
+    keys = [key for key, _ in parser.headers]
+    assert dict(parser.headers)["latency_ms"] == "ascending"
+    column = keys.index("latency_ms")
+    models = [row[keys.index("model")] for row in parser.rows[1:]]  # rows[0] is the header row
+    latencies = [row[column] for row in parser.rows[1:]]
+    # node 0.5 < resnet 2.0 < anode 5.0; evil (failed, no value) stays last
+    assert models == ["node", "resnet", "anode", "evil"], (models, latencies)
+    assert latencies[-1] == ""
