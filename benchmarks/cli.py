@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="regenerate leaderboards/ from the results store alone")
     board.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     board.add_argument("--out", type=Path, default=Path("leaderboards"))
-    board.add_argument("--readme", type=Path, default=Path("README.md"))
+    board.add_argument("--readme", type=Path, default=Path("README.md"),
+                       help="README whose leaderboard section is replaced (between the markers)")
+    board.add_argument("--citation", type=Path, default=Path("CITATION.cff"), help="where CITATION.cff is written")
 
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
@@ -72,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{len(summary.skipped)} already done (records under {args.results})", file=sys.stderr)
     if args.leaderboard:
         return _leaderboard(argparse.Namespace(results=args.results, out=Path("leaderboards"),
-                                               readme=Path("README.md")))
+                                               readme=Path("README.md"), citation=Path("CITATION.cff")))
     return 0
 
 
@@ -81,7 +83,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
     if not Path(args.results).is_dir():
         raise FileNotFoundError(f"no results store at {args.results}: run `depthbench run` first")
-    written = write_leaderboards(args.results, out_dir=args.out, readme=args.readme)
+    written = write_leaderboards(args.results, out_dir=args.out, readme=args.readme, citation=args.citation)
     print(f"depthbench: wrote {len(written)} leaderboard files under {args.out}", file=sys.stderr)
     return 0
 

@@ -12,26 +12,40 @@ from typing import Any
 
 import torch
 
+from benchmarks.timing import machine_info
+
 PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchattacks", "numpy", "pandas", "scikit-learn")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _git(*args: str) -> str | None:
+def _git(cwd: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def source_tree() -> Path | None:
+    """The depthbench checkout that ran: the package's own tree, else the working directory's (tox installs
+    a copy of the package, so its files are not the checkout's)."""
+    for start in (Path(__file__).resolve().parents[1], Path.cwd()):
+        top = _git(start, "rev-parse", "--show-toplevel")
+        if top and (Path(top) / "zoo" / "__init__.py").is_file() and (Path(top) / "benchmarks").is_dir():
+            return Path(top)
+    return None
+
+
 def git_state() -> dict[str, Any]:
-    """The commit of the code that ran, and whether the tree had uncommitted changes (excluding outputs)."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", "zoo", "benchmarks", "pyproject.toml")
+    """The commit of the code that ran, and whether its tracked sources had uncommitted changes."""
+    top = source_tree()
+    if top is None:
+        return {"git_commit": "unknown", "git_dirty": None}
+    commit = _git(top, "rev-parse", "HEAD")
+    status = _git(top, "status", "--porcelain", "--untracked-files=no", "--", "zoo", "benchmarks", "pyproject.toml")
     return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}
 
 
@@ -46,17 +60,10 @@ def package_versions() -> dict[str, str]:
 
 
 def device_description(device: torch.device) -> str:
+    info = machine_info(device)
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+        return f"{info['device_name']} (driver {info['driver_version']}, CUDA {info['cuda_version']})"
+    return f"CPU: {info['cpu']}, {info['torch_threads']} threads"
 
 
 def provenance(device: torch.device, started: str, command: list[str] | None = None) -> dict[str, Any]:

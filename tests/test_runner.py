@@ -22,6 +22,7 @@ QUICK = dataclasses.replace(
     evaluation=Evaluation(attack_subset=100, pgd_steps=5, transfer_subset=100, transfer_factors=(0.5, 1.0, 2.0),
                           transfer_tolerances=(1e-2,), latency_repeats=3, throughput_batch=32, eval_batch=200),
 )
+QUICK_MODELS = ["resnet", "inresnet-lambda"]
 TIMING = {"latency_ms", "latency_iqr_ms", "throughput", "train_seconds", "epoch_seconds", "dt_speedup"}
 
 
@@ -35,42 +36,60 @@ def _comparable(record) -> dict:
 
 
 @pytest.fixture(scope="module")
-def quick_results(tmp_path_factory):
-    root = tmp_path_factory.mktemp("results")
-    summary = runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=root, device=torch.device("cpu"),
-                              progress=False)
-    return root, summary
+def smoke_results(tmp_path_factory):
+    """The real smoke tier, end to end through the CLI: what `tox -e bench` runs on a machine without a GPU."""
+    root = tmp_path_factory.mktemp("smoke")
+    assert main(["run", "--tier", "smoke", "--results", str(root / "results"), "--no-progress"]) == 0
+    assert main(["leaderboard", "--results", str(root / "results"), "--out", str(root / "leaderboards"),
+                 "--readme", str(root / "README.md"), "--citation", str(root / "CITATION.cff")]) == 0
+    return root
 
 
-def test_a_run_produces_complete_records(quick_results) -> None:
-    root, summary = quick_results
-    records = {(r.task, r.model): r for _, r in iter_records(root)}
-    assert len(records) == 4 and not summary.failed
+def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results) -> None:
+    records = {(r.task, r.model): r for _, r in iter_records(smoke_results / "results")}
+    assert set(records) == {(task, model) for task in SMOKE.tasks for model in SMOKE.models}
+    assert all(r.status == "ok" and r.protocol["hash"] == SMOKE.hash for r in records.values())
     digits = records[("digits", "resnet")]
-    assert digits.status == "ok" and digits.protocol["hash"] == QUICK.hash
     metrics = digits.metrics
     for key in ("accuracy", "val_accuracy", "params", "flops", "nfe", "latency_ms", "latency_iqr_ms", "throughput",
                 "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe"):
         assert key in metrics, key
-    assert metrics["accuracy"] > 0.5, "three epochs on digits should be well above chance"
+    assert metrics["accuracy"] > 0.5, "four epochs on digits should be well above chance"
     assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
     assert metrics["nfe"] == 3  # resnet: Euler, depth 3
     assert any(e["trained"] for e in digits.depth_transfer)
     assert digits.card["bibkey"] == "he2016identity"
-    provenance = digits.provenance
     for key in ("git_commit", "device", "started", "finished", "packages", "command"):
-        assert provenance[key], key
+        assert digits.provenance[key], key
     node = records[("digits", "neural-ode")]
-    assert node.metrics["nfe"] > 0 and any(e.get("rtol") for e in node.depth_transfer)
-    pendulum = records[("pendulum", "resnet")]
+    assert node.metrics["nfe"] > 0 and "nfe_adversarial" in node.metrics
+    assert any(e.get("rtol") for e in node.depth_transfer)
+    pendulum = records[("pendulum", "continuousnet")]
     assert "test_mse" in pendulum.metrics and "accuracy" not in pendulum.metrics
     assert "fgsm@0.1" not in pendulum.metrics
+    assert pendulum.metrics["dt_order"] > 3, "a smooth continuous model converges at RK4's order"
+    boards = smoke_results / "leaderboards"
+    for name in ("smoke/digits.md", "smoke/digits.csv", "smoke/digits.tex", "smoke/pendulum.md", "index.html",
+                 "references.bib"):
+        assert (boards / name).is_file(), name
+    table = (boards / "smoke/digits.md").read_text()
+    assert SMOKE.hash in table and "continuousnet" in table
+    assert "cff-version: 1.2.0" in (smoke_results / "CITATION.cff").read_text()
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=root, device=torch.device("cpu"),
+                              progress=False)
+    return root, summary
 
 
 def test_rerun_skips_what_is_done(quick_results) -> None:
-    root, _ = quick_results
+    root, first = quick_results
+    assert len(first.written) == 4 and not first.failed
     before = {p: p.read_bytes() for p, _ in iter_records(root)}
-    summary = runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=root, device=torch.device("cpu"),
+    summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=root, device=torch.device("cpu"),
                               progress=False)
     assert len(summary.skipped) == 4 and not summary.written
     assert {p: p.read_bytes() for p, _ in iter_records(root)} == before
@@ -90,11 +109,10 @@ def test_resume_after_an_interrupt_gives_identical_records(quick_results, tmp_pa
 
     monkeypatch.setattr(runner, "save_record", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=tmp_path, device=torch.device("cpu"),
-                        progress=False)
+        runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"), progress=False)
     assert len(list(iter_records(tmp_path))) == 1
-    summary = runner.run_tier(QUICK, models=["resnet", "neural-ode"], results_dir=tmp_path,
-                              device=torch.device("cpu"), progress=False)
+    summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"),
+                              progress=False)
     assert len(summary.skipped) == 1 and len(summary.written) == 3
     reference = {p.relative_to(reference_root): _comparable(r) for p, r in iter_records(reference_root)}
     resumed = {p.relative_to(tmp_path): _comparable(r) for p, r in iter_records(tmp_path)}

@@ -161,10 +161,12 @@ def test_adaptive_nfe_with_the_adjoint_counts_backward() -> None:
     assert model.nfe_backward > 0
 
 
+@pytest.mark.parametrize("size", [{}, {"width": 16, "depth": 3}], ids=["default", "smoke"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_families_are_parameter_matched_at_default_size(shape: str) -> None:
+def test_families_are_parameter_matched(shape: str, size: dict) -> None:
     input_shape, classes = SHAPES[shape]
-    counts = {n: count_params(zoo.create_model(n, input_shape=input_shape, num_classes=classes)) for n in FAMILIES}
+    counts = {n: count_params(zoo.create_model(n, input_shape=input_shape, num_classes=classes, **size))
+              for n in FAMILIES}
     target = counts["resnet"]
     assert all(abs(c - target) / target < 0.10 for c in counts.values()), counts
 

@@ -69,7 +69,7 @@ def neural_ode_model(
 
     if channels is None:
         with_same_budget = resnet(input_shape, num_classes, width=width, depth=depth, stages=stages)
-        channels = matched_size(build, count_params(with_same_budget), multiple=8 if image else 1)
+        channels = matched_size(build, count_params(with_same_budget), multiples=(8, 2) if image else (1,))
     return build(channels)
 
 

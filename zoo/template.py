@@ -235,26 +235,33 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def matched_size(build: Callable[[int], nn.Module], target: int, multiple: int = 8, largest: int = 4096) -> int:
-    """The size (a multiple of `multiple`) whose model has the parameter count closest to `target`.
+def matched_size(build: Callable[[int], nn.Module], target: int, multiples: Sequence[int] = (8, 2),
+                 tolerance: float = 0.05, largest: int = 4096) -> int:
+    """The size whose model has the parameter count closest to `target`.
 
-    Parameter counts grow monotonically with width, so a bisection over a handful of builds suffices;
-    the builds happen on the meta device, so they neither allocate memory nor draw random numbers.
+    Sizes are tried as multiples of `multiples[0]` first (multiples of 8 give GroupNorm its usual group
+    counts); if none is within `tolerance` of the target, finer multiples are tried. Parameter counts
+    grow monotonically with size, so a bisection over a handful of builds suffices; the builds happen
+    on the meta device, so they neither allocate memory nor draw random numbers.
     """
 
     def params(size: int) -> int:
         with torch.device("meta"):
             return count_params(build(size))
 
-    low, high = 1, largest // multiple
-    while low < high:
-        mid = (low + high) // 2
-        if params(mid * multiple) < target:
-            low = mid + 1
-        else:
-            high = mid
-    candidates = {max(1, low - 1) * multiple, low * multiple}
-    return min(sorted(candidates), key=lambda w: abs(params(w) - target))
+    best = None
+    for multiple in multiples:
+        low, high = 1, largest // multiple
+        while low < high:
+            mid = (low + high) // 2
+            if params(mid * multiple) < target:
+                low = mid + 1
+            else:
+                high = mid
+        best = min(sorted({max(1, low - 1) * multiple, low * multiple}), key=lambda w: abs(params(w) - target))
+        if abs(params(best) - target) <= tolerance * target:
+            break
+    return best
 
 
 def continuous_stage(make_rate: Callable[[], nn.Module], basis: DepthBasis, solver: Solver) -> ODEBlock:

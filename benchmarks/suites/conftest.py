@@ -7,12 +7,20 @@ as median and IQR; the JSON's machine info carries the GPU name, driver and torc
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks.tasks import get_task
 from benchmarks.timing import machine_info as describe_machine
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-benchmark writes --benchmark-json at the end of the session but does not create its folder."""
+    path = config.getoption("benchmark_json", default=None)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info: dict) -> None:
