@@ -94,8 +94,8 @@ SMOKE = Protocol(
     models=ALL_MODELS,
     seeds=(0,),
     recipes={
-        "digits": Recipe(epochs=4, batch_size=32, lr=1e-2),
-        "pendulum": Recipe(epochs=4, batch_size=32, lr=1e-2),
+        "digits": Recipe(epochs=4, batch_size=32, lr=5e-3),
+        "pendulum": Recipe(epochs=4, batch_size=32, lr=5e-3),
     },
     model_overrides={"width": 16, "depth": 3},
     evaluation=Evaluation(attack_subset=100, pgd_steps=10, transfer_subset=100, transfer_factors=(0.5, 1.0, 2.0),
