@@ -28,7 +28,7 @@ class Recipe:
     schedule: str = "onecycle"  # "onecycle" | "multistep" | "constant"
     milestones: tuple[float, ...] = ()  # for multistep: fractions of training where lr is multiplied by 0.1
     augment: str = "none"  # "none" | "crop" | "crop-flip"
-    amp_bf16: bool = False  # bf16 autocast for training on CUDA; evaluation and attacks are always fp32
+    amp_bf16: bool = False  # bf16 autocast for training (ODE states stay fp32); evaluation and attacks are fp32
     max_train: int | None = None  # cap on training examples (None: all)
 
     def __post_init__(self) -> None:

@@ -62,6 +62,20 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator, pad: int = 4
     return out
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """Convolution weights in NHWC layout, which tensor cores want.
+
+    `Module.to(memory_format=channels_last)` fails on the 5-D coefficient stacks of depth-varying convolutions
+    (basis, out, in, kh, kw); they are laid out here so that every slice theta_beta is itself channels-last.
+    """
+    for param in model.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+        elif param.dim() == 5:
+            param.data = param.data.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return model
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, task: Task, device: torch.device, batch_size: int = 1000) -> float:
     """Accuracy (classification) or mean squared error (regression) in fp32, eval mode."""
@@ -110,7 +124,7 @@ def train(
     image = len(task.input_shape) == 3
     cuda = device.type == "cuda"
     if image and cuda:
-        model.to(memory_format=torch.channels_last)
+        channels_last(model)
     train_x, train_y = data.train.x, data.train.y
     if recipe.max_train is not None:
         train_x, train_y = train_x[:recipe.max_train], train_y[:recipe.max_train]
@@ -139,7 +153,7 @@ def train(
                 else train_x[index]
             if image and cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp_bf16 and cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp_bf16):
                 loss = loss_fn(model(x).float(), train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -138,6 +138,10 @@ class ODEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         solver = self.solver
+        if torch.is_autocast_enabled(x.device.type):
+            # Under mixed precision the rate function runs in bf16/fp16 but the state accumulates in fp32:
+            # sums of many small steps (and adaptive error control at rtol ~ 1e-3) need more than bf16's 8 bits.
+            x = x.float()
         if not solver.adaptive:
             self._counter = None
             self.nfe = solver.fixed_cost

@@ -1,0 +1,69 @@
+"""The training loop's fast paths, exercised on the CPU: bf16 autocast, channels-last weights, augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from benchmarks.protocols import Recipe
+from benchmarks.tasks import get_task
+from benchmarks.train import augment, channels_last, evaluate, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    task = get_task("digits")
+    return task, task.load()
+
+
+@pytest.mark.parametrize("name", ["continuousnet", "neural-ode"])
+def test_bf16_autocast_training_learns_and_evaluates_in_fp32(digits, name: str) -> None:
+    task, data = digits
+    torch.manual_seed(0)
+    model = zoo.create_model(name, input_shape=task.input_shape, num_classes=10, width=16, depth=3)
+    result = train(model, data, task, Recipe(epochs=2, batch_size=64, lr=5e-3, amp_bf16=True),
+                   device=torch.device("cpu"), seed=0)
+    assert result.val_metric > 0.3
+    with torch.no_grad():
+        assert model(data.test.inputs()[:4]).dtype == torch.float32
+    assert evaluate(model, data.test, task, torch.device("cpu")) > 0.3
+
+
+def test_ode_state_stays_fp32_under_autocast() -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=3)
+    seen = []
+    model.blocks[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.rand(2, 1, 8, 8))
+    assert seen == [torch.float32]
+
+
+@pytest.mark.parametrize("name", ["resnet", "continuousnet", "anode"])
+def test_channels_last_keeps_outputs_and_lays_out_every_coefficient_slice(name: str) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model(name, input_shape=(3, 32, 32), num_classes=10, width=8, depth=2).eval()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        channels_last(model)
+        after = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    for param in model.parameters():
+        if param.dim() == 4:
+            assert param.is_contiguous(memory_format=torch.channels_last)
+        if param.dim() == 5:
+            assert all(param[i].is_contiguous(memory_format=torch.channels_last) for i in range(len(param)))
+
+
+def test_augmentation_crops_and_flips_within_the_padded_image() -> None:
+    x = torch.arange(1, 1 + 4 * 3 * 8 * 8, dtype=torch.float32).reshape(4, 3, 8, 8)
+    pad = 2
+    out = augment(x, "crop-flip", torch.Generator().manual_seed(0), pad=pad)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    for image, source in zip(out, padded):
+        crops = [source[:, i:i + 8, j:j + 8] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+        assert any(torch.equal(image, c) or torch.equal(image, c.flip(2)) for c in crops)
+    assert not torch.equal(out, x), "some sample must have moved"
+    assert torch.equal(augment(x, "none", torch.Generator()), x)
