@@ -157,6 +157,23 @@ def test_bad_cli_input_gets_a_clear_message(argv, message, capsys, monkeypatch) 
     assert message in capsys.readouterr().err
 
 
+def test_auto_tier_falls_back_to_smoke_when_gpu_data_is_missing(tmp_path, monkeypatch, capsys) -> None:
+    """`tox -e bench` on a fresh GPU machine must run without a download: the bundled-data tier instead."""
+    from benchmarks import tasks
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tasks, "_SYSTEM_IDX_DIRS", {})
+    monkeypatch.setenv("DEPTHBENCH_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("DEPTHBENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "--models", "resnet", "--results", str(tmp_path / "results"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "standard tier's data is missing" in err and "tier smoke" in err
+    assert {r.task for _, r in iter_records(tmp_path / "results")} == set(SMOKE.tasks)
+    # Asked for explicitly, missing data is an error, not a silent change of tier.
+    assert main(["run", "--tier", "standard", "--models", "resnet", "--results", str(tmp_path / "r2")]) == 2
+    assert "fashion-mnist" in capsys.readouterr().err
+
+
 def test_bad_seeds_and_tiers_are_rejected_by_the_parser(capsys) -> None:
     for argv in (["run", "--seeds", "one"], ["run", "--tier", "huge"]):
         with pytest.raises(SystemExit) as exit_info:
