@@ -13,8 +13,6 @@ switch leaks into the caller. A plot whose data no record has is skipped (no emp
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
 from benchmarks.leaderboard_data import attack_key
+from benchmarks.records import atomic_output
 
 # Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise random).
 RC = {"svg.hashsalt": "depthbench", "font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7}
@@ -44,16 +43,8 @@ def _save(fig: Figure, base: Path) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         path = Path(f"{base}.{ext}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:  # same atomicity as records.write_atomic: readers see the old or the whole new image
-            with matplotlib.rc_context(RC):
-                fig.savefig(tmp, format=ext, dpi=110, metadata=METADATA[ext])
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as tmp, matplotlib.rc_context(RC):  # readers see the old or the whole new image
+            fig.savefig(tmp, format=ext, dpi=110, metadata=METADATA[ext])
         paths.append(path)
     return paths
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+
+from benchmarks.records import atomic_output
 
 SPLIT_SEED = 20200805  # constant seed of every split; independent of the global RNG
 VAL_SIZE = 5000  # validation images carved from the training set of the large image tasks
@@ -125,17 +126,8 @@ def _carve_val(x: torch.Tensor, y: torch.Tensor, test: Split) -> TaskData:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temp file in the same directory + os.replace, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; caches may be shared between users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        write(tmp)
 
 
 # ---------------------------------------------------------------- digits
