@@ -161,10 +161,27 @@ def test_adaptive_nfe_with_the_adjoint_counts_backward() -> None:
     assert model.nfe_backward > 0
 
 
-@pytest.mark.parametrize("size", [{}, {"width": 16, "depth": 3}], ids=["default", "smoke"])
+PAPER_SIZE = {"width": 16, "depth": 18, "stages": 3}  # ResNet-110-size stages, the paper tier's
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_multi_stage_models_run(name: str) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model(name, input_shape=(3, 32, 32), num_classes=10, width=8, depth=2, stages=3)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert len(model.blocks) == 3 and len(model.solvers) == 3
+    assert model.manifest("rk4", [1, 2, 3]).solvers[2].n_steps == 3
+
+
+@pytest.mark.parametrize("size", [{}, {"width": 16, "depth": 3}, PAPER_SIZE], ids=["default", "smoke", "paper"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_families_are_parameter_matched(shape: str, size: dict) -> None:
     input_shape, classes = SHAPES[shape]
+    if len(input_shape) == 1 and size.get("stages", 1) > 1:
+        with pytest.raises(ValueError, match="single stage"):
+            zoo.create_model("resnet", input_shape=input_shape, num_classes=classes, **size)
+        return
     counts = {n: count_params(zoo.create_model(n, input_shape=input_shape, num_classes=classes, **size))
               for n in FAMILIES}
     target = counts["resnet"]

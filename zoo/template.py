@@ -213,7 +213,8 @@ def build_model(
             size //= 2
         widths = [width * 2**i for i in range(stages)]
         transitions = [
-            nn.Sequential(group_norm(w + augment), nn.ReLU(), nn.Conv2d(w + augment, 2 * w, 3, stride=2, padding=1))
+            nn.Sequential(group_norm(w + augment), nn.ReLU(),
+                          nn.Conv2d(w + augment, 2 * w + augment, 3, stride=2, padding=1))
             for w in widths[:-1]
         ]
         state = widths[-1] + augment
