@@ -33,17 +33,19 @@ METRIC_DOCS: dict[str, str] = {
     "nfe_backward": "rate-function evaluations of the adjoint backward pass per training step (0 without adjoint)",
     "nfe_adversarial": "adaptive models: mean forward NFE on PGD examples at the largest eps (attacks can slow "
     "adaptive solvers down)",
-    "train_seconds": "wall-clock training time in seconds, evaluation excluded",
-    "epoch_seconds": "median wall-clock seconds per training epoch",
-    "peak_train_memory_mb": "peak accelerator memory allocated during training, MiB (CPU runs: peak RSS)",
+    "train_seconds": "wall-clock training time in seconds, including the per-epoch validation pass",
+    "epoch_seconds": "median wall-clock seconds per training epoch, training steps only",
+    "peak_train_memory_mb": "peak GPU memory allocated during training, MiB (CUDA runs only)",
     "epochs": "number of training epochs run",
     "latency_ms": "median batch-1 inference latency in milliseconds (synchronised, after warmup)",
     "latency_iqr_ms": "interquartile range of the batch-1 latency in milliseconds",
     "throughput": "inference samples per second at the benchmark batch size",
     "fgsm@<eps>": "accuracy under FGSM (torchattacks) with L-inf radius eps in [0, 1] pixel space; clean errors count "
-    "as failures; adaptive models: min of the direct attack and a transfer attack from a fixed-step RK4 twin",
-    "pgd@<eps>": "accuracy under PGD (torchattacks; random start, 10 steps of 2.5 eps/10, projected around the clean "
-    "image); clean errors count as failures; adaptive models: min of direct and RK4-twin transfer attack",
+    "as failures; adaptive models: an example counts as robust only if it survives both the direct attack and "
+    "a transfer attack crafted on a fixed-step RK4 twin of the same weights",
+    "pgd@<eps>": "accuracy under PGD (torchattacks; random start, the protocol's steps (>= 10) of 2.5 eps / steps, "
+    "projected around the clean image, clamped to [0, 1]); clean errors count as failures; adaptive models: "
+    "robust only if it survives both the direct and the RK4-twin transfer attack",
     "noise@<sigma>": "accuracy on clamp(x + sigma * N(0, 1), 0, 1) with a fixed noise seed",
     "dt_delta_2x": "depth transfer, trained scheme with 2x the steps: accuracy change in percentage points "
     "(regression: mse(2x) / mse(trained) - 1); absent for adaptive models",
