@@ -135,6 +135,20 @@ def extreme_time(values: Any, latest: bool) -> str | None:
     return (max if latest else min)(parsed)[1]
 
 
+def run_seconds(started: Any, finished: Any) -> float:
+    """One run's wall time, start to finish (training, every metric, the record); 0 when not recorded."""
+    start, end = parse_time(started), parse_time(finished)
+    return max(0.0, (end - start).total_seconds()) if start and end else 0.0
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def commit_label(commit: Any, dirty: Any) -> str:
     return (str(commit) if commit else "unknown") + ("+dirty" if dirty else "")
 
@@ -160,6 +174,7 @@ def _model_row(model: str, rows: pd.DataFrame, metrics: list[str]) -> dict[str, 
     row["git_commits"] = tuple(sorted({commit_label(c, d) for c, d in zip(rows.git_commit, rows.git_dirty)}))
     row["devices"] = tuple(sorted({str(d) for d in rows.device if d}))
     row["started"], row["finished"] = extreme_time(rows.started, False), extreme_time(rows.finished, True)
+    row["run_seconds"] = sum(run_seconds(s, f) for s, f in zip(rows.started, rows.finished))
     names = sorted({name for packages in rows.packages for name in packages})
     row["packages"] = {n: tuple(sorted({str(p[n]) for p in rows.packages if p.get(n)})) for n in names}
     return row
@@ -307,6 +322,8 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
     return [
         ("Protocol", f"{at['protocol']} {versions}, hash {at['protocol_hash']}"),
         ("Runs", f"{starts} to {ends} ({ok} successful, {failed} failed)"),
+        ("Run time", f"{format_duration(float(table.run_seconds.sum()))} in total over {ok + failed} runs "
+                     "(sum of each run's start to finish: training, every metric, writing the record)"),
         ("Devices", _versions({d for ds in table.devices for d in ds})),
         ("Packages", "; ".join(packages)),
         ("Commits", _versions({_short(c) for cs in table.git_commits for c in cs})),

@@ -147,7 +147,8 @@ def render_csv(table: pd.DataFrame) -> str:
     metrics = at.get("metrics", [])
     header = ["task", "protocol", "protocol_version", "protocol_hash", "rank", "model", "seeds", "failed"]
     header += [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "n")]
-    header += ["flags", "failures", "title", "url", "bibkey", "git_commits", "devices", "started", "finished"]
+    header += ["flags", "failures", "title", "url", "bibkey", "git_commits", "devices", "started", "finished",
+               "run_seconds"]
     header += list(PACKAGES) + ["records", "failed_records"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -162,7 +163,7 @@ def render_csv(table: pd.DataFrame) -> str:
                    for m in metrics for stat in ("mean", "std", "n")]  # fmt: skip
         values += [";".join(row["flags"]), " | ".join(row["failures"]), one_line(row["title"]), row["url"],
                    row["bibkey"], " ".join(row["git_commits"]), "; ".join(row["devices"]), row["started"] or "",
-                   row["finished"] or ""]  # fmt: skip
+                   row["finished"] or "", _num(row["run_seconds"])]  # fmt: skip
         values += [" ".join(row["packages"].get(name, ())) for name in PACKAGES]
         values += [" ".join(row["records"]), " ".join(row["failed_records"])]
         writer.writerow(values)

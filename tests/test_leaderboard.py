@@ -119,7 +119,8 @@ def test_markdown_numbers_and_provenance(site: Path) -> None:
     assert "| # | model | n | test acc. (%)" in text
     for line in ("standard v2, hash 3f2a9c1d0b7e", "2025-03-01T08:00:00+00:00 to 2025-03-03T09:30:00+00:00",
                  "NVIDIA H100 80GB", "torch 2.4.1; torchdiffeq 0.2.4; torchattacks 3.5.1", "0123456789ab",
-                 "sorted by test accuracy, descending", "seed 2: nan loss at epoch 3"):  # fmt: skip
+                 "sorted by test accuracy, descending", "seed 2: nan loss at epoch 3",
+                 "12.0 h in total over 8 runs"):  # fmt: skip
         assert line in text
     assert "[resnet](https://arxiv.org/abs/1512.03385" in text
     assert "(../../records/digits/3f2a9c1d0b7e/resnet/seed2.json)" in text
@@ -140,6 +141,7 @@ def test_csv_plain_numbers_and_provenance(site: Path) -> None:
     assert by_model["evil"]["accuracy_mean"] == "" and by_model["evil"]["failed"] == "1"
     assert by_model["resnet"]["torch"] == "2.4.1" and by_model["resnet"]["git_commits"].startswith("0123456789ab")
     assert "records/digits/3f2a9c1d0b7e/resnet/seed0.json" in by_model["resnet"]["records"]
+    assert float(by_model["resnet"]["run_seconds"]) == 3 * 5400  # three runs of 1.5 h each, start to finish
     assert "throughput_mean" not in rows[0] and "test_mse_mean" not in rows[0]
 
 
