@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="let torchvision download missing data sets")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: the tier's)")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    run.add_argument("--max-minutes", type=float, metavar="M",
+                     help="start no run after M minutes; rerun the same command to do the rest")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--leaderboard", action="store_true", help="regenerate leaderboards afterwards")
 
@@ -75,6 +77,9 @@ def _run(args: argparse.Namespace) -> int:
         summary = _run_tier(args, "smoke")
     print(f"depthbench: {len(summary.written)} runs recorded, {len(summary.failed)} failed, "
           f"{len(summary.skipped)} already done (records under {args.results})", file=sys.stderr)
+    if summary.postponed:
+        print(f"depthbench: {len(summary.postponed)} runs not started within --max-minutes {args.max_minutes:g}; "
+              "rerun the same command to do them", file=sys.stderr)
     if args.leaderboard:
         return _leaderboard(argparse.Namespace(results=args.results, out=Path("leaderboards"),
                                                readme=Path("README.md"), citation=Path("CITATION.cff")))
@@ -87,7 +92,7 @@ def _run_tier(args: argparse.Namespace, tier: str):
     print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}", file=sys.stderr)
     return run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds, results_dir=args.results,
                     data_dir=args.data_dir, download=args.download, device=device, retry_failed=args.retry_failed,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, max_minutes=args.max_minutes)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:

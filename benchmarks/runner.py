@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from benchmarks.tasks import Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
 
 DEFAULT_RESULTS = Path("results")
+clock = time.monotonic  # the time budget's clock (a module attribute, so a test can drive it)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class RunSummary:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[Path] = field(default_factory=list)
+    postponed: list[Path] = field(default_factory=list)  # not started: the time budget was spent
 
 
 def seed_everything(seed: int) -> None:
@@ -151,8 +154,15 @@ def run_tier(
     device: torch.device | None = None,
     retry_failed: bool = False,
     progress: bool = True,
+    max_minutes: float | None = None,
 ) -> RunSummary:
-    """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`."""
+    """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
+
+    With `max_minutes`, no run is started once that much time has passed: the runs left are `postponed`, and
+    the same call later resumes them. A job with a wall-clock limit thus ends cleanly between two runs."""
+    if max_minutes is not None and max_minutes < 0:
+        raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
+    deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
     models = list(models or protocol.models)
     tasks = list(tasks or protocol.tasks)
     seeds = list(protocol.seeds if seeds is None else seeds)
@@ -171,6 +181,9 @@ def run_tier(
         path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
         if path.exists() and (not retry_failed or load_record(path).status == "ok"):
             summary.skipped.append(path)
+            continue
+        if deadline is not None and clock() >= deadline:
+            summary.postponed.append(path)
             continue
         if task.name not in loaded:
             loaded = {task.name: task.load(data_dir, download=download, limit=protocol.data_limit)}

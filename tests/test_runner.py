@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +124,59 @@ def test_resume_after_an_interrupt_gives_identical_records(quick_results, tmp_pa
     resumed = {p.relative_to(tmp_path): _comparable(r) for p, r in iter_records(tmp_path)}
     assert resumed == reference
     assert not list(tmp_path.rglob("*.tmp")), "no partial files are left behind"
+
+
+# The QUICK tier in a separate process, so that the test can kill it for real (SIGKILL: no handler, no cleanup).
+KILLABLE_RUN = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {tests!r})
+from test_runner import QUICK, QUICK_MODELS
+from benchmarks import runner
+torch.set_num_threads(1)
+runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=Path({root!r}), device=torch.device("cpu"), progress=False)
+"""
+
+
+def test_resume_after_a_killed_process_gives_identical_records(quick_results, tmp_path) -> None:
+    reference_root, _ = quick_results
+    script = KILLABLE_RUN.format(tests=str(Path(__file__).parent), root=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob("*/*/*/seed*.json")):  # kill it as soon as its first record is written
+            assert process.poll() is None, "the run ended before writing a record"
+            assert time.monotonic() < deadline, "no record within 5 minutes"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    done = len(list(iter_records(tmp_path)))
+    assert 1 <= done < 4, "the process was killed part-way through the tier"
+    summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"),
+                              progress=False)
+    assert len(summary.skipped) == done and len(summary.written) == 4 - done
+    reference = {p.relative_to(reference_root): _comparable(r) for p, r in iter_records(reference_root)}
+    resumed = {p.relative_to(tmp_path): _comparable(r) for p, r in iter_records(tmp_path)}
+    assert resumed == reference
+
+
+def test_a_time_budget_postpones_runs_that_a_rerun_does(tmp_path, monkeypatch, capsys) -> None:
+    clock = iter([0.0, 0.0, 1e6])  # deadline set at 0 s; first check before it, second long after
+    monkeypatch.setattr(runner, "clock", lambda: next(clock))
+    summary = runner.run_tier(QUICK, models=["resnet"], tasks=["digits"], seeds=[0, 1], results_dir=tmp_path,
+                              device=torch.device("cpu"), progress=False, max_minutes=1)
+    assert [p.name for p in summary.written] == ["seed0.json"] and [p.name for p in summary.postponed] == ["seed1.json"]
+    assert not summary.postponed[0].exists()
+    monkeypatch.undo()
+    assert main(["run", "--tier", "smoke", "--results", str(tmp_path), "--max-minutes", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "0 runs recorded" in err and f"{2 * len(SMOKE.models)} runs not started within --max-minutes 0" in err
+    assert main(["run", "--tier", "smoke", "--max-minutes", "-1"]) == 2
+    assert "max_minutes must be >= 0" in capsys.readouterr().err
 
 
 class NaNModel(nn.Module):
