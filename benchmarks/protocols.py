@@ -29,6 +29,7 @@ class Recipe:
     milestones: tuple[float, ...] = ()  # for multistep: fractions of training where lr is multiplied by 0.1
     augment: str = "none"  # "none" | "crop" | "crop-flip"
     amp_bf16: bool = False  # bf16 autocast for training (ODE states stay fp32); evaluation and attacks are fp32
+    compile: bool = False  # torch.compile the training forward of fixed-step models (see train.training_forward)
     max_train: int | None = None  # cap on training examples (None: all)
 
     def __post_init__(self) -> None:
@@ -130,8 +131,10 @@ PAPER = Protocol(
     tasks=("cifar10",),
     models=ALL_MODELS,
     seeds=(0, 1, 2, 3, 4),
+    # 160 epochs amortise torch.compile's start-up (tens of seconds per model); the standard tier's few epochs
+    # do not. benchmarks/suites/test_training_speed.py measures both sides of that trade.
     recipes={"cifar10": Recipe(epochs=160, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
-                               schedule="multistep", milestones=(0.5, 0.75), augment="crop-flip")},
+                               schedule="multistep", milestones=(0.5, 0.75), augment="crop-flip", compile=True)},
     model_overrides={"width": 16, "depth": 18, "stages": 3},
     evaluation=Evaluation(attack_subset=2000, pgd_steps=20),
     device="cuda",

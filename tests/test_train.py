@@ -1,14 +1,17 @@
-"""The training loop's fast paths, exercised on the CPU: bf16 autocast, channels-last weights, augmentation."""
+"""The training loop's fast paths, exercised on the CPU: bf16 autocast, channels-last weights, augmentation,
+torch.compile (traced with the aot_eager backend: the same graphs as inductor, no C++ compiler needed)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import zoo
+from benchmarks import train as train_module
 from benchmarks.protocols import Recipe
 from benchmarks.tasks import get_task
-from benchmarks.train import augment, channels_last, evaluate, train
+from benchmarks.train import augment, channels_last, evaluate, train, training_forward
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +70,33 @@ def test_augmentation_crops_and_flips_within_the_padded_image() -> None:
         assert any(torch.equal(image, c) or torch.equal(image, c.flip(2)) for c in crops)
     assert not torch.equal(out, x), "some sample must have moved"
     assert torch.equal(augment(x, "none", torch.Generator()), x)
+
+
+@pytest.mark.parametrize("name", ["resnet", "continuousnet", "inresnet-lambda"])
+def test_compiled_training_is_one_graph_and_matches_eager(digits, name: str, monkeypatch) -> None:
+    task, data = digits
+    monkeypatch.setattr(train_module, "COMPILE_BACKEND", "aot_eager")
+    results, weights = [], []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = zoo.create_model(name, input_shape=task.input_shape, num_classes=10, width=8, depth=2)
+        torch._dynamo.reset()
+        counters.clear()
+        recipe = Recipe(epochs=1, batch_size=64, lr=5e-3, max_train=256, compile=compile_)
+        results.append(train(model, data, task, recipe, device=torch.device("cpu"), seed=0))
+        weights.append(model.state_dict())
+    assert counters["stats"]["unique_graphs"] >= 1, "the compiled run must have traced the model"
+    assert not counters["graph_break"], f"a fixed-step model should trace into one graph: {dict(counters['graph_break'])}"
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert results[1].history[-1]["loss"] == pytest.approx(results[0].history[-1]["loss"], rel=1e-4)
+
+
+def test_adaptive_models_are_not_compiled() -> None:
+    compiled = Recipe(epochs=1, batch_size=8, compile=True)
+    node = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
+    assert training_forward(node, compiled) is node  # torchdiffeq's host-driven step control breaks every graph
+    resnet = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
+    assert training_forward(resnet, Recipe(epochs=1, batch_size=8)) is resnet
+    wrapped = training_forward(resnet, compiled)
+    assert wrapped is not resnet and set(wrapped.parameters()) == set(resnet.parameters())
