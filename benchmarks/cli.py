@@ -77,6 +77,10 @@ def _run(args: argparse.Namespace) -> int:
         summary = _run_tier(args, "smoke")
     print(f"depthbench: {len(summary.written)} runs recorded, {len(summary.failed)} failed, "
           f"{len(summary.skipped)} already done (records under {args.results})", file=sys.stderr)
+    if summary.phase_seconds:
+        spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in
+                          sorted(summary.phase_seconds.items(), key=lambda item: -item[1]))
+        print(f"depthbench: time by phase over the runs just done: {spent}", file=sys.stderr)
     if summary.postponed:
         print(f"depthbench: {len(summary.postponed)} runs not started within --max-minutes {args.max_minutes:g}; "
               "rerun the same command to do them", file=sys.stderr)

@@ -12,7 +12,8 @@ import math
 import random
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class RunSummary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[Path] = field(default_factory=list)
     postponed: list[Path] = field(default_factory=list)  # not started: the time budget was spent
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # summed over the runs done by this call
 
 
 def seed_everything(seed: int) -> None:
@@ -48,9 +50,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class PhaseTimer:
+    """Wall time per phase of a run (device-synchronised), kept in the record to show where a tier's time goes."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
 def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
-            trained: TrainResult) -> tuple[dict[str, float], list[str], list[dict[str, Any]]]:
+            trained: TrainResult, phase: PhaseTimer | None = None,
+            ) -> tuple[dict[str, float], list[str], list[dict[str, Any]]]:
     """Every metric of the harness for a trained model (eval mode, fp32)."""
+    phase = phase or PhaseTimer(device)
     ev = protocol.evaluation
     model.eval().float()
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
@@ -59,37 +80,43 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
                                  "epoch_seconds": trained.epoch_seconds}
     if trained.peak_memory_mb is not None:
         metrics["peak_train_memory_mb"] = trained.peak_memory_mb
-    if classification:
-        metrics["accuracy"] = M.accuracy(model, x_test, y_test, batch_size=ev.eval_batch)
-        metrics["val_accuracy"] = trained.val_metric
-    else:
-        metrics["test_mse"] = M.mse(model, x_test, y_test, batch_size=ev.eval_batch)
-        metrics["val_mse"] = trained.val_metric
-    metrics["params"] = M.parameter_count(model)
-    metrics["flops"] = M.count_flops(model, x_test[:1])
-    with torch.no_grad():
-        model(x_test[:ev.eval_batch])
-    metrics["nfe"] = model.nfe
-    if any(s.adjoint for s in model.solvers):
-        loss = model(x_test[:64]).float().square().mean()
-        loss.backward()
-        metrics["nfe_backward"] = model.nfe_backward
-        model.zero_grad(set_to_none=True)
-    metrics.update(timing.latency_and_throughput(model, x_test, device=device, batch=ev.throughput_batch,
-                                                 warmup=3, repeats=ev.latency_repeats))
+    with phase("clean"):
+        if classification:
+            metrics["accuracy"] = M.accuracy(model, x_test, y_test, batch_size=ev.eval_batch)
+            metrics["val_accuracy"] = trained.val_metric
+        else:
+            metrics["test_mse"] = M.mse(model, x_test, y_test, batch_size=ev.eval_batch)
+            metrics["val_mse"] = trained.val_metric
+        metrics["params"] = M.parameter_count(model)
+        metrics["flops"] = M.count_flops(model, x_test[:1])
+        with torch.no_grad():
+            model(x_test[:ev.eval_batch])
+        metrics["nfe"] = model.nfe
+        if any(s.adjoint for s in model.solvers):
+            loss = model(x_test[:64]).float().square().mean()
+            loss.backward()
+            metrics["nfe_backward"] = model.nfe_backward
+            model.zero_grad(set_to_none=True)
+    with phase("latency"):
+        metrics.update(timing.latency_and_throughput(model, x_test, device=device, batch=ev.throughput_batch,
+                                                     warmup=3, repeats=ev.latency_repeats))
     flags: list[str] = []
     if classification and task.attack_eps:
         xs, ys = x_test[:ev.attack_subset], y_test[:ev.attack_subset]
-        robust = M.robustness_with_twin(model, xs, ys, eps_grid=task.attack_eps, pgd_steps=ev.pgd_steps,
-                                        pgd_alpha_factor=ev.pgd_alpha_factor, batch_size=ev.eval_batch, seed=0)
-        metrics.update(robust)
-        metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch, seed=0))
-        flags += M.gradient_masking_flags(robust, M.input_gradient_norm(model, xs[:128], ys[:128]), n=len(ys))
-    transfer, summary = M.depth_transfer(
-        model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
-        factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
-        batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
-        latency_repeats=max(3, ev.latency_repeats // 4))
+        with phase("attacks"):
+            robust = M.robustness_with_twin(model, xs, ys, eps_grid=task.attack_eps, pgd_steps=ev.pgd_steps,
+                                            pgd_alpha_factor=ev.pgd_alpha_factor, batch_size=ev.eval_batch, seed=0)
+            metrics.update(robust)
+            flags += M.gradient_masking_flags(robust, M.input_gradient_norm(model, xs[:128], ys[:128]), n=len(ys))
+        with phase("noise"):
+            metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
+                                              seed=0))
+    with phase("depth_transfer"):
+        transfer, summary = M.depth_transfer(
+            model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
+            factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
+            batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
+            latency_repeats=max(3, ev.latency_repeats // 4))
     metrics.update(summary)
     return metrics, flags, transfer
 
@@ -111,15 +138,17 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
             on_epoch: Callable[[dict[str, float]], None] | None = None) -> Record:
     """Train and measure one model; any exception becomes a failed record (interrupts propagate)."""
     started = now()
+    phase = PhaseTimer(device)
     record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header())
     try:
         record.card = zoo.model_card(model_name).to_dict()
         seed_everything(seed)
         model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
                                  **protocol.model_overrides).to(device)
-        trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
-                        on_epoch=on_epoch)
-        metrics, flags, transfer = measure(model, task, data, protocol, device, trained)
+        with phase("train"):
+            trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
+                            on_epoch=on_epoch)
+        metrics, flags, transfer = measure(model, task, data, protocol, device, trained, phase)
         record.metrics, bad = _finite(metrics)
         record.flags = flags + bad
         record.depth_transfer = transfer
@@ -129,7 +158,7 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.flags = ["diverged"] if isinstance(error, TrainingDiverged) else \
             ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else ["error"]
         record.provenance = {"traceback": traceback.format_exc(limit=8)}
-    record.provenance = {**provenance(device, started), **record.provenance}
+    record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds, **record.provenance}
     return record
 
 
@@ -193,6 +222,8 @@ def run_tier(
                          on_epoch=lambda e, label=label: bar.set_postfix_str(
                              f"{label} epoch {e['epoch']} val {e['val']:.4g}"))
         path = save_record(results_dir, record)
+        for name, seconds in record.provenance.get("phase_seconds", {}).items():
+            summary.phase_seconds[name] = summary.phase_seconds.get(name, 0.0) + seconds
         (summary.failed if record.status == "failed" else summary.written).append(path)
         if record.status == "failed":
             tqdm.write(f"FAILED {task.name}/{model_name}/seed{seed}: {record.error}")

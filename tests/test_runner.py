@@ -67,12 +67,16 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     assert digits.card["bibkey"] == "he2016identity"
     for key in ("git_commit", "device", "started", "finished", "packages", "command"):
         assert digits.provenance[key], key
+    phases = digits.provenance["phase_seconds"]
+    assert set(phases) == {"train", "clean", "latency", "attacks", "noise", "depth_transfer"}
+    assert all(seconds > 0 for seconds in phases.values())
     node = records[("digits", "neural-ode")]
     assert node.metrics["nfe"] > 0 and "nfe_adversarial" in node.metrics
     assert any(e.get("rtol") for e in node.depth_transfer)
     pendulum = records[("pendulum", "continuousnet")]
     assert "test_mse" in pendulum.metrics and "accuracy" not in pendulum.metrics
     assert "fgsm@0.1" not in pendulum.metrics
+    assert "attacks" not in pendulum.provenance["phase_seconds"]
     assert pendulum.metrics["dt_order"] > 3, "a smooth continuous model converges at RK4's order"
     boards = smoke_results / "leaderboards"
     for name in ("smoke/digits.md", "smoke/digits.csv", "smoke/digits.tex", "smoke/pendulum.md", "index.html",
