@@ -77,6 +77,9 @@ def _run(args: argparse.Namespace) -> int:
         summary = _run_tier(args, "smoke")
     print(f"depthbench: {len(summary.written)} runs recorded, {len(summary.failed)} failed, "
           f"{len(summary.skipped)} already done (records under {args.results})", file=sys.stderr)
+    for name in summary.unavailable:
+        print(f"depthbench: optional task {name} not run: its data is not on disk (`depthbench run --tasks {name} "
+              "--download` fetches it where torchvision can)", file=sys.stderr)
     if summary.phase_seconds:
         spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in
                           sorted(summary.phase_seconds.items(), key=lambda item: -item[1]))

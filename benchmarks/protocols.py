@@ -72,6 +72,7 @@ class Protocol:
     evaluation: Evaluation = Evaluation()
     device: str = "cpu"  # what the tier is meant for: "cpu" or "cuda"
     data_limit: int | None = None  # cap on examples per split when loading (None: whole task)
+    optional_tasks: tuple[str, ...] = ()  # also run when their data is already on disk (never downloaded for this)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), sort_keys=True))
@@ -107,9 +108,10 @@ SMOKE = Protocol(
 STANDARD = Protocol(
     name="standard",
     version=1,
-    description="One GPU: fashion-mnist and cifar10-jpeg, every model, 3 seeds, one recipe for all "
-    "(Adam one-cycle, bf16 autocast training, fp32 evaluation and attacks).",
+    description="One GPU: fashion-mnist and cifar10-jpeg (and the original cifar10 where it is on disk), every "
+    "model, 3 seeds, one recipe for all (Adam one-cycle, bf16 autocast training, fp32 evaluation and attacks).",
     tasks=("fashion-mnist", "cifar10-jpeg"),
+    optional_tasks=("cifar10",),
     models=ALL_MODELS,
     seeds=(0, 1, 2),
     recipes={

@@ -28,7 +28,7 @@ from benchmarks import timing
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.provenance import now, provenance
 from benchmarks.records import Record, load_record, record_path, save_record
-from benchmarks.tasks import Task, TaskData, get_task
+from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
 
 DEFAULT_RESULTS = Path("results")
@@ -42,6 +42,7 @@ class RunSummary:
     failed: list[Path] = field(default_factory=list)
     postponed: list[Path] = field(default_factory=list)  # not started: the time budget was spent
     phase_seconds: dict[str, float] = field(default_factory=dict)  # summed over the runs done by this call
+    unavailable: list[str] = field(default_factory=list)  # optional tasks left out: their data is not on disk
 
 
 def seed_everything(seed: int) -> None:
@@ -187,13 +188,17 @@ def run_tier(
 ) -> RunSummary:
     """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
 
+    Without explicit `tasks`, the protocol's optional tasks run too where their data is already on disk (they are
+    never downloaded for this); the ones left out are listed in `unavailable`.
+
     With `max_minutes`, no run is started once that much time has passed: the runs left are `postponed`, and
     the same call later resumes them. A job with a wall-clock limit thus ends cleanly between two runs."""
     if max_minutes is not None and max_minutes < 0:
         raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
     deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
     models = list(models or protocol.models)
-    tasks = list(tasks or protocol.tasks)
+    optional = [] if tasks else [name for name in protocol.optional_tasks if name not in protocol.tasks]
+    tasks = list(tasks or protocol.tasks) + optional
     seeds = list(protocol.seeds if seeds is None else seeds)
     unknown = sorted(set(models) - set(zoo.list_models()))
     if unknown:
@@ -208,6 +213,8 @@ def run_tier(
     loaded: dict[str, TaskData] = {}
     for task, model_name, seed in bar:
         path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
+        if task.name in summary.unavailable:
+            continue
         if path.exists() and (not retry_failed or load_record(path).status == "ok"):
             summary.skipped.append(path)
             continue
@@ -215,7 +222,14 @@ def run_tier(
             summary.postponed.append(path)
             continue
         if task.name not in loaded:
-            loaded = {task.name: task.load(data_dir, download=download, limit=protocol.data_limit)}
+            try:
+                loaded = {task.name: task.load(data_dir, download=download and task.name not in optional,
+                                               limit=protocol.data_limit)}
+            except DataMissingError:
+                if task.name not in optional:
+                    raise
+                summary.unavailable.append(task.name)
+                continue
         label = f"{task.name} {model_name} seed {seed}"
         bar.set_postfix_str(label)
         record = run_one(protocol, task, loaded[task.name], model_name, seed, device,

@@ -19,6 +19,7 @@ from benchmarks import runner
 from benchmarks.cli import main
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
 from benchmarks.records import iter_records
+from benchmarks.tasks import DataMissingError
 from zoo import registry
 
 # A cheaper smoke protocol for tests: same pipeline, fewer epochs and examples.
@@ -181,6 +182,20 @@ def test_a_time_budget_postpones_runs_that_a_rerun_does(tmp_path, monkeypatch, c
     assert "0 runs recorded" in err and f"{2 * len(SMOKE.models)} runs not started within --max-minutes 0" in err
     assert main(["run", "--tier", "smoke", "--max-minutes", "-1"]) == 2
     assert "max_minutes must be >= 0" in capsys.readouterr().err
+
+
+def test_optional_tasks_run_only_where_their_data_is_on_disk(tmp_path, capsys) -> None:
+    protocol = dataclasses.replace(QUICK, tasks=("digits",), optional_tasks=("pendulum", "cifar10"),
+                                   recipes={**QUICK.recipes, "cifar10": QUICK.recipes["digits"]})
+    empty = tmp_path / "no-data"
+    summary = runner.run_tier(protocol, models=["resnet"], results_dir=tmp_path / "results", data_dir=empty,
+                              download=True, device=torch.device("cpu"), progress=False)
+    assert summary.unavailable == ["cifar10"]  # missing, and --download does not apply to an optional task
+    assert {r.task for _, r in iter_records(tmp_path / "results")} == {"digits", "pendulum"}
+    assert not empty.exists(), "nothing was downloaded"
+    with pytest.raises(DataMissingError, match="cifar10"):  # asked for by name, missing data is an error
+        runner.run_tier(protocol, models=["resnet"], tasks=["cifar10"], results_dir=tmp_path / "results",
+                        data_dir=empty, device=torch.device("cpu"), progress=False)
 
 
 class NaNModel(nn.Module):
