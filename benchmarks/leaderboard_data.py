@@ -303,9 +303,18 @@ def _versions(values: Any) -> str:
     return ", ".join(values) if values else "not recorded"
 
 
-def _short(commit: str) -> str:
+def short_commit(commit: str) -> str:
     # 12 hex digits identify a commit in a header; the CSV keeps the full hash.
     return re.sub(r"^([0-9a-f]{12})[0-9a-f]{28}", r"\1", commit)
+
+
+def several_commits(table: pd.DataFrame) -> bool:
+    """Whether the table's rows come from more than one commit (then every row names its own)."""
+    return len({c for cs in table.git_commits for c in cs}) > 1
+
+
+def row_commits(row: Any) -> str:
+    return " ".join(short_commit(c) for c in row["git_commits"])
 
 
 def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -326,7 +335,8 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
                      "(sum of each run's start to finish: training, every metric, writing the record)"),
         ("Devices", _versions({d for ds in table.devices for d in ds})),
         ("Packages", "; ".join(packages)),
-        ("Commits", _versions({_short(c) for cs in table.git_commits for c in cs})),
+        ("Commits", _versions({short_commit(c) for cs in table.git_commits for c in cs})
+                     + ("; each row's in its commit column" if several_commits(table) else "")),
         ("Order", sort_description(table)),
         ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
                   "in only k of them; — = not recorded"),

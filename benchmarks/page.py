@@ -26,7 +26,9 @@ from benchmarks.leaderboard_data import (
     metric_docs,
     one_line,
     provenance,
+    row_commits,
     safe_url,
+    several_commits,
 )
 from benchmarks.records import write_atomic
 
@@ -100,6 +102,8 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
              ("n", "n", "number", "", "successful seeds")]  # fmt: skip
     heads += [(c.key, c.label, "number", "", metric_doc(c.key, docs)) for c in columns]
     heads += [("flags", "flags", "text", "t", "warnings recorded by the harness, failed runs")]
+    commits = several_commits(table)
+    heads += [("commit", "commit", "text", "t", "the commit(s) that produced the row's records")] if commits else []
     out = [f'<div class="wrap"><table id="{_e(table_id(key))}"><thead><tr>']
     out += [f'<th data-key="{_e(k)}" data-type="{t}" tabindex="0" class="{c}" title="{_e(doc)}">{_e(label)}</th>'
             for k, label, t, c, doc in heads]  # fmt: skip
@@ -119,6 +123,8 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
             cells.append(f'<td data-sort="{_sort_value(row[f"{column.key}_mean"])}">{text}</td>')
         notes = list(row["flags"]) + ["failed " + f for f in row["failures"]]
         cells.append(f'<td class="t" data-sort="{_e(", ".join(notes))}">{"<br>".join(_e(n) for n in notes)}</td>')
+        if commits:
+            cells.append(f'<td class="t" data-sort="{_e(row_commits(row))}">{_e(row_commits(row))}</td>')
         links = [f'<a href="{_href(root / p, base)}">{_e(p.rsplit("/", 1)[-1])}</a>' for p in row["records"]]
         links += [f'<a href="{_href(root / p, base)}">{_e(p.rsplit("/", 1)[-1])} (failed)</a>'
                   for p in row["failed_records"]]  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.leaderboard import aggregate, load_frame, render_markdown, suite_version, write_leaderboards
+from benchmarks.page import write_page
 from benchmarks.records import Record, save_record
 
 STANDARD = {"name": "standard", "version": 2, "hash": "3f2a9c1d0b7e"}
@@ -126,6 +127,7 @@ def test_markdown_numbers_and_provenance(site: Path) -> None:
     assert "(../../records/digits/3f2a9c1d0b7e/resnet/seed2.json)" in text
     assert text.index("[resnet]") < text.index("[node]") < text.index("[anode]")
     assert "javascript:" not in text and "<script>" not in text
+    assert "| commit |" not in text  # one commit for the whole table: the header names it
     assert "FGSM ε=0.03 (%) | FGSM ε=0.1 (%) | PGD ε=0.1 (%)" in text  # attacks sorted by kind, then radius
     spiral = (site / "leaderboards/smoke/spiral.md").read_text(encoding="utf-8")
     assert "test MSE, ascending" in spiral and "2.00e-02 ± 1.41e-02" in spiral
@@ -238,6 +240,22 @@ def test_protocol_hashes_are_never_mixed(tmp_path: Path) -> None:
     assert sorted(k[2] for k in tables) == ["3f2a9c1d0b7e", "b" * 12]
     assert {t.accuracy_mean.iloc[0] for t in tables.values()} == {0.5, 0.9}
     assert "50.00" in render_markdown(tables[("digits", "standard", "3f2a9c1d0b7e")])
+
+
+def test_rows_from_several_commits_name_their_own(tmp_path: Path) -> None:
+    card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
+    save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5}, card))
+    other = _record("node", 0, {"accuracy": 0.9}, card)
+    other.provenance = {**other.provenance, "git_commit": "f" * 40, "git_dirty": True}
+    save_record(tmp_path, other)
+    key = ("digits", "standard", "3f2a9c1d0b7e")
+    table = aggregate(load_frame(tmp_path))[key]
+    text = render_markdown(table)
+    assert "| commit | records |" in text and "each row's in its commit column" in text
+    node_row = next(line for line in text.splitlines() if "[node]" in line)
+    assert "| ffffffffffff+dirty |" in node_row and "0123456789ab" not in node_row
+    page = write_page({key: table}, {}, tmp_path / "index.html").read_text(encoding="utf-8")
+    assert 'data-key="commit"' in page and "ffffffffffff+dirty" in page
 
 
 class _Rows(HTMLParser):
