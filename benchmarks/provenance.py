@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -40,10 +42,18 @@ def source_tree() -> Path | None:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit of the code that ran, and whether its tracked sources had uncommitted changes."""
+    """The commit of the code that ran, and whether its tracked sources had uncommitted changes.
+
+    Without a git checkout, $DEPTHBENCH_GIT_COMMIT names the commit (marked as declared, cleanliness unknown)."""
     top = source_tree()
     if top is None:
-        return {"git_commit": "unknown", "git_dirty": None}
+        # A copy without .git (a container image, a tree synced to a cluster) can say where it came from.
+        declared = os.environ.get("DEPTHBENCH_GIT_COMMIT", "").strip()
+        if not declared:
+            return {"git_commit": "unknown", "git_dirty": None}
+        if not re.fullmatch(r"[0-9a-f]{7,40}", declared):
+            raise ValueError(f"DEPTHBENCH_GIT_COMMIT must be a hex commit id, got {declared!r}")
+        return {"git_commit": declared, "git_dirty": None, "git_commit_declared_by": "DEPTHBENCH_GIT_COMMIT"}
     commit = _git(top, "rev-parse", "HEAD")
     status = _git(top, "status", "--porcelain", "--untracked-files=no", "--", "zoo", "benchmarks", "pyproject.toml")
     return {"git_commit": commit or "unknown", "git_dirty": bool(status) if status is not None else None}

@@ -26,7 +26,7 @@ import zoo
 from benchmarks import metrics as M
 from benchmarks import timing
 from benchmarks.protocols import Protocol, recipe_for
-from benchmarks.provenance import now, provenance
+from benchmarks.provenance import git_state, now, provenance
 from benchmarks.records import Record, load_record, record_path, save_record
 from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
@@ -206,6 +206,7 @@ def run_tier(
     task_objects = [get_task(name) for name in tasks]  # unknown task names fail here, before any work
     for task in task_objects:
         recipe_for(protocol, task.name)
+    git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
     device = device or pick_device(None, protocol)
     summary = RunSummary()
     jobs = [(task, model, seed) for task in task_objects for model in models for seed in seeds]

@@ -198,6 +198,21 @@ def test_optional_tasks_run_only_where_their_data_is_on_disk(tmp_path, capsys) -
                         data_dir=empty, device=torch.device("cpu"), progress=False)
 
 
+def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, capsys) -> None:
+    from benchmarks import provenance
+
+    monkeypatch.setattr(provenance, "source_tree", lambda: None)
+    monkeypatch.delenv("DEPTHBENCH_GIT_COMMIT", raising=False)
+    assert provenance.git_state() == {"git_commit": "unknown", "git_dirty": None}
+    monkeypatch.setenv("DEPTHBENCH_GIT_COMMIT", "0123abc")
+    assert provenance.git_state() == {"git_commit": "0123abc", "git_dirty": None,
+                                      "git_commit_declared_by": "DEPTHBENCH_GIT_COMMIT"}
+    monkeypatch.setenv("DEPTHBENCH_GIT_COMMIT", "main")
+    assert main(["run", "--tier", "smoke", "--results", str(tmp_path), "--no-progress"]) == 2
+    assert "DEPTHBENCH_GIT_COMMIT must be a hex commit id" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing ran"
+
+
 class NaNModel(nn.Module):
     def __init__(self, input_shape, num_classes, *, width=8, depth=3):
         super().__init__()
