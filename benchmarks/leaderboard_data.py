@@ -34,7 +34,8 @@ ATTACK_KINDS = {"fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "noise": ("noise",
 # Display order of the fixed columns; attack columns go right after the validation metric.
 HEAD_METRICS = ("accuracy", "test_mse", "val_accuracy", "val_mse")
 TAIL_METRICS = ("latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb",
-                "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup")  # fmt: skip
+                "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup", "line_shape", "jacobian_sigma_max",
+                "jacobian_h_sigma_max")  # fmt: skip
 
 
 def find_repo_root(start: Path) -> Path:
@@ -234,6 +235,11 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
                       "within 0.5 pt of the trained accuracy"),
     "dt_speedup": ("speedup (×)", "fixed", 2, 1.0, "speedup = batch-1 latency at the trained setting / at that "
                    "cheapest setting"),
+    "line_shape": ("line shape", "fixed", 3, 1.0, "line shape = length / end-to-end distance of the depth "
+                   "trajectories (1 = straight)"),
+    "jacobian_sigma_max": ("max σ(∂f/∂x)", "fixed", 2, 1.0, "σ(∂f/∂x) = largest singular value of the rate "
+                           "function's Jacobian, max along depth (stiffness proxy)"),
+    "jacobian_h_sigma_max": ("max h·σ", "fixed", 2, 1.0, "h·σ = that times the trained step size"),
 }  # fmt: skip
 REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points
     "dt_delta_2x": ("ΔMSE 2× steps (%)", "signed", 1, 100.0, "ΔMSE = relative change of test MSE in % "

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from benchmarks import timing
+from benchmarks.diagnostics import DIAGNOSTIC_DOCS
 
 METRIC_DOCS: dict[str, str] = {
     "accuracy": "test accuracy (fraction correct, 0..1) of the trained model",
@@ -55,6 +56,7 @@ METRIC_DOCS: dict[str, str] = {
     "dt_speedup": "batch-1 latency of the trained model / latency of the dt_fewest_nfe manifestation",
     "dt_order": "least-squares slope of log(error) vs log(dt) for the trained scheme at dt <= trained dt, error "
     "measured against a fine reference solve (about the scheme's order when the model is a smooth ODE)",
+    **DIAGNOSTIC_DOCS,
 }
 
 Kind = Literal["classification", "regression"]

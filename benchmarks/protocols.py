@@ -57,6 +57,9 @@ class Evaluation:
     latency_repeats: int = 20
     throughput_batch: int = 256
     eval_batch: int = 500
+    diagnostic_subset: int = 128  # test examples whose depth trajectories are diagnosed (line shape, stiffness)
+    track_points: int = 8  # adaptive solvers: trajectory sampled at this many equal intervals
+    jacobian_iterations: int = 20  # power-iteration steps for the Jacobian's largest singular value
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ SMOKE = Protocol(
     },
     model_overrides={"width": 16, "depth": 3},
     evaluation=Evaluation(attack_subset=100, pgd_steps=10, transfer_subset=100, transfer_factors=(0.5, 1.0, 2.0),
-                          transfer_tolerances=(1e-2, 1e-3), latency_repeats=5, throughput_batch=64, eval_batch=400),
+                          transfer_tolerances=(1e-2, 1e-3), latency_repeats=5, throughput_batch=64, eval_batch=400,
+                          diagnostic_subset=64),
     device="cpu",
 )
 

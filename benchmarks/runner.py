@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 import zoo
 from benchmarks import metrics as M
 from benchmarks import timing
+from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.provenance import git_state, now, provenance
 from benchmarks.records import Record, load_record, record_path, save_record
@@ -112,6 +113,9 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
         with phase("noise"):
             metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
                                               seed=0))
+    with phase("diagnostics"):
+        metrics.update(trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
+                                              iterations=ev.jacobian_iterations))
     with phase("depth_transfer"):
         transfer, summary = M.depth_transfer(
             model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,

@@ -59,7 +59,8 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     digits = records[("digits", "resnet")]
     metrics = digits.metrics
     for key in ("accuracy", "val_accuracy", "params", "flops", "nfe", "latency_ms", "latency_iqr_ms", "throughput",
-                "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe"):
+                "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe",
+                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"):
         assert key in metrics, key
     assert metrics["accuracy"] > 0.5, "four epochs on digits should be well above chance"
     assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
@@ -69,7 +70,7 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     for key in ("git_commit", "device", "started", "finished", "packages", "command"):
         assert digits.provenance[key], key
     phases = digits.provenance["phase_seconds"]
-    assert set(phases) == {"train", "clean", "latency", "attacks", "noise", "depth_transfer"}
+    assert set(phases) == {"train", "clean", "latency", "attacks", "noise", "diagnostics", "depth_transfer"}
     assert all(seconds > 0 for seconds in phases.values())
     node = records[("digits", "neural-ode")]
     assert node.metrics["nfe"] > 0 and "nfe_adversarial" in node.metrics

@@ -78,13 +78,14 @@ class Solver:
 
 
 def integrate_fixed(
-    func: RateFn, x: torch.Tensor, t0: float, t1: float, n_steps: int, tableau: ButcherTableau
+    func: RateFn, x: torch.Tensor, t0: float, t1: float, n_steps: int, tableau: ButcherTableau,
+    states: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate dx/dt = func(t, x, interval) from t0 to t1 with `n_steps` equal steps of `tableau`.
 
     Step sizes and stage weights are Python floats: nothing here synchronises with the device.
     Step ends are computed as t0 + k h (not accumulated) so that grids of different step counts
-    share their knots exactly.
+    share their knots exactly. With `states`, the state after every step is appended to it.
     """
     h = (t1 - t0) / n_steps
     for k in range(n_steps):
@@ -100,7 +101,19 @@ def integrate_fixed(
         for b, k_i in zip(tableau.b, stages):
             if b != 0.0:
                 x = x + (h * b) * k_i
+        if states is not None:
+            states.append(x)
     return x
+
+
+@dataclass
+class Track:
+    """A block's state along depth: x(times[k]) = states[k]; `steps[k]` is the fixed-grid step (t_k, t_k+1)
+    that starts at times[k] (None on an adaptive solver's output grid)."""
+
+    times: list[float]
+    states: list[torch.Tensor]
+    steps: list[Interval]
 
 
 class _CountingFunc(nn.Module):
@@ -165,6 +178,21 @@ class ODEBlock(nn.Module):
         self._counter = counter
         self.nfe = counter.calls
         return out[-1]
+
+    def trajectory(self, x: torch.Tensor, points: int = 8) -> Track:
+        """x(t) at every step boundary of a fixed grid (a ResNet's layer outputs), or at `points` + 1 equally
+        spaced times from an adaptive solver's dense output."""
+        solver = self.solver
+        if not solver.adaptive:
+            h = (self.t1 - self.t0) / solver.n_steps
+            states = [x]
+            integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau, states)
+            times = [self.t0 + k * h for k in range(solver.n_steps)] + [self.t1]
+            return Track(times, states, [(times[k], times[k + 1]) for k in range(solver.n_steps)])
+        grid = torch.linspace(self.t0, self.t1, points + 1, dtype=x.dtype, device=x.device)
+        out = torchdiffeq.odeint(_CountingFunc(self.func), x, grid, rtol=solver.rtol, atol=solver.atol,
+                                 method=solver.scheme, options={"max_num_steps": solver.max_num_steps})
+        return Track(grid.tolist(), list(out), [None] * points)
 
     def with_solver(self, solver: Solver) -> ODEBlock:
         """The same block (same parameter objects) discretised by another solver."""

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from zoo.basis import DepthBasis, DepthVarying
-from zoo.integrate import Interval, ODEBlock, Solver, replace_solver
+from zoo.integrate import Interval, ODEBlock, Solver, Track, replace_solver
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -145,6 +145,17 @@ class DepthModel(nn.Module):
     def nfe_backward(self) -> int:
         """Rate-function evaluations of the adjoint solves since the last forward (0 without the adjoint)."""
         return sum(block.nfe_backward for block in self.blocks)
+
+    def tracks(self, x: torch.Tensor, points: int = 8) -> list[Track]:
+        """Every stage's trajectory for input `x` (see `ODEBlock.trajectory`)."""
+        x = self.stem(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            out.append(block.trajectory(x, points))
+            x = out[-1].states[-1]
+            if i < len(self.transitions):
+                x = self.transitions[i](x)
+        return out
 
     @property
     def solvers(self) -> tuple[Solver, ...]:

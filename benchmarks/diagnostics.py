@@ -1,0 +1,96 @@
+"""Dynamical-systems diagnostics of a trained model's depth trajectories.
+
+- Line-shape score (after Gai & Zhang 2021, arXiv:2102.09235, who find ResNet data tracks "line-shaped"): for each
+  sample and stage, the length of the track x(t_0), x(t_1), ..., x(t_n) divided by the distance between its ends,
+  sum_k |x_{k+1} - x_k| / |x_n - x_0| >= 1; 1 is a straight line. Tracks are the model's own step boundaries
+  (a ResNet's layer outputs) or, for adaptive solvers, `points` + 1 equally spaced times of the dense output.
+- Stiffness proxy: the largest singular value of the rate function's Jacobian df/dx at every track point, by
+  power iteration on J^T J (forward- and reverse-mode products, no Jacobian is formed). sigma_max bounds the
+  spectral radius from above. h * sigma_max at the trained step h says how far the discretisation is from an ODE
+  solver's regime: explicit Runge-Kutta methods are only accurate (and, for eigenvalues near the negative real
+  axis, only stable) when h |lambda| is of order 1 or below.
+
+Every rate function of the zoo acts on each sample separately (GroupNorm, no batch statistics), so the batch
+Jacobian is block-diagonal and one power iteration with per-sample normalisation estimates every sample's norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import zoo
+from zoo.integrate import Interval
+
+DIAGNOSTIC_DOCS: dict[str, str] = {
+    "line_shape": "line-shape score of the depth trajectories (after Gai & Zhang 2021): track length / distance "
+    "between its ends, mean over samples and stages; 1 = straight line",
+    "jacobian_sigma_max": "stiffness proxy: largest singular value of the rate function's Jacobian df/dx (an upper "
+    "bound on its spectral radius), max over the track points of each sample, mean over samples",
+    "jacobian_h_sigma_max": "fixed-step models: step size h times jacobian_sigma at each track point, max per "
+    "sample, mean over samples; >> 1 means the trained steps are not in an ODE solver's accurate regime",
+}
+
+
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each sample (all dimensions after the first)."""
+    return x.flatten(1).norm(dim=1)
+
+
+def line_shape_score(track: zoo.Track) -> torch.Tensor:
+    """Per-sample track length / end-to-end distance (NaN where the track does not move at all)."""
+    states = track.states
+    length = sum(_norms(b - a) for a, b in zip(states[:-1], states[1:]))
+    chord = _norms(states[-1] - states[0])
+    return torch.where(chord > 0, length / chord.clamp_min(torch.finfo(chord.dtype).tiny), float("nan"))
+
+
+@torch.no_grad()  # torch.func's transforms differentiate anyway; this keeps the parameters' graph out
+def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *, iterations: int = 20,
+                   seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """Per-sample largest singular value of d func(t, x, step) / dx by `iterations` of power iteration."""
+    time: float | torch.Tensor = t if step is not None else torch.tensor(t, dtype=x.dtype, device=x.device)
+
+    def rate(z: torch.Tensor) -> torch.Tensor:
+        return func(time, z, step)
+
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    v = v / _norms(v).view(shape)
+    _, pull_back = torch.func.vjp(rate, x)
+    sigma = torch.zeros(len(x), device=x.device, dtype=x.dtype)
+    for _ in range(iterations):
+        _, jv = torch.func.jvp(rate, (x,), (v,))
+        (jtjv,) = pull_back(jv)
+        size = _norms(jtjv)
+        sigma = size.sqrt()  # |J^T J v| -> sigma_max^2 for the unit vector v
+        v = jtjv / size.clamp_min(torch.finfo(size.dtype).tiny).view(shape)
+    return sigma
+
+
+def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: int = 8,
+                           iterations: int = 20) -> dict[str, float]:  # fmt: skip
+    """`line_shape`, `jacobian_sigma_max` and (fixed-step models) `jacobian_h_sigma_max` on the inputs `x`."""
+    model.eval()
+    with torch.no_grad():
+        tracks = model.tracks(x, points)
+    shapes, sigma_max, h_sigma_max = [], None, None
+    fixed = all(not block.solver.adaptive for block in model.blocks)
+    for block, track in zip(model.blocks, tracks):
+        shapes.append(line_shape_score(track))
+        for k, step in enumerate(track.steps):
+            sigma = jacobian_sigma(block.func, track.times[k], track.states[k], step, iterations=iterations,
+                                   seed=k).detach()  # fmt: skip
+            sigma_max = sigma if sigma_max is None else torch.maximum(sigma_max, sigma)
+            if fixed:
+                scaled = (step[1] - step[0]) * sigma
+                h_sigma_max = scaled if h_sigma_max is None else torch.maximum(h_sigma_max, scaled)
+    out = {"line_shape": float(torch.stack(shapes).nanmean())}
+    if sigma_max is not None:
+        out["jacobian_sigma_max"] = float(sigma_max.mean())
+    if h_sigma_max is not None:
+        out["jacobian_h_sigma_max"] = float(h_sigma_max.mean())
+    return {key: value for key, value in out.items() if math.isfinite(value)}

@@ -1,0 +1,92 @@
+"""Trajectory diagnostics against closed forms: straight and circular tracks, Jacobians of known spectrum."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from benchmarks.diagnostics import jacobian_sigma, line_shape_score, trajectory_diagnostics
+from zoo.integrate import ODEBlock, Solver
+
+
+class Linear(nn.Module):
+    """dx/dt = A x (+ c): the rate functions with known flows and Jacobians."""
+
+    def __init__(self, matrix: torch.Tensor, shift: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.matrix = nn.Parameter(matrix)
+        self.shift = shift
+
+    def forward(self, t, x, interval=None):
+        out = x @ self.matrix.T
+        return out if self.shift is None else out + self.shift
+
+
+class Tanh(nn.Module):
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, t, x, interval=None):
+        return torch.tanh(x @ self.weight.T)
+
+
+def test_constant_velocity_tracks_are_straight() -> None:
+    block = ODEBlock(Linear(torch.zeros(3, 3), shift=torch.tensor([1.0, -2.0, 0.5])), Solver("rk4", 7), t1=2.0)
+    track = block.trajectory(torch.randn(5, 3))
+    assert len(track.states) == 8 and track.times[0] == 0.0 and track.times[-1] == 2.0
+    assert track.steps[0] == (0.0, 2.0 / 7)
+    torch.testing.assert_close(line_shape_score(track), torch.ones(5))
+
+
+@pytest.mark.parametrize("solver", [Solver("rk4", 16), Solver("dopri5", rtol=1e-8, atol=1e-8)])
+def test_rotation_tracks_have_the_chord_polygon_length(solver: Solver) -> None:
+    """A half turn sampled at n equal angles: polygon length n * 2 sin(pi / 2n) over the diameter 2."""
+    rotation = torch.tensor([[0.0, -math.pi], [math.pi, 0.0]], dtype=torch.float64)
+    block = ODEBlock(Linear(rotation), solver, t1=1.0)
+    track = block.trajectory(torch.randn(4, 2, dtype=torch.float64), points=6)
+    n = len(track.states) - 1
+    assert n == (16 if solver.n_steps else 6)
+    expected = n * math.sin(math.pi / (2 * n))
+    torch.testing.assert_close(line_shape_score(track), torch.full((4,), expected, dtype=torch.float64),
+                               rtol=1e-4, atol=0)  # RK4 shrinks the circle by ~1e-5; n +- 1 is off by ~1e-3
+    end = track.states[0] @ torch.tensor([[-1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)
+    torch.testing.assert_close(track.states[-1], end, rtol=0, atol=3e-4)  # a half turn maps x to -x
+
+
+def test_jacobian_sigma_is_the_largest_singular_value_per_sample() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(6, 6, dtype=torch.float64)
+    func = Tanh(weight)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    sigma = jacobian_sigma(func, 0.0, x, (0.0, 1.0), iterations=200)
+    for i in range(len(x)):
+        jac = torch.func.jacrev(lambda z: func(0.0, z[None])[0])(x[i])
+        torch.testing.assert_close(sigma[i], torch.linalg.matrix_norm(jac, ord=2), rtol=1e-6, atol=0)
+    assert sigma.std() > 0, "samples have different Jacobians"
+    assert not any(p.grad is not None for p in func.parameters())
+
+
+def test_diagnostics_of_zoo_models() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8)
+    resnet = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=3)
+    out = trajectory_diagnostics(resnet, x, iterations=10)
+    assert set(out) == {"line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"}
+    assert out["line_shape"] >= 1.0 and out["jacobian_sigma_max"] > 0
+    assert out["jacobian_h_sigma_max"] == pytest.approx(out["jacobian_sigma_max"])  # a ResNet's step is 1
+    tracks = resnet.tracks(x)
+    with torch.no_grad():
+        torch.testing.assert_close(resnet.head(tracks[-1].states[-1]), resnet(x))
+    cn = zoo.create_model("continuousnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=4)
+    cn_out = trajectory_diagnostics(cn, x, iterations=10)
+    step = cn.blocks[0].trajectory(cn.stem(x)).steps[0]
+    assert step[1] - step[0] == pytest.approx(4 / 3)  # four hat functions: three elements, one RK4 step each
+    assert cn_out["jacobian_h_sigma_max"] == pytest.approx(cn_out["jacobian_sigma_max"] * 4 / 3)
+    node = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=8, depth=3)
+    node_out = trajectory_diagnostics(node, x, points=4, iterations=10)
+    assert set(node_out) == {"line_shape", "jacobian_sigma_max"}  # no fixed step to scale by
