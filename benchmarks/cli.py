@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     run.add_argument("--max-minutes", type=float, metavar="M",
                      help="start no run after M minutes; rerun the same command to do the rest")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="runs at once, in separate processes sharing the device (default 1); small models leave "
+                          "a GPU idle between kernel launches, so a few concurrent runs finish a tier sooner")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--leaderboard", action="store_true", help="regenerate leaderboards afterwards")
 
@@ -99,7 +102,8 @@ def _run_tier(args: argparse.Namespace, tier: str):
     print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}", file=sys.stderr)
     return run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds, results_dir=args.results,
                     data_dir=args.data_dir, download=args.download, device=device, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, max_minutes=args.max_minutes)
+                    progress=not args.no_progress, max_minutes=args.max_minutes,
+                    workers=args.workers)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:

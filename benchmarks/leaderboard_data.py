@@ -25,7 +25,8 @@ TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
 
 META_COLUMNS = [
     "model", "task", "protocol", "protocol_version", "protocol_hash", "seed", "status", "error", "flags",
-    "git_commit", "git_dirty", "device", "started", "finished", "packages", "card", "depth_transfer", "record",
+    "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "card",
+    "depth_transfer", "record",
 ]  # fmt: skip
 PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "url", "bibkey", "bibtex", "variant")
@@ -78,7 +79,7 @@ def load_frame(records_root: Path | str, repo_root: Path | str | None = None) ->
             "flags": tuple(sorted({str(f) for f in rec.flags or []})),
             "git_commit": _text(prov.get("git_commit")), "git_dirty": bool(prov.get("git_dirty", False)),
             "device": _text(prov.get("device")), "started": _text(prov.get("started")),
-            "finished": _text(prov.get("finished")),
+            "finished": _text(prov.get("finished")), "concurrent_runs": int(prov.get("concurrent_runs") or 1),
             "packages": dict(prov.get("packages") or {}), "card": dict(rec.card or {}),
             "depth_transfer": list(rec.depth_transfer or []), "record": rel,
         }  # fmt: skip
@@ -176,6 +177,7 @@ def _model_row(model: str, rows: pd.DataFrame, metrics: list[str]) -> dict[str, 
     row["devices"] = tuple(sorted({str(d) for d in rows.device if d}))
     row["started"], row["finished"] = extreme_time(rows.started, False), extreme_time(rows.finished, True)
     row["run_seconds"] = sum(run_seconds(s, f) for s, f in zip(rows.started, rows.finished))
+    row["concurrent_runs"] = int(rows.concurrent_runs.max())
     names = sorted({name for packages in rows.packages for name in packages})
     row["packages"] = {n: tuple(sorted({str(p[n]) for p in rows.packages if p.get(n)})) for n in names}
     return row
@@ -340,6 +342,9 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
         ("Run time", f"{format_duration(float(table.run_seconds.sum()))} in total over {ok + failed} runs "
                      "(sum of each run's start to finish: training, every metric, writing the record)"),
         ("Devices", _versions({d for ds in table.devices for d in ds})),
+        *([("Concurrency", f"up to {int(table.concurrent_runs.max())} runs shared the device at a time: train times, "
+            "latencies and throughputs include that contention (benchmarks/suites times every model alone)")]
+          if table.concurrent_runs.max() > 1 else []),
         ("Packages", "; ".join(packages)),
         ("Commits", _versions({short_commit(c) for cs in table.git_commits for c in cs})
                      + ("; each row's in its commit column" if several_commits(table) else "")),

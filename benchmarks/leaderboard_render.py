@@ -154,7 +154,7 @@ def render_csv(table: pd.DataFrame) -> str:
     header = ["task", "protocol", "protocol_version", "protocol_hash", "rank", "model", "seeds", "failed"]
     header += [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "n")]
     header += ["flags", "failures", "title", "url", "bibkey", "git_commits", "devices", "started", "finished",
-               "run_seconds"]
+               "run_seconds", "concurrent_runs"]
     header += list(PACKAGES) + ["records", "failed_records"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -169,7 +169,7 @@ def render_csv(table: pd.DataFrame) -> str:
                    for m in metrics for stat in ("mean", "std", "n")]  # fmt: skip
         values += [";".join(row["flags"]), " | ".join(row["failures"]), one_line(row["title"]), row["url"],
                    row["bibkey"], " ".join(row["git_commits"]), "; ".join(row["devices"]), row["started"] or "",
-                   row["finished"] or "", _num(row["run_seconds"])]  # fmt: skip
+                   row["finished"] or "", _num(row["run_seconds"]), row["concurrent_runs"]]  # fmt: skip
         values += [" ".join(row["packages"].get(name, ())) for name in PACKAGES]
         values += [" ".join(row["records"]), " ".join(row["failed_records"])]
         writer.writerow(values)

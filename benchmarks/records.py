@@ -16,7 +16,8 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
   "card": {"title": ..., "arxiv": ..., "bibkey": ..., ...},
   "provenance": {"git_commit": ..., "git_dirty": false, "command": ..., "device": ..., "host": ...,
                  "started": ISO-8601, "finished": ISO-8601, "packages": {"torch": ..., ...},
-                 "phase_seconds": {"train": 12.1, "attacks": 3.4, "depth_transfer": 2.2, ...}}
+                 "phase_seconds": {"train": 12.1, "attacks": 3.4, "depth_transfer": 2.2, ...},
+                 "concurrent_runs": 1}   # runs that shared the device (depthbench run --workers)
 }
 ```
 

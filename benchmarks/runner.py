@@ -9,10 +9,12 @@ reason, and the suite goes on.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +142,7 @@ def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
 
 
 def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, seed: int, device: torch.device,
-            on_epoch: Callable[[dict[str, float]], None] | None = None) -> Record:
+            on_epoch: Callable[[dict[str, float]], None] | None = None, concurrent_runs: int = 1) -> Record:
     """Train and measure one model; any exception becomes a failed record (interrupts propagate)."""
     started = now()
     phase = PhaseTimer(device)
@@ -163,7 +165,8 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.flags = ["diverged"] if isinstance(error, TrainingDiverged) else \
             ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else ["error"]
         record.provenance = {"traceback": traceback.format_exc(limit=8)}
-    record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds, **record.provenance}
+    record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds,
+                         "concurrent_runs": concurrent_runs, **record.provenance}
     return record
 
 
@@ -189,6 +192,7 @@ def run_tier(
     retry_failed: bool = False,
     progress: bool = True,
     max_minutes: float | None = None,
+    workers: int = 1,
 ) -> RunSummary:
     """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
 
@@ -196,9 +200,15 @@ def run_tier(
     never downloaded for this); the ones left out are listed in `unavailable`.
 
     With `max_minutes`, no run is started once that much time has passed: the runs left are `postponed`, and
-    the same call later resumes them. A job with a wall-clock limit thus ends cleanly between two runs."""
+    the same call later resumes them. A job with a wall-clock limit thus ends cleanly between two runs.
+
+    With `workers` > 1, that many runs go at once in separate processes sharing the device: small models leave
+    a GPU mostly idle between kernel launches, so concurrent runs fill it. Results are those of a sequential run;
+    timings include the contention, and records say how many runs shared the device."""
     if max_minutes is not None and max_minutes < 0:
         raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
     models = list(models or protocol.models)
     optional = [] if tasks else [name for name in protocol.optional_tasks if name not in protocol.tasks]
@@ -214,19 +224,13 @@ def run_tier(
     device = device or pick_device(None, protocol)
     summary = RunSummary()
     jobs = [(task, model, seed) for task in task_objects for model in models for seed in seeds]
-    bar = tqdm(jobs, desc=f"{protocol.name} {protocol.hash}", disable=not progress, unit="run")
+    bar = tqdm(total=len(jobs), desc=f"{protocol.name} {protocol.hash}", disable=not progress, unit="run")
     loaded: dict[str, TaskData] = {}
-    for task, model_name, seed in bar:
-        path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
-        if task.name in summary.unavailable:
-            continue
-        if path.exists() and (not retry_failed or load_record(path).status == "ok"):
-            summary.skipped.append(path)
-            continue
-        if deadline is not None and clock() >= deadline:
-            summary.postponed.append(path)
-            continue
-        if task.name not in loaded:
+
+    def data_for(task: Task) -> TaskData | None:
+        """The task's data (loaded once; this also fills the caches that worker processes read), or None."""
+        nonlocal loaded
+        if task.name not in loaded and task.name not in summary.unavailable:
             try:
                 loaded = {task.name: task.load(data_dir, download=download and task.name not in optional,
                                                limit=protocol.data_limit)}
@@ -234,16 +238,91 @@ def run_tier(
                 if task.name not in optional:
                     raise
                 summary.unavailable.append(task.name)
-                continue
-        label = f"{task.name} {model_name} seed {seed}"
-        bar.set_postfix_str(label)
-        record = run_one(protocol, task, loaded[task.name], model_name, seed, device,
-                         on_epoch=lambda e, label=label: bar.set_postfix_str(
-                             f"{label} epoch {e['epoch']} val {e['val']:.4g}"))
-        path = save_record(results_dir, record)
-        for name, seconds in record.provenance.get("phase_seconds", {}).items():
+        return loaded.get(task.name)
+
+    def finished(path: Path, label: str, status: str, error: str | None, phases: dict[str, float]) -> None:
+        for name, seconds in phases.items():
             summary.phase_seconds[name] = summary.phase_seconds.get(name, 0.0) + seconds
-        (summary.failed if record.status == "failed" else summary.written).append(path)
-        if record.status == "failed":
-            tqdm.write(f"FAILED {task.name}/{model_name}/seed{seed}: {record.error}")
+        (summary.failed if status == "failed" else summary.written).append(path)
+        if status == "failed":
+            tqdm.write(f"FAILED {label}: {error}")
+        bar.update()
+
+    pool = _WorkerPool(workers) if workers > 1 else None
+    try:
+        for task, model_name, seed in jobs:
+            path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
+            label = f"{task.name} {model_name} seed {seed}"
+            if path.exists() and (not retry_failed or load_record(path).status == "ok"):
+                summary.skipped.append(path)
+                bar.update()
+                continue
+            if deadline is not None and clock() >= deadline:
+                summary.postponed.append(path)
+                bar.update()
+                continue
+            data = data_for(task)
+            if data is None:  # an optional task without data
+                bar.update()
+                continue
+            if pool is not None:
+                pool.submit(finished, label, protocol, task.name, model_name, seed, results_dir, data_dir,
+                            str(device))
+                continue
+            bar.set_postfix_str(label)
+            record = run_one(protocol, task, data, model_name, seed, device,
+                             on_epoch=lambda e, label=label: bar.set_postfix_str(
+                                 f"{label} epoch {e['epoch']} val {e['val']:.4g}"))
+            path = save_record(results_dir, record)
+            finished(path, label, record.status, record.error, record.provenance.get("phase_seconds", {}))
+    finally:
+        if pool is not None:
+            pool.close()
+        bar.close()
     return summary
+
+
+class _WorkerPool:
+    """At most `workers` runs in flight in spawned processes (CUDA cannot be forked); results come back in order
+    of completion. Each worker keeps the data of its current task, reading the caches the parent filled."""
+
+    def __init__(self, workers: int) -> None:
+        threads = max(1, torch.get_num_threads() // workers)  # the parent's CPU threads, shared out
+        self.workers = workers
+        self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=torch.set_num_threads, initargs=(threads,))
+        self.in_flight: dict[Future, tuple[Callable, str]] = {}
+
+    def submit(self, finished: Callable, label: str, *job: Any) -> None:
+        while len(self.in_flight) >= self.workers:
+            self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+        self.in_flight[self.executor.submit(_run_in_worker, *job, self.workers)] = (finished, label)
+
+    def _collect(self, done: Any) -> None:
+        for future in done:
+            finished, label = self.in_flight.pop(future)
+            path, status, error, phases = future.result()  # a worker's own exception becomes a failed record
+            finished(path, label, status, error, phases)
+
+    def close(self) -> None:
+        try:
+            self._collect(wait(self.in_flight).done)
+        finally:
+            self.executor.shutdown(cancel_futures=True)
+
+
+_WORKER_DATA: dict[tuple, TaskData] = {}
+
+
+def _run_in_worker(protocol: Protocol, task_name: str, model_name: str, seed: int, results_dir: Path,
+                   data_dir: str | Path | None, device: str, workers: int) -> tuple[Path, str, str | None, dict]:
+    """One run in a worker process: the same `run_one` as in the parent; the record is saved here."""
+    task = get_task(task_name)
+    key = (task_name, str(data_dir), protocol.data_limit)
+    if key not in _WORKER_DATA:
+        _WORKER_DATA.clear()  # one task at a time: jobs are ordered by task
+        _WORKER_DATA[key] = task.load(data_dir, limit=protocol.data_limit)
+    record = run_one(protocol, task, _WORKER_DATA[key], model_name, seed, torch.device(device),
+                     concurrent_runs=workers)
+    path = save_record(results_dir, record)
+    return path, record.status, record.error, record.provenance.get("phase_seconds", {})

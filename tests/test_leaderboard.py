@@ -128,6 +128,7 @@ def test_markdown_numbers_and_provenance(site: Path) -> None:
     assert text.index("[resnet]") < text.index("[node]") < text.index("[anode]")
     assert "javascript:" not in text and "<script>" not in text
     assert "| commit |" not in text  # one commit for the whole table: the header names it
+    assert "shared the device" not in text  # records without concurrency information ran alone
     assert "FGSM ε=0.03 (%) | FGSM ε=0.1 (%) | PGD ε=0.1 (%)" in text  # attacks sorted by kind, then radius
     spiral = (site / "leaderboards/smoke/spiral.md").read_text(encoding="utf-8")
     assert "test MSE, ascending" in spiral and "2.00e-02 ± 1.41e-02" in spiral
@@ -246,7 +247,7 @@ def test_rows_from_several_commits_name_their_own(tmp_path: Path) -> None:
     card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
     save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5}, card))
     other = _record("node", 0, {"accuracy": 0.9}, card)
-    other.provenance = {**other.provenance, "git_commit": "f" * 40, "git_dirty": True}
+    other.provenance = {**other.provenance, "git_commit": "f" * 40, "git_dirty": True, "concurrent_runs": 3}
     save_record(tmp_path, other)
     key = ("digits", "standard", "3f2a9c1d0b7e")
     table = aggregate(load_frame(tmp_path))[key]
@@ -254,6 +255,7 @@ def test_rows_from_several_commits_name_their_own(tmp_path: Path) -> None:
     assert "| commit | records |" in text and "each row's in its commit column" in text
     node_row = next(line for line in text.splitlines() if "[node]" in line)
     assert "| ffffffffffff+dirty |" in node_row and "0123456789ab" not in node_row
+    assert "up to 3 runs shared the device at a time" in text
     page = write_page({key: table}, {}, tmp_path / "index.html").read_text(encoding="utf-8")
     assert 'data-key="commit"' in page and "ffffffffffff+dirty" in page
 

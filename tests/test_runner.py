@@ -214,6 +214,20 @@ def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, c
     assert not list(tmp_path.iterdir()), "nothing ran"
 
 
+def test_concurrent_workers_write_the_records_of_a_sequential_run(quick_results, tmp_path) -> None:
+    reference_root, _ = quick_results
+    summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"),
+                              progress=False, workers=2)
+    assert len(summary.written) == 4 and not summary.failed and summary.phase_seconds["train"] > 0
+    reference = {p.relative_to(reference_root): _comparable(r) for p, r in iter_records(reference_root)}
+    concurrent = {p.relative_to(tmp_path): _comparable(r) for p, r in iter_records(tmp_path)}
+    assert concurrent == reference
+    assert {r.provenance["concurrent_runs"] for _, r in iter_records(tmp_path)} == {2}
+    assert {r.provenance["concurrent_runs"] for _, r in iter_records(reference_root)} == {1}
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        runner.run_tier(QUICK, results_dir=tmp_path, workers=0)
+
+
 class NaNModel(nn.Module):
     def __init__(self, input_shape, num_classes, *, width=8, depth=3):
         super().__init__()
