@@ -17,6 +17,7 @@ Jacobian is block-diagonal and one power iteration with per-sample normalisation
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -63,7 +64,9 @@ def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *
     _, pull_back = torch.func.vjp(rate, x)
     sigma = torch.zeros(len(x), device=x.device, dtype=x.dtype)
     for _ in range(iterations):
-        _, jv = torch.func.jvp(rate, (x,), (v,))
+        with warnings.catch_warnings():  # torch's first forward-mode call scripts its decompositions (deprecated API)
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+            _, jv = torch.func.jvp(rate, (x,), (v,))
         (jtjv,) = pull_back(jv)
         size = _norms(jtjv)
         sigma = size.sqrt()  # |J^T J v| -> sigma_max^2 for the unit vector v
