@@ -2,9 +2,10 @@
 
 The whole split lives on the device as uint8 (no DataLoader, no per-batch host work); batches are
 gathered by a seeded permutation, scaled to [0, 1] and augmented on the device; images are
-channels_last under CUDA; bf16 autocast and torch.compile when the recipe asks for them. The loss is checked once per
-epoch (one host sync), so a diverging model stops with `TrainingDiverged` instead of training on
-NaNs. The checkpoint kept is the best on the *validation* split: the test set is never looked at.
+channels_last under CUDA; bf16 autocast and torch.compile when the recipe asks for them. The loss
+is checked once per epoch (one host sync), so a diverging model stops with `TrainingDiverged`
+instead of training on NaNs. The checkpoint kept is the best on the *validation* split: the test
+set is never looked at.
 """
 
 from __future__ import annotations
