@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,25 +76,29 @@ def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *
 
 
 def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: int = 8,
-                           iterations: int = 20) -> dict[str, float]:  # fmt: skip
-    """`line_shape`, `jacobian_sigma_max` and (fixed-step models) `jacobian_h_sigma_max` on the inputs `x`."""
+                           iterations: int = 20) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
+    """Summary metrics (`line_shape`, `jacobian_sigma_max`, fixed-step models `jacobian_h_sigma_max`) on the
+    inputs `x`, and the profile along depth: one entry per track point with the mean sigma over samples."""
     model.eval()
     with torch.no_grad():
         tracks = model.tracks(x, points)
-    shapes, sigma_max, h_sigma_max = [], None, None
+    shapes, sigma_max, h_sigma_max, profile = [], None, None, []
     fixed = all(not block.solver.adaptive for block in model.blocks)
-    for block, track in zip(model.blocks, tracks):
+    for stage, (block, track) in enumerate(zip(model.blocks, tracks)):
         shapes.append(line_shape_score(track))
         for k, step in enumerate(track.steps):
             sigma = jacobian_sigma(block.func, track.times[k], track.states[k], step, iterations=iterations,
                                    seed=k).detach()  # fmt: skip
             sigma_max = sigma if sigma_max is None else torch.maximum(sigma_max, sigma)
+            h = None if step is None else step[1] - step[0]
             if fixed:
-                scaled = (step[1] - step[0]) * sigma
-                h_sigma_max = scaled if h_sigma_max is None else torch.maximum(h_sigma_max, scaled)
+                h_sigma_max = h * sigma if h_sigma_max is None else torch.maximum(h_sigma_max, h * sigma)
+            profile.append({"stage": stage, "t": track.times[k], "t0": block.t0, "t1": block.t1, "h": h,
+                            "sigma": float(sigma.mean())})  # fmt: skip
     out = {"line_shape": float(torch.stack(shapes).nanmean())}
     if sigma_max is not None:
         out["jacobian_sigma_max"] = float(sigma_max.mean())
     if h_sigma_max is not None:
         out["jacobian_h_sigma_max"] = float(h_sigma_max.mean())
-    return {key: value for key, value in out.items() if math.isfinite(value)}
+    profile = [entry for entry in profile if math.isfinite(entry["sigma"])]
+    return {key: value for key, value in out.items() if math.isfinite(value)}, profile

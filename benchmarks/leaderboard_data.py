@@ -26,7 +26,7 @@ TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
 META_COLUMNS = [
     "model", "task", "protocol", "protocol_version", "protocol_hash", "seed", "status", "error", "flags",
     "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "card",
-    "depth_transfer", "record",
+    "depth_transfer", "trajectory", "record",
 ]  # fmt: skip
 PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "url", "bibkey", "bibtex", "variant")
@@ -81,7 +81,8 @@ def load_frame(records_root: Path | str, repo_root: Path | str | None = None) ->
             "device": _text(prov.get("device")), "started": _text(prov.get("started")),
             "finished": _text(prov.get("finished")), "concurrent_runs": int(prov.get("concurrent_runs") or 1),
             "packages": dict(prov.get("packages") or {}), "card": dict(rec.card or {}),
-            "depth_transfer": list(rec.depth_transfer or []), "record": rel,
+            "depth_transfer": list(rec.depth_transfer or []), "trajectory": list(rec.trajectory or []),
+            "record": rel,
         }  # fmt: skip
         for name, value in (rec.metrics or {}).items():
             if name in META_COLUMNS:

@@ -5,6 +5,8 @@
   line of slope ≈ the scheme's order, a model tied to its training discretisation does not;
 - robust accuracy vs attack radius (FGSM dashed, PGD solid, one colour per model);
 - accuracy vs latency and accuracy vs NFE, Pareto front marked.
+- stiffness along depth: the rate Jacobian's largest singular value at every track point (mean over the
+  diagnosed samples and over seeds), stages side by side, one line per model.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, so no global pyplot state or backend
 switch leaks into the caller. A plot whose data no record has is skipped (no empty figures).
@@ -164,6 +166,31 @@ def attack_figure(table: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def stiffness_figure(frame: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
+    """sigma_max(df/dx) vs depth position (stage + fraction of its interval), log y, one line per model."""
+    rows = [{"model": model, "x": e["stage"] + (e["t"] - e["t0"]) / (e["t1"] - e["t0"]), "sigma": e["sigma"]}
+            for model, entries in zip(frame.model, frame.trajectory) for e in entries
+            if e.get("sigma") is not None and e["sigma"] > 0 and e.get("t1", 0) > e.get("t0", 0)]  # fmt: skip
+    if not rows:
+        return None
+    points = pd.DataFrame(rows).assign(x=lambda r: r.x.round(9))
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    colours = _colours(table)
+    for model in [m for m in table.model if m in set(points.model)]:
+        mean = points[points.model == model].groupby("x").sigma.mean()  # mean over seeds
+        colour, marker = colours[model]
+        ax.plot(mean.index, mean.values, "-", marker=marker, color=colour, ms=4, label=model)
+    stages = int(points.x.max()) + 1
+    for boundary in range(1, stages):
+        ax.axvline(boundary, color="grey", lw=0.8, ls=":")
+    ax.set(yscale="log", xlabel="depth (stage + position t/T within it)", ylabel="σ_max(∂f/∂x), mean over samples",
+           title=f"Stiffness along depth, {table.attrs['task']} / {table.attrs['protocol']}")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best")
+    return fig
+
+
 def pareto_front(xs: list[float], ys: list[float], higher_is_better: bool) -> list[int]:
     """Indices of the points no other point beats on both cost (x, lower is better) and quality (y)."""
     sign = 1 if higher_is_better else -1
@@ -220,6 +247,7 @@ def write_plots(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path | str, s
             "attacks": attack_figure(table),
             "pareto_latency": pareto_figure(table, "latency_ms", "latency (ms, batch 1, median)"),
             "pareto_nfe": pareto_figure(table, "nfe", "NFE (function evaluations per forward)"),
+            "stiffness": stiffness_figure(mine, table),
         }
         for kind, figure in figures.items():
             if figure is not None:

@@ -13,6 +13,7 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
   "flags": ["possible-gradient-masking", ...],
   "depth_transfer": [{"scheme": "rk4", "n_steps": 12, "nfe": 48, "accuracy": 0.96, "latency_ms": 1.2,
                       "dt": 0.5, "trained": false, ...}, ...],
+  "trajectory": [{"stage": 0, "t": 0.0, "t0": 0.0, "t1": 6.0, "h": 1.0, "sigma": 3.1}, ...],  # diagnostics
   "card": {"title": ..., "arxiv": ..., "bibkey": ..., ...},
   "provenance": {"git_commit": ..., "git_dirty": false, "command": ..., "device": ..., "host": ...,
                  "started": ISO-8601, "finished": ISO-8601, "packages": {"torch": ..., ...},
@@ -49,6 +50,7 @@ class Record:
     metrics: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     depth_transfer: list[dict[str, Any]] = field(default_factory=list)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)  # stiffness profile along depth
     card: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION

@@ -73,8 +73,9 @@ class PhaseTimer:
 
 def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
             trained: TrainResult, phase: PhaseTimer | None = None,
-            ) -> tuple[dict[str, float], list[str], list[dict[str, Any]]]:
-    """Every metric of the harness for a trained model (eval mode, fp32)."""
+            ) -> tuple[dict[str, float], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every metric of the harness for a trained model (eval mode, fp32); also the depth-transfer entries and
+    the stiffness profile along depth that records keep beside the metrics."""
     phase = phase or PhaseTimer(device)
     ev = protocol.evaluation
     model.eval().float()
@@ -116,8 +117,9 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
             metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
                                               seed=0))
     with phase("diagnostics"):
-        metrics.update(trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
-                                              iterations=ev.jacobian_iterations))
+        shape, profile = trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
+                                                iterations=ev.jacobian_iterations)
+        metrics.update(shape)
     with phase("depth_transfer"):
         transfer, summary = M.depth_transfer(
             model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
@@ -125,7 +127,7 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
             batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
             latency_repeats=max(3, ev.latency_repeats // 4))
     metrics.update(summary)
-    return metrics, flags, transfer
+    return metrics, flags, transfer, profile
 
 
 def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
@@ -155,10 +157,11 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         with phase("train"):
             trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
                             on_epoch=on_epoch)
-        metrics, flags, transfer = measure(model, task, data, protocol, device, trained, phase)
+        metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase)
         record.metrics, bad = _finite(metrics)
         record.flags = flags + bad
         record.depth_transfer = transfer
+        record.trajectory = profile
     except Exception as error:  # noqa: BLE001 - a failing model is a result, not a crash of the suite
         record.status = "failed"
         record.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()

@@ -75,18 +75,21 @@ def test_diagnostics_of_zoo_models() -> None:
     torch.manual_seed(0)
     x = torch.rand(6, 1, 8, 8)
     resnet = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=3)
-    out = trajectory_diagnostics(resnet, x, iterations=10)
+    out, profile = trajectory_diagnostics(resnet, x, iterations=10)
     assert set(out) == {"line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"}
+    assert [(p["stage"], p["t"], p["h"]) for p in profile] == [(0, 0.0, 1.0), (0, 1.0, 1.0), (0, 2.0, 1.0)]
+    assert max(p["sigma"] for p in profile) <= out["jacobian_sigma_max"] + 1e-6  # max of means <= mean of maxima
     assert out["line_shape"] >= 1.0 and out["jacobian_sigma_max"] > 0
     assert out["jacobian_h_sigma_max"] == pytest.approx(out["jacobian_sigma_max"])  # a ResNet's step is 1
     tracks = resnet.tracks(x)
     with torch.no_grad():
         torch.testing.assert_close(resnet.head(tracks[-1].states[-1]), resnet(x))
     cn = zoo.create_model("continuousnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=4)
-    cn_out = trajectory_diagnostics(cn, x, iterations=10)
+    cn_out, _ = trajectory_diagnostics(cn, x, iterations=10)
     step = cn.blocks[0].trajectory(cn.stem(x)).steps[0]
     assert step[1] - step[0] == pytest.approx(4 / 3)  # four hat functions: three elements, one RK4 step each
     assert cn_out["jacobian_h_sigma_max"] == pytest.approx(cn_out["jacobian_sigma_max"] * 4 / 3)
     node = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=8, depth=3)
-    node_out = trajectory_diagnostics(node, x, points=4, iterations=10)
+    node_out, node_profile = trajectory_diagnostics(node, x, points=4, iterations=10)
     assert set(node_out) == {"line_shape", "jacobian_sigma_max"}  # no fixed step to scale by
+    assert [p["t"] for p in node_profile] == [0.0, 0.25, 0.5, 0.75] and node_profile[0]["h"] is None

@@ -45,8 +45,9 @@ def _record(model: str, seed: int, metrics: dict, card: dict, task: str = "digit
     prov = {"git_commit": "0123456789abcdef" * 2 + "01234567", "git_dirty": False, "device": "NVIDIA H100 80GB",
             "started": f"2025-03-0{seed + 1}T08:00:00+00:00", "finished": f"2025-03-0{seed + 1}T09:30:00+00:00",
             "packages": PACKAGES, "command": "depthbench run", "host": "h", "python": "3.11"}  # fmt: skip
+    profile = [{"stage": 0, "t": t, "t0": 0.0, "t1": 3.0, "h": 1.0, "sigma": 1.0 + t + seed} for t in (0.0, 1.0, 2.0)]
     return Record(model=model, task=task, seed=seed, protocol=protocol, metrics=metrics, card=card, provenance=prov,
-                  depth_transfer=_transfer(seed), **extra)  # fmt: skip
+                  depth_transfer=_transfer(seed), trajectory=profile if task == "digits" else [], **extra)  # fmt: skip
 
 
 def make_records(root: Path) -> Path:
@@ -212,6 +213,7 @@ def test_plots_written_and_skipped(site: Path) -> None:
             "digits_pareto_nfe.png", "spiral_depth_transfer.png", "spiral_pareto_nfe.png"} <= plots  # fmt: skip
     assert "spiral_attacks.png" not in plots  # regression: no attack metrics, no attack plot
     assert "spiral_pareto_latency.png" not in plots  # no latency recorded for spiral
+    assert "digits_stiffness.png" in plots and "spiral_stiffness.png" not in plots  # no profile in spiral records
 
 
 def test_html_escapes_record_text(site: Path) -> None:

@@ -66,6 +66,7 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
     assert metrics["nfe"] == 3  # resnet: Euler, depth 3
     assert any(e["trained"] for e in digits.depth_transfer)
+    assert len(digits.trajectory) == 3 and all(e["sigma"] > 0 for e in digits.trajectory)  # one per ResNet block
     assert digits.card["bibkey"] == "he2016identity"
     for key in ("git_commit", "device", "started", "finished", "packages", "command"):
         assert digits.provenance[key], key
@@ -82,7 +83,7 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     assert pendulum.metrics["dt_order"] > 3, "a smooth continuous model converges at RK4's order"
     boards = smoke_results / "leaderboards"
     for name in ("smoke/digits.md", "smoke/digits.csv", "smoke/digits.tex", "smoke/pendulum.md", "index.html",
-                 "references.bib"):
+                 "references.bib", "smoke/plots/digits_stiffness.png", "smoke/plots/pendulum_stiffness.svg"):
         assert (boards / name).is_file(), name
     table = (boards / "smoke/digits.md").read_text()
     assert SMOKE.hash in table and "continuousnet" in table
