@@ -6,7 +6,9 @@
   (a ResNet's layer outputs) or, for adaptive solvers, `points` + 1 equally spaced times of the dense output.
 - Stiffness proxy: the largest singular value of the rate function's Jacobian df/dx at every track point, by
   power iteration on J^T J (forward- and reverse-mode products, no Jacobian is formed). sigma_max bounds the
-  spectral radius from above. h * sigma_max at the trained step h says how far the discretisation is from an ODE
+  spectral radius from above. Models integrate over different depth intervals (a ResNet over [0, depth], a Neural
+  ODE over [0, 1]); rescaling each stage's depth to [0, 1] multiplies the rate by its length T, so T * sigma_max
+  is the comparable number. h * sigma_max at the trained step h says how far the discretisation is from an ODE
   solver's regime: explicit Runge-Kutta methods are only accurate (and, for eigenvalues near the negative real
   axis, only stable) when h |lambda| is of order 1 or below.
 
@@ -30,7 +32,8 @@ DIAGNOSTIC_DOCS: dict[str, str] = {
     "line_shape": "line-shape score of the depth trajectories (after Gai & Zhang 2021): track length / distance "
     "between its ends, mean over samples and stages; 1 = straight line",
     "jacobian_sigma_max": "stiffness proxy: largest singular value of the rate function's Jacobian df/dx (an upper "
-    "bound on its spectral radius), max over the track points of each sample, mean over samples",
+    "bound on its spectral radius) with each stage's depth rescaled to [0, 1] (T * sigma), max over the track "
+    "points of each sample, mean over samples",
     "jacobian_h_sigma_max": "fixed-step models: step size h times jacobian_sigma at each track point, max per "
     "sample, mean over samples; >> 1 means the trained steps are not in an ODE solver's accurate regime",
 }
@@ -78,7 +81,7 @@ def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *
 def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: int = 8,
                            iterations: int = 20) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
     """Summary metrics (`line_shape`, `jacobian_sigma_max`, fixed-step models `jacobian_h_sigma_max`) on the
-    inputs `x`, and the profile along depth: one entry per track point with the mean sigma over samples."""
+    inputs `x`, and the profile along depth: one entry per track point with the mean (unscaled) sigma over samples."""
     model.eval()
     with torch.no_grad():
         tracks = model.tracks(x, points)
@@ -89,7 +92,8 @@ def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: in
         for k, step in enumerate(track.steps):
             sigma = jacobian_sigma(block.func, track.times[k], track.states[k], step, iterations=iterations,
                                    seed=k).detach()  # fmt: skip
-            sigma_max = sigma if sigma_max is None else torch.maximum(sigma_max, sigma)
+            unit_depth = (block.t1 - block.t0) * sigma
+            sigma_max = unit_depth if sigma_max is None else torch.maximum(sigma_max, unit_depth)
             h = None if step is None else step[1] - step[0]
             if fixed:
                 h_sigma_max = h * sigma if h_sigma_max is None else torch.maximum(h_sigma_max, h * sigma)

@@ -240,8 +240,9 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
                    "cheapest setting"),
     "line_shape": ("line shape", "fixed", 3, 1.0, "line shape = length / end-to-end distance of the depth "
                    "trajectories (1 = straight)"),
-    "jacobian_sigma_max": ("max σ(∂f/∂x)", "fixed", 2, 1.0, "σ(∂f/∂x) = largest singular value of the rate "
-                           "function's Jacobian, max along depth (stiffness proxy)"),
+    "jacobian_sigma_max": ("max T·σ(∂f/∂x)", "fixed", 2, 1.0, "T·σ(∂f/∂x) = largest singular value of the rate "
+                           "function's Jacobian, depth rescaled to [0, 1] per stage, max along depth (stiffness "
+                           "proxy)"),
     "jacobian_h_sigma_max": ("max h·σ", "fixed", 2, 1.0, "h·σ = that times the trained step size"),
 }  # fmt: skip
 REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points

@@ -5,8 +5,8 @@
   line of slope ≈ the scheme's order, a model tied to its training discretisation does not;
 - robust accuracy vs attack radius (FGSM dashed, PGD solid, one colour per model);
 - accuracy vs latency and accuracy vs NFE, Pareto front marked.
-- stiffness along depth: the rate Jacobian's largest singular value at every track point (mean over the
-  diagnosed samples and over seeds), stages side by side, one line per model.
+- stiffness along depth: the rate Jacobian's largest singular value at every track point, depth rescaled to
+  [0, 1] per stage (mean over the diagnosed samples and over seeds), stages side by side, one line per model.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, so no global pyplot state or backend
 switch leaks into the caller. A plot whose data no record has is skipped (no empty figures).
@@ -167,8 +167,10 @@ def attack_figure(table: pd.DataFrame) -> Figure | None:
 
 
 def stiffness_figure(frame: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
-    """sigma_max(df/dx) vs depth position (stage + fraction of its interval), log y, one line per model."""
-    rows = [{"model": model, "x": e["stage"] + (e["t"] - e["t0"]) / (e["t1"] - e["t0"]), "sigma": e["sigma"]}
+    """T * sigma_max(df/dx) vs depth position (stage + fraction of its interval), log y, one line per model: with
+    every stage's depth rescaled to [0, 1], models that integrate over different intervals are comparable."""
+    rows = [{"model": model, "x": e["stage"] + (e["t"] - e["t0"]) / (e["t1"] - e["t0"]),
+             "sigma": (e["t1"] - e["t0"]) * e["sigma"]}
             for model, entries in zip(frame.model, frame.trajectory) for e in entries
             if e.get("sigma") is not None and e["sigma"] > 0 and e.get("t1", 0) > e.get("t0", 0)]  # fmt: skip
     if not rows:
@@ -184,7 +186,7 @@ def stiffness_figure(frame: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     stages = int(points.x.max()) + 1
     for boundary in range(1, stages):
         ax.axvline(boundary, color="grey", lw=0.8, ls=":")
-    ax.set(yscale="log", xlabel="depth (stage + position t/T within it)", ylabel="σ_max(∂f/∂x), mean over samples",
+    ax.set(yscale="log", xlabel="depth (stage + position t/T within it)", ylabel="T·σ_max(∂f/∂x), mean over samples",
            title=f"Stiffness along depth, {table.attrs['task']} / {table.attrs['protocol']}")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best")
