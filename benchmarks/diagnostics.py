@@ -34,8 +34,9 @@ DIAGNOSTIC_DOCS: dict[str, str] = {
     "jacobian_sigma_max": "stiffness proxy: largest singular value of the rate function's Jacobian df/dx (an upper "
     "bound on its spectral radius) with each stage's depth rescaled to [0, 1] (T * sigma), max over the track "
     "points of each sample, mean over samples",
-    "jacobian_h_sigma_max": "fixed-step models: step size h times jacobian_sigma at each track point, max per "
-    "sample, mean over samples; >> 1 means the trained steps are not in an ODE solver's accurate regime",
+    "jacobian_h_sigma_max": "fixed-step models: trained step size h times the (unscaled) largest singular value of "
+    "df/dx at each track point, max per sample, mean over samples; >> 1 means the trained steps are not in an ODE "
+    "solver's accurate regime",
 }
 
 

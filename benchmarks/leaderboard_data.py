@@ -243,7 +243,8 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
     "jacobian_sigma_max": ("max T·σ(∂f/∂x)", "fixed", 2, 1.0, "T·σ(∂f/∂x) = largest singular value of the rate "
                            "function's Jacobian, depth rescaled to [0, 1] per stage, max along depth (stiffness "
                            "proxy)"),
-    "jacobian_h_sigma_max": ("max h·σ", "fixed", 2, 1.0, "h·σ = that times the trained step size"),
+    "jacobian_h_sigma_max": ("max h·σ", "fixed", 2, 1.0, "h·σ = trained step size × σ(∂f/∂x), the "
+                             "dimensionless stiffness of the trained discretisation"),
 }  # fmt: skip
 REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points
     "dt_delta_2x": ("ΔMSE 2× steps (%)", "signed", 1, 100.0, "ΔMSE = relative change of test MSE in % "
