@@ -179,6 +179,9 @@ def test_a_time_budget_postpones_runs_that_a_rerun_does(tmp_path, monkeypatch, c
     assert [p.name for p in summary.written] == ["seed0.json"] and [p.name for p in summary.postponed] == ["seed1.json"]
     assert not summary.postponed[0].exists()
     monkeypatch.undo()
+    again = runner.run_tier(QUICK, models=["resnet"], tasks=["digits"], seeds=[0, 1], results_dir=tmp_path,
+                            device=torch.device("cpu"), progress=False, max_minutes=60)
+    assert again.skipped == summary.written and again.written == summary.postponed and not again.postponed
     assert main(["run", "--tier", "smoke", "--results", str(tmp_path), "--max-minutes", "0", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "0 runs recorded" in err and f"{2 * len(SMOKE.models)} runs not started within --max-minutes 0" in err
@@ -186,7 +189,7 @@ def test_a_time_budget_postpones_runs_that_a_rerun_does(tmp_path, monkeypatch, c
     assert "max_minutes must be >= 0" in capsys.readouterr().err
 
 
-def test_optional_tasks_run_only_where_their_data_is_on_disk(tmp_path, capsys) -> None:
+def test_optional_tasks_run_only_where_their_data_is_on_disk(tmp_path) -> None:
     protocol = dataclasses.replace(QUICK, tasks=("digits",), optional_tasks=("pendulum", "cifar10"),
                                    recipes={**QUICK.recipes, "cifar10": QUICK.recipes["digits"]})
     empty = tmp_path / "no-data"
