@@ -160,14 +160,22 @@ class ODEBlock(nn.Module):
             self.nfe = solver.fixed_cost
             return integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau)
         counter = _CountingFunc(self.func)
-        t = torch.tensor([self.t0, self.t1], dtype=x.dtype, device=x.device)
+        out = self._solve_adaptive(counter, x, torch.tensor([self.t0, self.t1], dtype=x.dtype, device=x.device))
+        self._counter = counter
+        self.nfe = counter.calls
+        return out[-1]
+
+    def _solve_adaptive(self, func: nn.Module, x: torch.Tensor, t: torch.Tensor, adjoint: bool | None = None
+                        ) -> torch.Tensor:  # fmt: skip
+        """torchdiffeq's solve of `func` from x at t[0] to every t, with the block's solver settings."""
+        solver = self.solver
+        adjoint = solver.adjoint if adjoint is None else adjoint
         kwargs = dict(rtol=solver.rtol, atol=solver.atol, method=solver.scheme,
                       options={"max_num_steps": solver.max_num_steps})
         try:
-            if solver.adjoint:
-                out = torchdiffeq.odeint_adjoint(counter, x, t, adjoint_params=tuple(self.func.parameters()), **kwargs)
-            else:
-                out = torchdiffeq.odeint(counter, x, t, **kwargs)
+            if adjoint:
+                return torchdiffeq.odeint_adjoint(func, x, t, adjoint_params=tuple(self.func.parameters()), **kwargs)
+            return torchdiffeq.odeint(func, x, t, **kwargs)
         except AssertionError as error:  # torchdiffeq signals the step limit with an assert
             if "max_num_steps" in str(error):
                 raise SolverDidNotConverge(
@@ -175,9 +183,6 @@ class ODEBlock(nn.Module):
                     "loosen rtol/atol, raise max_num_steps, or the model's dynamics have blown up"
                 ) from error
             raise
-        self._counter = counter
-        self.nfe = counter.calls
-        return out[-1]
 
     def trajectory(self, x: torch.Tensor, points: int = 8) -> Track:
         """x(t) at every step boundary of a fixed grid (a ResNet's layer outputs), or at `points` + 1 equally
@@ -190,8 +195,7 @@ class ODEBlock(nn.Module):
             times = [self.t0 + k * h for k in range(solver.n_steps)] + [self.t1]
             return Track(times, states, [(times[k], times[k + 1]) for k in range(solver.n_steps)])
         grid = torch.linspace(self.t0, self.t1, points + 1, dtype=x.dtype, device=x.device)
-        out = torchdiffeq.odeint(_CountingFunc(self.func), x, grid, rtol=solver.rtol, atol=solver.atol,
-                                 method=solver.scheme, options={"max_num_steps": solver.max_num_steps})
+        out = self._solve_adaptive(_CountingFunc(self.func), x, grid, adjoint=False)  # states only: no gradients
         return Track(grid.tolist(), list(out), [None] * points)
 
     def with_solver(self, solver: Solver) -> ODEBlock:
