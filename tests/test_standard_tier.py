@@ -41,12 +41,8 @@ TOY_STANDARD = dataclasses.replace(
 
 def _data_dir() -> Path:
     """Where cifar10-jpeg.tar.xz is (fashion-mnist comes from Debian's package); CI must have both."""
-    for candidate in (os.environ.get("DEPTHBENCH_SHARED_DATA"), REPO.parent / "shared/data"):
-        if candidate and (Path(candidate) / "cifar10-jpeg.tar.xz").is_file():
-            directory = Path(candidate)
-            break
-    else:
-        directory = REPO.parent / "shared/data"
+    candidates = [Path(c) for c in (os.environ.get("DEPTHBENCH_SHARED_DATA"), REPO.parent / "shared/data") if c]
+    directory = next((c for c in candidates if (c / "cifar10-jpeg.tar.xz").is_file()), candidates[-1])
     try:
         for task in STANDARD.tasks:
             get_task(task).load(directory, limit=1)
@@ -59,11 +55,10 @@ def _data_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def toy_standard(tmp_path_factory):
-    data_dir = _data_dir()
     root = tmp_path_factory.mktemp("standard-toy")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DEPTHBENCH_CACHE", str(root / "cache"))
-        summary = run_tier(TOY_STANDARD, results_dir=root / "results", data_dir=data_dir,
+        patch.setenv("DEPTHBENCH_CACHE", str(root / "cache"))  # never write into the user's cache from a test
+        summary = run_tier(TOY_STANDARD, results_dir=root / "results", data_dir=_data_dir(),
                            device=torch.device("cpu"), progress=False)
     assert len(summary.written) == len(STANDARD.tasks) * len(STANDARD.models) and not summary.failed
     assert main(["leaderboard", "--results", str(root / "results"), "--out", str(root / "leaderboards"),
