@@ -10,7 +10,6 @@ takes, short of CUDA itself, fails here rather than in a GPU session.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from benchmarks.records import iter_records
 from benchmarks.runner import run_tier
 from benchmarks.tasks import DataMissingError, get_task
 
-REPO = Path(__file__).resolve().parents[1]
+from data_on_disk import REPO, shared_data_dir, skip_or_fail
 
 TOY_STANDARD = dataclasses.replace(
     STANDARD,
@@ -40,16 +39,13 @@ TOY_STANDARD = dataclasses.replace(
 
 
 def _data_dir() -> Path:
-    """Where cifar10-jpeg.tar.xz is (fashion-mnist comes from Debian's package); CI must have both."""
-    candidates = [Path(c) for c in (os.environ.get("DEPTHBENCH_SHARED_DATA"), REPO.parent / "shared/data") if c]
-    directory = next((c for c in candidates if (c / "cifar10-jpeg.tar.xz").is_file()), candidates[-1])
+    """Where cifar10-jpeg.tar.xz is; fashion-mnist comes from Debian's package. CI has both."""
+    directory = shared_data_dir() or REPO.parent / "shared/data"
     try:
         for task in STANDARD.tasks:
             get_task(task).load(directory, limit=1)
     except DataMissingError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"the standard tier's data is missing (required in CI): {error}")
-        pytest.skip(f"the standard tier's data is missing: {error}")
+        skip_or_fail(f"the standard tier's data is missing: {error}")
     return directory
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
 import struct
 import tarfile
@@ -19,15 +18,7 @@ from PIL import Image
 from benchmarks import tasks
 from benchmarks.tasks import PENDULUM_DELTA, DataMissingError, Split, get_task, list_tasks, pendulum_rhs
 
-IN_CI = bool(os.environ.get("CI"))
-REPO = Path(__file__).resolve().parents[1]
-
-
-def skip_or_fail(reason: str) -> None:
-    """Data the CI image is expected to have must not silently go missing there."""
-    if IN_CI:
-        pytest.fail(f"{reason} (required in CI)")
-    pytest.skip(reason)
+from data_on_disk import shared_data_dir, skip_or_fail
 
 
 @pytest.fixture(autouse=True)
@@ -212,13 +203,6 @@ def test_cifar10_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # ---------------------------------------------------------------- CIFAR-10 JPEG
-
-
-def shared_data_dir() -> Path | None:
-    for candidate in (os.environ.get("DEPTHBENCH_SHARED_DATA"), REPO.parent / "shared/data"):
-        if candidate and (Path(candidate) / "cifar10-jpeg.tar.xz").is_file():
-            return Path(candidate)
-    return None
 
 
 def test_cifar10_jpeg_real_archive_limited() -> None:
