@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, load_frame, parse_time
+from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, find_repo_root, load_frame, parse_time
 from benchmarks.leaderboard_render import (
     render_bibtex,
     render_citation,
@@ -46,7 +47,7 @@ from benchmarks.records import write_atomic
 
 __all__ = [
     "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",
-    "render_markdown", "replace_readme_section", "suite_version", "write_leaderboards",
+    "render_markdown", "replace_readme_section", "repository_url", "suite_version", "write_leaderboards",
 ]  # fmt: skip
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
@@ -65,6 +66,29 @@ def suite_version() -> str:
         if match:
             return match.group(1)
     return "0+unknown"
+
+
+def repository_url(root: Path | str) -> str | None:
+    """The public URL of the repository at `root`: pyproject's `[project.urls]` Repository (or Source/Homepage),
+    else `git remote get-url origin` as https; None when neither says (CITATION.cff then has no URL)."""
+    pyproject = Path(root) / "pyproject.toml"
+    if pyproject.exists():
+        text = pyproject.read_text(encoding="utf-8")
+        section = re.search(r"(?ms)^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text)
+        for name in ("Repository", "Source", "Homepage"):
+            match = section and re.search(rf'(?mi)^"?{name}"?\s*=\s*"([^"]+)"', section.group(1))
+            if match:
+                return match.group(1)
+    try:
+        done = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True,
+                              text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = done.stdout.strip() if done.returncode == 0 else ""
+    url = re.sub(r"^(?:ssh://)?git@([^:/]+)[:/]", r"https://\1/", url)  # git@host:owner/repo -> https://host/...
+    url = re.sub(r"^(https?://)[^/@]*@", r"\1", url)  # never publish credentials embedded in the remote
+    url = url.removesuffix(".git")
+    return url if re.match(r"^https?://[^\s]+$", url) else None
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -143,7 +167,8 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
     _write(out / "README.md", render_index(tables, stems), written)
     written.append(write_page(tables, plots, out / "index.html"))
     if citation is not None:
-        _write(Path(citation), render_citation(tables.values(), version), written)
+        repository = repository_url(find_repo_root(Path(records_root)))
+        _write(Path(citation), render_citation(tables.values(), version, repository), written)
     if readme is not None and Path(readme).exists():
         folder = Path(readme).resolve().parent
         sections = []
