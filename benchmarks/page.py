@@ -5,6 +5,11 @@ by whoever added a model; it must not be able to inject markup or script), and o
 links. Sorting is a few lines of inline JS reading `data-sort` attributes (the raw mean), so the sort is
 numeric whatever the display format. `index.html#sort=<table-id>:<column-key>[:desc]` clicks that header
 on load, which lets a headless browser (`chromium --dump-dom`) test the real click handler.
+
+Metric columns belong to groups (accuracy, robustness, cost, depth transfer, diagnostics) that checkboxes show
+or hide; by default only accuracy and cost are shown, so a full table fits a 1400 px laptop window, and the
+model column stays in view when a wide table scrolls. `#show=<group>,...` (or `#show=all`) picks the groups on
+load. Tables of pipeline-check tiers (smoke) carry a "not for citing" banner.
 """
 
 from __future__ import annotations

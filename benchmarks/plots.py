@@ -4,7 +4,7 @@
   convergence test of Queiruga et al. (arXiv 2008.02389): a model that learned an ODE shows a straight
   line of slope ≈ the scheme's order, a model tied to its training discretisation does not;
 - robust accuracy vs attack radius (FGSM dashed, PGD solid, one colour per model);
-- accuracy vs latency and accuracy vs NFE, Pareto front marked.
+- accuracy vs latency and accuracy vs NFE, Pareto front marked, model names placed apart by adjustText.
 - stiffness along depth: the rate Jacobian's largest singular value at every track point, depth rescaled to
   [0, 1] per stage (mean over the diagnosed samples and over seeds), stages side by side, one line per model.
 
@@ -29,7 +29,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLoc
 from benchmarks.leaderboard_data import attack_key
 from benchmarks.records import atomic_output
 
-# Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise random).
+# Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise salted with
+# a random uuid); no Software text in the PNG, so a matplotlib upgrade alone does not change every image.
 RC = {"svg.hashsalt": "depthbench", "font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7}
 METADATA = {"png": {"Software": None}, "svg": {"Date": None}}
 MARKERS = "osD^vP*Xph"
@@ -244,8 +245,9 @@ def _place_labels(fig: Figure, ax: Any, labels: list[str], xs: list[float], ys: 
     FigureCanvasAgg(fig)
     fig.draw_without_rendering()  # runs the constrained layout: adjustText needs the final axes geometry
     # A fixed iteration budget instead of adjustText's default 1 s time limit: the same input gives the same image.
-    adjust_text(texts, x=xs, y=ys, ax=ax, iter_lim=500, expand=(1.15, 1.4), ensure_inside_axes=True,
-                arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})  # fmt: skip
+    # Stronger push from the points than the default, so a name never sits on a neighbour's marker.
+    adjust_text(texts, x=xs, y=ys, ax=ax, iter_lim=500, expand=(1.2, 1.6), force_static=(0.3, 0.6),
+                ensure_inside_axes=True, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})  # fmt: skip
     for artist in ax.patches + ax.texts:
         artist.set_in_layout(False)
 
