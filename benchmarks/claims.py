@@ -9,6 +9,7 @@ A row is marked when |reproduced mean − claimed| exceeds the stated tolerance;
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 from dataclasses import dataclass
@@ -76,28 +77,49 @@ def _fmt(value: float, metric: str, regression: bool) -> str:
     return f"{value:.{column.digits - 1}e}" if column.kind == "sci" else f"{value:,.{column.digits}f}"
 
 
+HEAD = ("model", "metric", "claimed", "reproduced (mean ± std, n)", "difference", "tolerance", "", "source")
+INTRO = ("Claimed vs reproduced (claims from the model cards; values in the units of the table above; "
+         "difference = reproduced − claimed; ⚠ = outside the claim's stated tolerance)")
+
+
+def _cells(c: dict[str, Any], regression: bool) -> list[str]:
+    """One comparison as display strings, in HEAD's order (shared by the Markdown and HTML renderers)."""
+    def f(v: float | None) -> str:
+        return "—" if v is None or pd.isna(v) else _fmt(v, c["metric"], regression)
+
+    reproduced = "—" if pd.isna(c["mean"]) else (
+        f(c["mean"]) + (f" ± {f(c['std'])}" if not pd.isna(c["std"]) else "") + f" (n={c['n']})")
+    diff = "—" if pd.isna(c["difference"]) else ("+" if c["difference"] >= 0 else "") + f(c["difference"])
+    mark = {True: "⚠ outside", False: "within", None: ""}[c["outside"]]
+    tolerance = "not stated" if c["tolerance"] is None else "±" + f(c["tolerance"])
+    return [one_line(x) for x in (c["model"], c["metric"], f(c["claimed"]), reproduced, diff, tolerance, mark,
+                                  c["source"])]
+
+
 def render_claims_markdown(table: pd.DataFrame) -> str:
     """A 'Claimed vs reproduced' section ("" when no card claims anything for this task and protocol)."""
     rows = compare(table)
     if not rows:
         return ""
     regression = table.attrs.get("primary") == "test_mse"
-    lines = ["", "Claimed vs reproduced (claims from the model cards; values in the units of the table above; "
-             "difference = reproduced − claimed; ⚠ = outside the claim's stated tolerance):", "",
-             "| model | metric | claimed | reproduced (mean ± std, n) | difference | tolerance | | source |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    lines = ["", INTRO + ":", "", "| " + " | ".join(HEAD) + " |", "|---|---|---:|---:|---:|---:|---|---|"]
     for c in rows:
-        def f(v: float, metric: str = c["metric"]) -> str:
-            return "—" if v is None or pd.isna(v) else _fmt(v, metric, regression)
-
-        reproduced = "—" if pd.isna(c["mean"]) else f(c["mean"]) + (f" ± {f(c['std'])}" if not pd.isna(c["std"])
-                                                                    else "") + f" (n={c['n']})"
-        diff = "—" if pd.isna(c["difference"]) else ("+" if c["difference"] >= 0 else "") + f(c["difference"])
-        mark = {True: "⚠ outside", False: "within", None: ""}[c["outside"]]
-        cells = [c["model"], c["metric"], f(c["claimed"]), reproduced, diff,
-                 "not stated" if c["tolerance"] is None else "±" + f(c["tolerance"]), mark, c["source"]]
-        lines.append("| " + " | ".join(one_line(x).replace("|", "\\|") for x in cells) + " |")
+        cells = [html.escape(x, quote=False).replace("|", "\\|") for x in _cells(c, regression)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render_claims_html(table: pd.DataFrame) -> str:
+    """The same comparison as an HTML table for the leaderboard page ("" when there is none)."""
+    rows = compare(table)
+    if not rows:
+        return ""
+    regression = table.attrs.get("primary") == "test_mse"
+    out = [f"<p>{html.escape(INTRO)}:</p>", '<div class="wrap"><table class="claims"><thead><tr>']
+    out += [f"<th>{html.escape(h)}</th>" for h in HEAD] + ["</tr></thead><tbody>"]
+    for c in rows:
+        out.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in _cells(c, regression)) + "</tr>")
+    return "".join(out) + "</tbody></table></div>"
 
 
 def render_claims_csv(table: pd.DataFrame) -> str:

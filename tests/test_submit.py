@@ -125,6 +125,8 @@ def test_the_example_plugin_goes_from_pip_install_to_a_cited_leaderboard_row(exa
     table = (tmp_path / "boards" / "test-tiny" / "digits.md").read_text()
     assert "| model code |" in table and f"depthbench-example 0.1.0 (git {example_plugin[:12]})" in table
     assert "[example-heun-net](https://arxiv.org/abs/2008.02389" in table
+    page = (tmp_path / "boards" / "index.html").read_text()
+    assert f"depthbench-example 0.1.0 (git {example_plugin[:12]})</td>" in page
     assert "@misc{queiruga2020continuous" in (tmp_path / "boards" / "references.bib").read_text()
     csv_text = (tmp_path / "boards" / "test-tiny" / "digits.csv").read_text()
     assert "model_source" in csv_text.splitlines()[0] and "depthbench-example 0.1.0" in csv_text
@@ -246,6 +248,8 @@ def test_claimed_and_reproduced_numbers_are_compared_within_the_stated_tolerance
     assert "| claimer | accuracy | 90.00 | 91.00 ± 1.41 (n=2) | +1.00 | ±2.00 | within | Table 1 |" in md
     assert "| claimer | accuracy | 99.00 | 91.00 ± 1.41 (n=2) | -8.00 | ±2.00 | ⚠ outside | Table 2 |" in md
     assert "elsewhere" not in md  # a claim about another protocol is not compared with this table
+    page = (tmp_path / "boards" / "index.html").read_text()
+    assert '<table class="claims">' in page and "<td>⚠ outside</td><td>Table 2</td>" in page
     claims_csv = tmp_path / "boards" / "smoke" / "digits.claims.csv"
     assert claims_csv in written
     lines = claims_csv.read_text().splitlines()
