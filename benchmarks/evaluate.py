@@ -96,8 +96,12 @@ def evaluate_checkpoint(protocol: Protocol, task: Task, data: TaskData, model_na
     sha = file_sha256(checkpoint)
     state = load_state_dict(checkpoint)
     torch.manual_seed(seed)
-    model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
-                             **protocol.model_overrides)
+    try:
+        model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
+                                 **protocol.model_overrides)
+    except TypeError as error:  # a constructor without the size keywords the tier passes
+        raise ValueError(f"cannot build {model_name!r} at tier {protocol.name!r}'s size "
+                         f"({protocol.model_overrides}): {error}") from None
     _fit(model, state, model_name, protocol)
     model.to(device)
 

@@ -127,7 +127,8 @@ def test_the_example_plugin_goes_from_pip_install_to_a_cited_leaderboard_row(exa
     assert "[example-heun-net](https://arxiv.org/abs/2008.02389" in table
     page = (tmp_path / "boards" / "index.html").read_text()
     assert f"depthbench-example 0.1.0 (git {example_plugin[:12]})</td>" in page
-    assert "@misc{queiruga2020continuous" in (tmp_path / "boards" / "references.bib").read_text()
+    bib = (tmp_path / "boards" / "references.bib").read_text()
+    assert "@article{queiruga2020continuous" in bib and "warning" not in bib  # the same entry as the in-tree card
     csv_text = (tmp_path / "boards" / "test-tiny" / "digits.csv").read_text()
     assert "model_source" in csv_text.splitlines()[0] and "depthbench-example 0.1.0" in csv_text
 
@@ -168,6 +169,17 @@ def test_evaluate_measures_submitted_weights_under_their_own_key(tmp_path, capsy
     assert list(table.loc[table.model == "resnet", "accuracy_mean"]) == [0.5]
     board = write_leaderboards(results, out_dir=tmp_path / "boards", readme=None, citation=None)
     assert board and EVALUATED_FLAG in (tmp_path / "boards" / "smoke" / "digits.md").read_text()
+
+
+def test_evaluate_names_an_unknown_model_or_a_size_it_does_not_take(tmp_path, capsys, monkeypatch) -> None:
+    checkpoint = tmp_path / "w.pt"
+    torch.save(_smoke_resnet().state_dict(), checkpoint)
+    assert main(["evaluate", "nope", "--checkpoint", str(checkpoint), "--task", "digits"]) == 2
+    assert "unknown model 'nope'; known models:" in capsys.readouterr().err
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_model("sizeless", registry.model_card("resnet"))(lambda input_shape, num_classes: None)
+    assert main(["evaluate", "sizeless", "--checkpoint", str(checkpoint), "--task", "digits"]) == 2
+    assert "cannot build 'sizeless' at tier 'smoke''s size" in capsys.readouterr().err
 
 
 class Opaque:  # pickled as code, which weights_only refuses

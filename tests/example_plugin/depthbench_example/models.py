@@ -26,7 +26,13 @@ def heun_net(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64,
 heun_net.card = ModelCard(
     name="example-heun-net", family="continuousnet", title="Continuous-in-Depth Neural Networks",
     authors="Alejandro F. Queiruga, N. Benjamin Erichson, Dane Taylor, Michael W. Mahoney", year=2020,
-    arxiv="2008.02389", bibkey="queiruga2020continuous", bibtex="",
+    arxiv="2008.02389", bibkey="queiruga2020continuous",
+    bibtex="""@article{queiruga2020continuous,
+  title = {Continuous-in-Depth Neural Networks},
+  author = {Queiruga, Alejandro F. and Erichson, N. Benjamin and Taylor, Dane and Mahoney, Michael W.},
+  journal = {arXiv preprint arXiv:2008.02389},
+  year = {2020}
+}""",
     variant="example plugin: ContinuousNet's hat basis integrated with Heun's method (2nd order) instead of RK4",
 )
 
