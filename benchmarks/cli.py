@@ -154,7 +154,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    print("models: " + ", ".join(zoo.list_models()))
+    names = []
+    for name in zoo.list_models():  # plugins name the distribution that provides them
+        found = zoo.registry.model_distribution(name)
+        names.append(f"{name} ({found['distribution']} {found['version']})" if found else name)
+    print("models: " + ", ".join(names))
     print("tasks:  " + ", ".join(list_tasks()))
     for protocol in PROTOCOLS.values():
         print(f"tier {protocol.name} v{protocol.version} ({protocol.hash}): {protocol.description}")

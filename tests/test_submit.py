@@ -105,8 +105,10 @@ def test_plugin_models_name_the_distribution_version_and_commit_that_provided_th
     assert registry.model_distribution("resnet") is None and model_source("resnet") == {"kind": "in-tree"}
 
 
-def test_a_tier_runs_its_models_then_every_installed_plugin_by_default(example_plugin) -> None:
+def test_a_tier_runs_its_models_then_every_installed_plugin_by_default(example_plugin, capsys) -> None:
     assert runner.tier_models(SMOKE) == [*SMOKE.models, "example-heun-net", "example-mlp"]
+    assert main(["list"]) == 0
+    assert "example-mlp (depthbench-example 0.1.0)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
