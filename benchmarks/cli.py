@@ -4,6 +4,7 @@
     depthbench run --tier standard --seeds 0,1,2     # one GPU
     depthbench leaderboard                           # tables, plots and page from results/ alone
     depthbench list                                  # models, tasks, tiers and their hashes
+    depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="README whose leaderboard section is replaced (between the markers)")
     board.add_argument("--citation", type=Path, default=Path("CITATION.cff"), help="where CITATION.cff is written")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="the tier's evaluation (no training) of submitted weights, recorded as MODEL@<sha256[:12]>")
+    evaluate.add_argument("model", help="registered model name the weights are for")
+    evaluate.add_argument("--checkpoint", type=Path, required=True,
+                          help="torch.save(model.state_dict(), FILE); loaded with weights_only=True")
+    evaluate.add_argument("--task", required=True, help="task to evaluate on")
+    evaluate.add_argument("--tier", default="smoke", choices=list(PROTOCOLS),
+                          help="protocol whose size and evaluation settings apply (default: smoke)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed the record is filed under (default 0)")
+    evaluate.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    evaluate.add_argument("--data-dir", help="data root (default: $DEPTHBENCH_DATA or ~/.cache/depthbench/data)")
+    evaluate.add_argument("--device", help="torch device (default: the tier's)")
+
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
 
@@ -116,8 +130,35 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from benchmarks.evaluate import evaluate_checkpoint
+    from benchmarks.protocols import recipe_for
+    from benchmarks.records import save_record
+    from benchmarks.tasks import get_task
+
+    protocol = get_protocol(args.tier)
+    zoo.model_card(args.model)  # an unknown model fails here, naming the known ones
+    task = get_task(args.task)
+    recipe_for(protocol, task.name)  # a task the tier has no recipe for (so no grids, no size) fails here
+    device = pick_device(args.device, protocol)
+    data = task.load(args.data_dir, limit=protocol.data_limit)
+    record = evaluate_checkpoint(protocol, task, data, args.model, args.checkpoint, device, seed=args.seed)
+    path = save_record(args.results, record)
+    if record.status != "ok":
+        print(f"depthbench: evaluation failed: {record.error} (recorded in {path})", file=sys.stderr)
+        return 1
+    print(f"depthbench: evaluated {args.model} from {args.checkpoint} (sha256 "
+          f"{record.provenance['checkpoint']['sha256'][:12]}) on {task.name}, tier {protocol.name}: {path}",
+          file=sys.stderr)
+    return 0
+
+
 def _list() -> int:
-    print("models: " + ", ".join(zoo.list_models()))
+    names = []
+    for name in zoo.list_models():  # plugins name the distribution that provides them
+        found = zoo.registry.model_distribution(name)
+        names.append(f"{name} ({found['distribution']} {found['version']})" if found else name)
+    print("models: " + ", ".join(names))
     print("tasks:  " + ", ".join(list_tasks()))
     for protocol in PROTOCOLS.values():
         print(f"tier {protocol.name} v{protocol.version} ({protocol.hash}): {protocol.description}")
@@ -131,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "leaderboard":
             return _leaderboard(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _list()
     except (ValueError, KeyError, DataMissingError, FileNotFoundError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -13,6 +13,7 @@ Layout written by `write_leaderboards` (out_dir defaults to `leaderboards/`):
     <out_dir>/index.html                        all tables, sortable, with plots (static, self-contained)
     <out_dir>/references.bib                    model papers + the suite's own entry
     <out_dir>/<protocol>/<task>.md|.csv|.tex    one table per (task, protocol); `<task>-<hash>` for older hashes
+    <out_dir>/<protocol>/<task>.claims.csv      claimed vs reproduced, where a model card claims a number
     <out_dir>/<protocol>/plots/<task>_<kind>.png|.svg
     <out_dir>/.generated                        files written last time; those no longer produced are removed
     CITATION.cff, README.md (between the leaderboard markers)
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.claims import render_claims_csv
 from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, find_repo_root, load_frame, parse_time
 from benchmarks.leaderboard_render import (
     render_bibtex,
@@ -163,6 +165,9 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
         _write(md_path, render_markdown(table, _link_base(table, md_path.parent), plots=pngs), written)
         _write(out / f"{stems[key]}.csv", render_csv(table), written)
         _write(out / f"{stems[key]}.tex", render_latex(table), written)
+        claims = render_claims_csv(table)
+        if claims:  # claimed vs reproduced, only where some card claims a number for this table
+            _write(out / f"{stems[key]}.claims.csv", claims, written)
     _write(out / "references.bib", render_bibtex(tables.values(), version), written)
     _write(out / "README.md", render_index(tables, stems), written)
     written.append(write_page(tables, plots, out / "index.html"))

@@ -104,8 +104,9 @@ def render_markdown(table: pd.DataFrame, link_base: str = "", heading_level: int
     lines += [f"- **{label}:** {_md_text(text)}" for label, text in provenance(table)]
     has_notes = any(_notes(row) for _, row in table.iterrows())
     commits = several_commits(table)
+    sources = any(row["sources"] for _, row in table.iterrows())  # a plugin's distribution, when one is shown
     header = ["#", "model", "n"] + [c.label for c in columns] + (["flags"] if has_notes else [])
-    header += (["commit"] if commits else []) + ["records"]
+    header += (["commit"] if commits else []) + (["model code"] if sources else []) + ["records"]
     align = ["---:", "---", "---:"] + ["---:"] * len(columns) + ["---"] * (len(header) - 3 - len(columns))
     lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     ranked = 0
@@ -120,10 +121,17 @@ def render_markdown(table: pd.DataFrame, link_base: str = "", heading_level: int
             cells.append(_md_text(", ".join(_notes(row))))
         if commits:
             cells.append(_md_text(row_commits(row)))
+        if sources:
+            cells.append(_md_text("; ".join(row["sources"]) or "in-tree"))
         links = [_md_link(_md_text(_record_label(p)), link_base + p) for p in row["records"]]
         links += [_md_link(_md_text(_record_label(p)) + " (failed)", link_base + p) for p in row["failed_records"]]
         cells.append(" ".join(links))
         lines.append("| " + " | ".join(cells) + " |")
+    from benchmarks.claims import render_claims_markdown  # claims imports leaderboard_data, as this module does
+
+    claims = render_claims_markdown(table)
+    if claims:
+        lines += claims.rstrip("\n").split("\n")
     failures = [(row["model"], f) for _, row in table.iterrows() for f in row["failures"]]
     if failures:
         lines += ["", "Failed runs (not in any number above):", ""]
@@ -180,8 +188,8 @@ def render_csv(table: pd.DataFrame) -> str:
     metrics = at.get("metrics", [])
     header = ["task", "protocol", "protocol_version", "protocol_hash", "rank", "model", "seeds", "failed"]
     header += [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "n")]
-    header += ["flags", "failures", "title", "url", "bibkey", "git_commits", "devices", "started", "finished",
-               "run_seconds", "concurrent_runs"]
+    header += ["flags", "failures", "title", "url", "bibkey", "git_commits", "model_source", "devices", "started",
+               "finished", "run_seconds", "concurrent_runs"]
     header += list(PACKAGES) + ["records", "failed_records"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -195,7 +203,8 @@ def render_csv(table: pd.DataFrame) -> str:
         values += [_num(row[f"{m}_{stat}"]) if stat != "n" else int(row[f"{m}_n"])
                    for m in metrics for stat in ("mean", "std", "n")]  # fmt: skip
         values += [";".join(row["flags"]), " | ".join(row["failures"]), one_line(row["title"]), row["url"],
-                   row["bibkey"], " ".join(row["git_commits"]), "; ".join(row["devices"]), row["started"] or "",
+                   row["bibkey"], " ".join(row["git_commits"]), "; ".join(row["sources"]), "; ".join(row["devices"]),
+                   row["started"] or "",
                    row["finished"] or "", _num(row["run_seconds"]), row["concurrent_runs"]]  # fmt: skip
         values += [" ".join(row["packages"].get(name, ())) for name in PACKAGES]
         values += [" ".join(row["records"]), " ".join(row["failed_records"])]
@@ -283,12 +292,14 @@ def _bibkey_ok(key: Any) -> bool:
 
 
 def _bib_entries(tables: Iterable[pd.DataFrame]) -> list[dict[str, str]]:
-    """One card per model (first seen), in a stable order."""
+    """One card per model (first seen) with at least one successful run, in a stable order: a model whose runs
+    all failed has no number in any table, so its paper is not among the works the leaderboards compare."""
     cards: dict[str, dict[str, str]] = {}
     for table in tables:
         for _, row in table.iterrows():
-            cards.setdefault(row["model"], {k: row[k] for k in ("title", "authors", "year", "arxiv", "url",
-                                                                 "bibkey", "bibtex")})  # fmt: skip
+            if row["seeds"] > 0:
+                cards.setdefault(row["model"], {k: row[k] for k in ("title", "authors", "year", "arxiv", "doi", "url",
+                                                                     "bibkey", "bibtex")})  # fmt: skip
     return [cards[m] for m in sorted(cards)]
 
 
@@ -308,7 +319,7 @@ def render_bibtex(tables: Iterable[pd.DataFrame], version: str) -> str:
         if not text and _bibkey_ok(card["bibkey"]) and card["title"]:
             key = card["bibkey"]
             fields = [("title", card["title"]), ("author", card["authors"]), ("year", card["year"]),
-                      ("eprint", card["arxiv"]), ("url", card["url"])]  # fmt: skip
+                      ("eprint", card["arxiv"]), ("doi", card["doi"]), ("url", card["url"])]  # fmt: skip
             body = "".join(f"  {k} = {{{one_line(v)}}},\n" for k, v in fields if v)
             text = f"@misc{{{key},\n{body}  note = {{entry built from the depthbench model card}}\n}}"
         if key and key != SUITE_BIBKEY:
@@ -363,14 +374,18 @@ def render_citation(tables: Iterable[pd.DataFrame], version: str, repository: st
         lines.append("references:")
     for key in sorted(refs):
         card = refs[key]
-        lines += [f"  - type: {'article' if card['arxiv'] else 'generic'}", f"    title: {_yaml(card['title'])}",
-                  "    authors:"]  # fmt: skip
+        kind = "article" if card["arxiv"] or card["doi"] else "generic"
+        lines += [f"  - type: {kind}", f"    title: {_yaml(card['title'])}", "    authors:"]
         lines += [f"      - name: {_yaml(a)}" for a in _authors(card["authors"]) or ["unknown"]]
         year = re.search(r"\d{4}", card["year"])
         if year:
             lines.append(f"    year: {int(year.group())}")
         if safe_url(card["url"]):
             lines.append(f"    url: {_yaml(card['url'])}")
-        if card["arxiv"]:
-            lines += ["    identifiers:", "      - type: other", f"        value: {_yaml('arXiv:' + card['arxiv'])}"]
+        identifiers = [("doi", card["doi"])] if card["doi"] else []
+        identifiers += [("other", "arXiv:" + card["arxiv"])] if card["arxiv"] else []
+        if identifiers:
+            lines.append("    identifiers:")
+        for kind, value in identifiers:
+            lines += [f"      - type: {kind}", f"        value: {_yaml(value)}"]
     return "\n".join(lines) + "\n"

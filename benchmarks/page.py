@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from benchmarks.claims import render_claims_html
 from benchmarks.leaderboard_data import (
     TableKey,
     attack_key,
@@ -161,6 +162,9 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
     heads += [("flags", "flags", "text", "t", "warnings recorded by the harness, failed runs")]
     commits = several_commits(table)
     heads += [("commit", "commit", "text", "t", "the commit(s) that produced the row's records")] if commits else []
+    sources = any(row["sources"] for _, row in table.iterrows())
+    heads += [("source", "model code", "text", "t", "the plugin distribution that provided the model")] \
+        if sources else []
     out = [f'<div class="wrap"><table id="{_e(table_id(key))}"><thead><tr>']
     out += [f'<th data-key="{_e(k)}" data-type="{t}" tabindex="0" class="{c}" title="{_e(doc)}">{_e(label)}</th>'
             for k, label, t, c, doc in heads]  # fmt: skip
@@ -183,6 +187,9 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
         cells.append(f'<td class="t" data-sort="{_e(", ".join(notes))}">{"<br>".join(_e(n) for n in notes)}</td>')
         if commits:
             cells.append(f'<td class="t" data-sort="{_e(row_commits(row))}">{_e(row_commits(row))}</td>')
+        if sources:
+            source = "; ".join(row["sources"]) or "in-tree"
+            cells.append(f'<td class="t" data-sort="{_e(source)}">{_e(source)}</td>')
         links = [f'<a href="{_href(root / p, base)}">{_e(p.rsplit("/", 1)[-1])}</a>' for p in row["records"]]
         links += [f'<a href="{_href(root / p, base)}">{_e(p.rsplit("/", 1)[-1])} (failed)</a>'
                   for p in row["failed_records"]]  # fmt: skip
@@ -228,6 +235,9 @@ def write_page(tables: Mapping[TableKey, pd.DataFrame], plots: Mapping[TableKey,
         body.append('<ul class="prov">' + "".join(f"<li><b>{_e(label)}:</b> {_e(text)}</li>"
                                                   for label, text in provenance(table)) + "</ul>")  # fmt: skip
         body += _table_html(key, table, base, docs)
+        claims = render_claims_html(table)  # claimed vs reproduced, where a model card claims a number
+        if claims:
+            body.append(claims)
         for path in plots.get(key, ()):
             if Path(path).suffix == ".png":
                 body.append(f'<img src="{_href(path, base)}" alt="{_e(Path(path).stem)}" loading="lazy">')

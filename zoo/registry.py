@@ -33,13 +33,21 @@ class ModelCard:
     variant: str
     differences: str = ""
     params: dict[str, int] = field(default_factory=dict)  # parameter counts at default size, per input shape
+    doi: str = ""  # e.g. "10.1000/xyz123", for papers without an arXiv id (or besides one)
+    url: str = ""  # any other page of the paper or model (http(s))
+    # Numbers the authors report, compared with the reproduced ones on leaderboards (benchmarks/claims.py):
+    # {"task", "protocol", "metric", "value", "source"[, "tolerance"]}, values in the records' units.
+    claims: tuple[dict[str, Any], ...] = ()
 
     @property
-    def url(self) -> str:
-        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else ""
+    def link(self) -> str:
+        """Where a leaderboard links the model: its arXiv abstract, else its DOI, else its URL ("" if none)."""
+        if self.arxiv:
+            return f"https://arxiv.org/abs/{self.arxiv}"
+        return f"https://doi.org/{self.doi}" if self.doi else self.url
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "url": self.url}
+        return {**asdict(self), "link": self.link}
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,20 @@ def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def model_distribution(name: str) -> dict[str, str] | None:
+    """The installed distribution whose `depthbench.models` entry point provides `name`: its name, version and
+    entry point; None for a model registered in-tree (or by code that is not an installed distribution)."""
+    constructor = _entry(name).constructor
+    for point in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
+        try:
+            provides = point.load() is constructor  # an in-tree model of the same name shadows the plugin
+        except Exception:  # noqa: BLE001 - a broken plugin provides nothing (its load warned already)
+            continue
+        if provides and point.dist is not None:
+            return {"distribution": point.dist.name, "version": point.dist.version, "entry_point": point.value}
+    return None
 
 
 def model_card(name: str) -> ModelCard:
