@@ -3,7 +3,10 @@
 Resumable by construction: a run whose record exists is skipped, and a record is written atomically
 only when its run is complete, so an interrupted bench loses at most the run in progress. A model
 that fails (diverges, its solver never converges, it raises) becomes a `failed` record with the
-reason, and the suite goes on.
+reason, and the suite goes on. A damaged record is no result: it is named and its run done again.
+
+Before the first training, `run_tier` checks what a run needs (arguments, names, recipes, the device, a writable
+store, every task's data present and intact), so that a mistake is reported in seconds, not after hours of runs.
 """
 
 from __future__ import annotations
@@ -244,7 +247,7 @@ class Progress:
     shows nothing through a pipe until it ends."""
 
     def __init__(self, total: int, to_run: int, desc: str, enabled: bool) -> None:
-        self.lines = enabled and not sys.stderr.isatty()
+        self.lines = enabled and not getattr(sys.stderr, "isatty", lambda: False)()
         self.bar = tqdm(total=total, desc=desc, disable=not enabled or self.lines, unit="run")
         self.to_run, self.begun, self.finished, self.started = to_run, 0, 0, time.monotonic()
         self.last_line = self.started
