@@ -275,9 +275,12 @@ def test_bad_cli_input_gets_a_clear_message(argv, message, capsys, monkeypatch) 
 
 def test_auto_tier_falls_back_to_smoke_when_gpu_data_is_missing(tmp_path, monkeypatch, capsys) -> None:
     """`tox -e bench` on a fresh GPU machine must run without a download: the bundled-data tier instead."""
-    from benchmarks import tasks
+    from benchmarks import cli, tasks
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A GPU machine as far as the choice of tier goes (the first question asked); the runs themselves are on CPU.
+    answers = iter([True])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: next(answers, False))
+    monkeypatch.setattr(cli, "pick_device", lambda requested, protocol: torch.device("cpu"))
     monkeypatch.setattr(tasks, "_SYSTEM_IDX_DIRS", {})
     monkeypatch.setenv("DEPTHBENCH_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("DEPTHBENCH_CACHE", str(tmp_path / "cache"))
