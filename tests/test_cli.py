@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -265,3 +268,18 @@ def test_run_redoes_damaged_records(tmp_path, fake_runs, capsys):
     assert sorted(summary.redone) == sorted(paths.values()) and len(summary.skipped) == 1
     assert f"will redo a damaged record: {paths['resnet']}" in capsys.readouterr().err
     assert len(list(iter_records(tmp_path / "results", strict=True))) == 4  # overwritten with whole records
+
+
+def test_progress_lines_come_through_a_real_pipe(tmp_path):
+    """What tox shows: a real `depthbench run` in a subprocess whose stderr is a pipe (one fast real run)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "run", "--tier", "smoke", "--models", "resnet", "--tasks",
+         "pendulum", "--results", str(tmp_path / "results"), "--published", str(tmp_path / "none"),
+         "--no-leaderboard"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "DEPTHBENCH_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert "run 1/1 started: pendulum resnet seed 0" in result.stderr
+    assert "run 1/1 done: pendulum resnet seed 0 in " in result.stderr and "0 runs left)" in result.stderr
+    assert "\r" not in result.stderr, "no carriage-return bar redraws in a pipe"
+    assert "pendulum: test MSE" in result.stdout and "resnet" in result.stdout
