@@ -1,36 +1,73 @@
-"""`depthbench`: run tiers, regenerate leaderboards, list what exists.
+"""`depthbench`: run tiers on this machine, compare with the published records, publish, render leaderboards.
 
-    depthbench run --tier smoke                      # CPU, minutes, no download
+    depthbench run --tier smoke                      # CPU, minutes, no download; records in local/results/
     depthbench run --tier standard --seeds 0,1,2     # one GPU
-    depthbench leaderboard                           # tables, plots and page from results/ alone
+    depthbench publish                               # copy local/results/ records into results/ (the repository's)
+    depthbench leaderboard                           # leaderboards/, README tables, CITATION from results/ alone
     depthbench list                                  # models, tasks, tiers and their hashes
     depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
+
+Exit status: 0 when every requested run succeeded or was already recorded, 1 when a run failed (listed with its
+reason), 2 for a usage or configuration error (nothing was run), 3 when --max-minutes left runs undone.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import zoo
 from benchmarks.protocols import PROTOCOLS, get_protocol
-from benchmarks.runner import DEFAULT_RESULTS, pick_device, run_tier
-from benchmarks.tasks import DataMissingError, list_tasks
+from benchmarks.records import Record, RecordError, iter_records, load_record, write_atomic
+from benchmarks.reproduce import compare_stores, format_rows, tolerance_for
+from benchmarks.runner import DEFAULT_RESULTS, LOCAL_RESULTS, RunSummary, pick_device, run_tier
+from benchmarks.tasks import DataCorruptError, DataMissingError, list_tasks
+
+LOCAL_LEADERBOARDS = Path("local/leaderboards")
+EXIT_FAILED, EXIT_USAGE, EXIT_POSTPONED = 1, 2, 3
 
 
 def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:  # an empty list would otherwise mean "nothing" for one option and "everything" for another
+        raise argparse.ArgumentTypeError("empty list: give comma-separated names, or leave the option out for the "
+                                         "tier's own")
+    return names
 
 
 def _seeds(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("empty list: give comma-separated seeds such as 0,1,2, or leave the option "
+                                         "out for the tier's own")
+    if not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated non-negative integers, got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _minutes(text: str) -> float:
     try:
-        return [int(part) for part in _names(text)]
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of minutes >= 0, got {text!r} (0 checks "
+                                         "everything and starts no run; leave it out for no limit)")
+    return value
+
+
+def _workers(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,24 +75,43 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="train and measure models, writing one record per run")
+    run = commands.add_parser("run", help="train and measure models on this machine, one record per run; then "
+                                          "show the table and compare with the published records")
     run.add_argument("--tier", default="auto", choices=[*PROTOCOLS, "auto"],
                      help="protocol to run; auto = standard on a CUDA machine, smoke otherwise")
     run.add_argument("--models", type=_names, help="comma-separated model names (default: the tier's)")
     run.add_argument("--tasks", type=_names, help="comma-separated task names (default: the tier's)")
     run.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the tier's)")
-    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (default: results/)")
+    run.add_argument("--results", type=Path, default=LOCAL_RESULTS,
+                     help=f"results store (default: {LOCAL_RESULTS}/, git-ignored; `--results results` writes into "
+                          "the published store directly)")
+    run.add_argument("--published", type=Path, default=DEFAULT_RESULTS,
+                     help=f"published records to compare with (default: {DEFAULT_RESULTS}/)")
+    run.add_argument("--out", type=Path, default=LOCAL_LEADERBOARDS,
+                     help=f"where the store's leaderboards are rendered (default: {LOCAL_LEADERBOARDS}/; never "
+                          "README.md or CITATION.cff)")
     run.add_argument("--data-dir", help="data root (default: $DEPTHBENCH_DATA or ~/.cache/depthbench/data)")
     run.add_argument("--download", action="store_true", help="let torchvision download missing data sets")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: the tier's)")
     run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
-    run.add_argument("--max-minutes", type=float, metavar="M",
+    run.add_argument("--max-minutes", type=_minutes, metavar="M",
                      help="start no run after M minutes; rerun the same command to do the rest")
-    run.add_argument("--workers", type=int, default=1, metavar="N",
+    run.add_argument("--workers", type=_workers, default=1, metavar="N",
                      help="runs at once, in separate processes sharing the device (default 1); small models leave "
                           "a GPU idle between kernel launches, so a few concurrent runs finish a tier sooner")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--leaderboard", action="store_true", help="regenerate leaderboards afterwards")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (on a terminal) or progress lines (elsewhere)")
+    run.add_argument("--no-leaderboard", action="store_true", help="do not render the store's leaderboards")
+
+    publish = commands.add_parser("publish", help="copy validated records from the local store into results/")
+    publish.add_argument("--from", dest="source", type=Path, default=LOCAL_RESULTS,
+                         help=f"store to publish from (default: {LOCAL_RESULTS}/)")
+    publish.add_argument("--to", dest="target", type=Path, default=DEFAULT_RESULTS,
+                         help=f"published store (default: {DEFAULT_RESULTS}/)")
+    publish.add_argument("--tier", choices=list(PROTOCOLS),
+                         help="only the records of this tier's current protocol hash")
+    publish.add_argument("--replace", action="store_true",
+                         help="overwrite published records that differ (default: refuse and list them)")
 
     board = commands.add_parser("leaderboard", help="regenerate leaderboards/ from the results store alone")
     board.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
@@ -84,16 +140,47 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     tier = args.tier if args.tier != "auto" else ("standard" if torch.cuda.is_available() else "smoke")
     try:
-        summary = _run_tier(args, tier)
+        protocol, summary = _run_tier(args, tier)
     except DataMissingError as error:
         if args.tier != "auto" or tier == "smoke" or args.tasks:
             raise
-        # `tox -e bench` must work on a fresh machine with no download: fall back to the bundled-data tier.
+        # `tox -e bench` must work on a fresh machine with no download: fall back to the bundled-data tier. The data
+        # of every task is checked before the first run, so nothing of the standard tier has run at this point.
         print(f"depthbench: the standard tier's data is missing ({error})\n"
               "depthbench: running the smoke tier instead; see README.md for how to get the data", file=sys.stderr)
-        summary = _run_tier(args, "smoke")
+        protocol, summary = _run_tier(args, "smoke")
+    _report(args, protocol, summary)
+    if not args.no_leaderboard:
+        _render_local(args.results, args.out)
+    _compare(args.results, args.published, protocol.hash, protocol.name)
+    if summary.failed:
+        print(f"depthbench: {len(summary.failed)} of the requested runs FAILED (their records say why; "
+              "`--retry-failed` runs them again):", file=sys.stderr)
+        for label, reason in summary.failures.items():
+            print(f"  {label}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    if summary.postponed:
+        return EXIT_POSTPONED
+    return 0
+
+
+def _run_tier(args: argparse.Namespace, tier: str) -> tuple[Any, RunSummary]:
+    protocol = get_protocol(tier)
+    device = pick_device(args.device, protocol)
+    print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}; records go to "
+          f"{args.results}", file=sys.stderr, flush=True)
+    return protocol, run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds,
+                              results_dir=args.results, data_dir=args.data_dir, download=args.download, device=device,
+                              retry_failed=args.retry_failed, progress=not args.no_progress,
+                              max_minutes=args.max_minutes, workers=args.workers)
+
+
+def _report(args: argparse.Namespace, protocol: Any, summary: RunSummary) -> None:
     print(f"depthbench: {len(summary.written)} runs recorded, {len(summary.failed)} failed, "
           f"{len(summary.skipped)} already done (records under {args.results})", file=sys.stderr)
+    if summary.failed_before:
+        print(f"depthbench: {len(summary.failed_before)} of those already done are failed runs; `--retry-failed` "
+              "runs them again", file=sys.stderr)
     for name in summary.unavailable:
         print(f"depthbench: optional task {name} not run: its data is not on disk (`depthbench run --tasks {name} "
               "--download` fetches it where torchvision can)", file=sys.stderr)
@@ -104,20 +191,115 @@ def _run(args: argparse.Namespace) -> int:
     if summary.postponed:
         print(f"depthbench: {len(summary.postponed)} runs not started within --max-minutes {args.max_minutes:g}; "
               "rerun the same command to do them", file=sys.stderr)
-    if args.leaderboard:
-        return _leaderboard(argparse.Namespace(results=args.results, out=Path("leaderboards"),
-                                               readme=Path("README.md"), citation=Path("CITATION.cff")))
+    table = results_table([r for _, r in iter_records(args.results) if r.protocol["hash"] == protocol.hash])
+    if table:
+        print(f"\nResults of tier {protocol.name} ({protocol.hash}) in {args.results}:\n{table}")
+
+
+def results_table(records: Sequence[Record]) -> str:
+    """The compact table printed after a run: per task, each model's main metric (mean ± std over seeds), best
+    first; failed runs are counted, never averaged."""
+    lines = []
+    for task in sorted({r.task for r in records}):
+        rows: dict[str, list[Record]] = {}
+        for r in records:
+            if r.task == task:
+                rows.setdefault(r.model, []).append(r)
+        metric = "accuracy" if any("accuracy" in r.metrics for r in records if r.task == task) else "test_mse"
+        scale, unit = (100.0, "test accuracy (%)") if metric == "accuracy" else (1.0, "test MSE")
+        entries = []
+        for model, runs in rows.items():
+            values = [scale * r.metrics[metric] for r in runs if r.status == "ok" and metric in r.metrics]
+            failed = sum(r.status != "ok" for r in runs)
+            entries.append((model, values, failed))
+        entries.sort(key=lambda e: (not e[1], (-1 if metric == "accuracy" else 1) * statistics.fmean(e[1])
+                                    if e[1] else 0.0))
+        lines.append(f"  {task}: {unit}")
+        for model, values, failed in entries:
+            if values:
+                fmt = "{:.2f}" if metric == "accuracy" else "{:.3g}"
+                cell = fmt.format(statistics.fmean(values))
+                if len(values) > 1:
+                    cell += " ± " + fmt.format(statistics.stdev(values))
+                cell += f"  (n={len(values)})"
+            else:
+                cell = "—"
+            lines.append(f"    {model:<22} {cell}" + (f"  [{failed} failed]" if failed else ""))
+    return "\n".join(lines)
+
+
+def _render_local(results: Path, out: Path) -> None:
+    from benchmarks.leaderboard import write_leaderboards  # pandas/matplotlib only when needed
+
+    # readme=None / citation=None: a local render must never rewrite the repository's README.md or CITATION.cff.
+    write_leaderboards(results, out_dir=out, readme=None, citation=None)
+    print(f"\nLeaderboards of {results}: {out / 'index.html'} (page), {out}/<tier>/<task>.md/.csv/.tex (tables), "
+          f"{out / 'README.md'} (index)")
+
+
+def _compare(results: Path, published: Path, protocol_hash: str, protocol_name: str) -> None:
+    if Path(results).resolve() == Path(published).resolve():
+        print(f"\nRecords were written into the published store {published}; nothing to compare with.")
+        return
+    rows = compare_stores(results, published, protocol_hash)
+    tolerance = tolerance_for(protocol_name)
+    print(f"\nComparison with the published records in {published} (protocol hash {protocol_hash}; tolerance of "
+          f"the {protocol_name} tier: {tolerance.accuracy_points:g} points of accuracy, {tolerance.mse_relative:g} "
+          "relative MSE, or 2 standard errors of the seed spread where larger; see benchmarks/reproduce.py):")
+    print(format_rows(rows) if rows else "  no records of this protocol hash in the local store")
+    if rows and all(row.note == "no published record of this protocol hash" for row in rows):
+        print(f"  (nothing published under {protocol_hash}: `depthbench publish` then `depthbench leaderboard` "
+              "make these the published records)")
+
+
+def _publish(args: argparse.Namespace) -> int:
+    source, target = Path(args.source), Path(args.target)
+    if not source.is_dir():
+        raise FileNotFoundError(f"no results store at {source}: run `depthbench run` first")
+    if source.resolve() == target.resolve():
+        raise ValueError(f"--from and --to are the same store ({source})")
+    wanted = get_protocol(args.tier).hash if args.tier else None
+    current = {p.hash for p in PROTOCOLS.values()}
+    damaged, chosen = [], []
+    for path in sorted(source.glob("*/*/*/seed*.json")):
+        try:
+            record = load_record(path, source)
+        except RecordError as error:
+            damaged.append(str(error))
+            continue
+        if wanted is None or record.protocol["hash"] == wanted:
+            chosen.append((path, record))
+    if damaged:  # validate everything before copying anything: a publication is all or nothing
+        print("depthbench: error: damaged records, nothing published (fix or delete them, or rerun `depthbench "
+              "run`, which redoes them):\n  " + "\n  ".join(damaged), file=sys.stderr)
+        return EXIT_FAILED
+    copies, conflicts, same = [], [], 0
+    for path, record in chosen:
+        dest = target / path.relative_to(source)
+        if dest.exists() and dest.read_bytes() == path.read_bytes():
+            same += 1
+        elif dest.exists() and not args.replace:
+            conflicts.append(str(dest))
+        else:
+            copies.append((path, dest, record))
+    if conflicts:
+        print("depthbench: error: these published records differ from the local ones; nothing published "
+              "(`--replace` overwrites them):\n  " + "\n  ".join(conflicts), file=sys.stderr)
+        return EXIT_FAILED
+    for path, dest, record in copies:
+        write_atomic(dest, path.read_text(encoding="utf-8"))
+        if record.protocol["hash"] not in current:
+            print(f"depthbench: note: {dest} is of protocol hash {record.protocol['hash']}, no current tier's",
+                  file=sys.stderr)
+        if record.provenance.get("git_dirty"):
+            print(f"depthbench: note: {dest} was made from a modified checkout (git_dirty)", file=sys.stderr)
+    suites = source / "benchmarks" / "suites.json"  # the pytest-benchmark report of `tox -e bench`
+    if suites.is_file():
+        write_atomic(target / "benchmarks" / "suites.json", suites.read_text(encoding="utf-8"))
+    print(f"depthbench: published {len(copies)} records into {target} ({same} already there"
+          f"{', and benchmarks/suites.json' if suites.is_file() else ''}); now run `depthbench leaderboard` to "
+          "regenerate leaderboards/, README.md and CITATION.cff, and commit them", file=sys.stderr)
     return 0
-
-
-def _run_tier(args: argparse.Namespace, tier: str):
-    protocol = get_protocol(tier)
-    device = pick_device(args.device, protocol)
-    print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}", file=sys.stderr)
-    return run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds, results_dir=args.results,
-                    data_dir=args.data_dir, download=args.download, device=device, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, max_minutes=args.max_minutes,
-                    workers=args.workers)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -165,23 +347,33 @@ def _list() -> int:
     return 0
 
 
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    print(f"depthbench: warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "leaderboard":
-            return _leaderboard(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        return _list()
-    except (ValueError, KeyError, DataMissingError, FileNotFoundError, RuntimeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"depthbench: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("depthbench: interrupted; finished runs are saved, rerun the same command to resume", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # a damaged record is named in one line, not with a source location
+        try:
+            if args.command == "run":
+                return _run(args)
+            if args.command == "publish":
+                return _publish(args)
+            if args.command == "evaluate":
+                return _evaluate(args)
+            if args.command == "leaderboard":
+                return _leaderboard(args)
+            return _list()
+        except (ValueError, KeyError, DataMissingError, DataCorruptError, OSError, RuntimeError) as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            print(f"depthbench: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("depthbench: interrupted; finished runs are saved, rerun the same command to resume",
+                  file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ Metric names are documented in `benchmarks.metrics.METRIC_DOCS`; a leaderboard c
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -43,6 +45,16 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed")
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used: bad JSON, another schema, missing or mistyped fields, or content that
+    does not match where the file lies. The message starts with the file's path."""
+
+
+class DamagedRecordWarning(UserWarning):
+    """`iter_records` skipped a damaged record (the message names the file and what is wrong)."""
 
 
 @dataclass
@@ -71,9 +83,46 @@ class Record:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        if data.get("schema") != SCHEMA_VERSION:
-            raise ValueError(f"record schema {data.get('schema')!r} is not the supported {SCHEMA_VERSION}")
+        problem = _schema_problem(data)
+        if problem:
+            raise ValueError(problem)
         return cls(**data)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "task": (str,), "seed": (int,), "protocol": (dict,), "status": (str,), "error": (str, type(None)),
+    "metrics": (dict,), "flags": (list,), "depth_transfer": (list,), "trajectory": (list,), "card": (dict,),
+    "provenance": (dict,), "schema": (int,),
+}  # fmt: skip
+_REQUIRED = ("schema", "model", "task", "seed", "protocol", "status")
+
+
+def _schema_problem(data: Any) -> str | None:
+    """What makes `data` not a schema-1 record (None when it is one); checked field by field so that a damaged
+    file is reported with its actual fault rather than a TypeError from the constructor."""
+    if not isinstance(data, dict):
+        return f"a record is a JSON object, this is a {type(data).__name__}"
+    if data.get("schema") != SCHEMA_VERSION:
+        return f"record schema {data.get('schema')!r} is not the supported {SCHEMA_VERSION}"
+    missing = [name for name in _REQUIRED if name not in data]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    unknown = sorted(set(data) - set(_TYPES))
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}"
+    for name, value in data.items():
+        if not isinstance(value, _TYPES[name]) or (isinstance(value, bool) and bool not in _TYPES[name]):
+            return f"field {name!r} should be {' or '.join(t.__name__ for t in _TYPES[name])}, got {value!r:.60}"
+    if data["seed"] < 0:
+        return f"seed {data['seed']} is negative"
+    if data["status"] not in STATUSES:
+        return f"status {data['status']!r} is not one of {', '.join(STATUSES)}"
+    if not isinstance(data["protocol"].get("hash"), str) or not isinstance(data["protocol"].get("name"), str):
+        return "field 'protocol' needs a string 'name' and 'hash'"
+    for key, value in data.get("metrics", {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"metric {key!r} is not a finite number: {value!r:.60}"
+    return None
 
 
 def record_path(root: Path, model: str, task: str, protocol_hash: str, seed: int) -> Path:
@@ -113,11 +162,39 @@ def save_record(root: Path, record: Record) -> Path:
     return path
 
 
-def load_record(path: Path) -> Record:
-    return Record.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+def load_record(path: Path, root: Path | None = None) -> Record:
+    """The record in `path`; raises `RecordError` naming the file and its fault. With the store's `root`, the
+    record must also be the one its location says (task/hash/model/seed), so a misplaced file is not counted."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordError(f"{path}: unreadable ({error})") from None
+    try:
+        record = Record.from_json(data)
+    except ValueError as error:
+        raise RecordError(f"{path}: {error}") from None
+    if root is not None:
+        expected = record_path(root, record.model, record.task, record.protocol["hash"], record.seed)
+        if Path(expected) != path:
+            raise RecordError(f"{path}: holds the record of {record.task}/{record.protocol['hash']}/{record.model}/"
+                              f"seed{record.seed}, which belongs at {expected}")
+    return record
 
 
-def iter_records(root: Path) -> Iterator[tuple[Path, Record]]:
-    """Every record below `root`, in a stable order, with the file it came from (for provenance links)."""
-    for path in sorted(Path(root).glob("*/*/*/seed*.json")):
-        yield path, load_record(path)
+def iter_records(root: Path, *, strict: bool = False) -> Iterator[tuple[Path, Record]]:
+    """Every record below `root`, in a stable order, with the file it came from (for provenance links).
+
+    A damaged record (see `RecordError`) is skipped with a `DamagedRecordWarning` naming it, so one bad file does
+    not stop a leaderboard; `strict=True` raises instead."""
+    root = Path(root)
+    for path in sorted(root.glob("*/*/*/seed*.json")):
+        try:
+            record = load_record(path, root)
+        except RecordError as error:
+            if strict:
+                raise
+            warnings.warn(f"skipping damaged record {error}; rerun `depthbench run` to redo it or delete the file",
+                          DamagedRecordWarning, stacklevel=2)
+            continue
+        yield path, record

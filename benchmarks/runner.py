@@ -3,14 +3,20 @@
 Resumable by construction: a run whose record exists is skipped, and a record is written atomically
 only when its run is complete, so an interrupted bench loses at most the run in progress. A model
 that fails (diverges, its solver never converges, it raises) becomes a `failed` record with the
-reason, and the suite goes on.
+reason, and the suite goes on. A damaged record is no result: it is named and its run done again.
+
+Before the first training, `run_tier` checks what a run needs (arguments, names, recipes, the device, a writable
+store, every task's data present and intact), so that a mistake is reported in seconds, not after hours of runs.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import random
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -30,11 +36,12 @@ from benchmarks import timing
 from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.provenance import git_state, model_source, now, provenance
-from benchmarks.records import Record, load_record, record_path, save_record
+from benchmarks.records import Record, RecordError, load_record, record_path, save_record
 from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
 
-DEFAULT_RESULTS = Path("results")
+DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
+LOCAL_RESULTS = Path("local/results")  # the user's own store (git-ignored); `depthbench publish` copies from it
 clock = time.monotonic  # the time budget's clock (a module attribute, so a test can drive it)
 
 
@@ -46,6 +53,9 @@ class RunSummary:
     postponed: list[Path] = field(default_factory=list)  # not started: the time budget was spent
     phase_seconds: dict[str, float] = field(default_factory=dict)  # summed over the runs done by this call
     unavailable: list[str] = field(default_factory=list)  # optional tasks left out: their data is not on disk
+    failures: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> why, for the runs that failed
+    redone: list[Path] = field(default_factory=list)  # damaged records found and run again
+    failed_before: list[Path] = field(default_factory=list)  # skipped records of runs that failed earlier
 
 
 def seed_everything(seed: int) -> None:
@@ -199,12 +209,110 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
 
 
 def pick_device(requested: str | None, protocol: Protocol) -> torch.device:
+    """The device to run `protocol` on: `requested`, else the tier's own; raises with what to do when it is not
+    usable here (checked by allocating on it, before any run)."""
     if requested is None:
-        requested = "cuda" if protocol.device == "cuda" else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"the {protocol.name!r} tier is meant for a CUDA GPU and none is available here; "
-                           "run `--tier smoke`, or `--device cpu` to force it onto the CPU (slow)")
-    return torch.device(requested)
+        if protocol.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"the {protocol.name!r} tier is meant for a CUDA GPU and none is available here; "
+                               "run `--tier smoke`, or `--device cpu` to force it onto the CPU (slow)")
+        requested = protocol.device
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
+    default = f"leave --device out to run the {protocol.name} tier on its own device ({protocol.device})" \
+        if protocol.device == "cpu" else "use --device cpu to force it onto the CPU (slow)"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        built = "" if torch.version.cuda else f" (this torch {torch.__version__} is built without CUDA)"
+        raise RuntimeError(f"--device {requested}: no CUDA GPU is available here{built}; {default}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"numbered from 0")
+    try:
+        torch.empty(1, device=device)
+    except Exception as error:  # noqa: BLE001 - any backend's refusal becomes one clear message
+        raise RuntimeError(f"--device {requested} cannot be used here ({str(error).splitlines()[0]}); "
+                           f"{default}") from None
+    return device
+
+
+def _chosen(kind: str, given: Sequence[Any] | None, default: Sequence[Any]) -> list[Any]:
+    """The names / seeds asked for (first occurrences, in order), or the protocol's; an explicit empty list is an
+    error, not a silent "nothing" or "everything"."""
+    if given is None:
+        return list(default)
+    if isinstance(given, str) or not len(given):
+        raise ValueError(f"no {kind} given: name at least one (comma-separated), or leave the option out for the "
+                         f"tier's {kind}")
+    return list(dict.fromkeys(given))
+
+
+def check_writable(root: Path) -> None:
+    """Create and remove a probe file in the results store, so that a store that cannot take records fails now,
+    not after the first training."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".depthbench-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise RuntimeError(f"cannot write records under {root} ({error.strerror or error}); fix its permissions or "
+                           "choose another store with --results DIR") from None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (tox, CI logs, `| tee`) one flushed line per run start and finish, with
+    the elapsed time, the runs left and an ETA from the mean pace so far, since a bar redrawn with carriage returns
+    shows nothing through a pipe until it ends."""
+
+    def __init__(self, total: int, to_run: int, desc: str, enabled: bool) -> None:
+        self.lines = enabled and not getattr(sys.stderr, "isatty", lambda: False)()
+        self.bar = tqdm(total=total, desc=desc, disable=not enabled or self.lines, unit="run")
+        self.to_run, self.begun, self.finished, self.started = to_run, 0, 0, time.monotonic()
+        self.last_line = self.started
+
+    def say(self, text: str) -> None:
+        self.last_line = time.monotonic()
+        if self.bar.disable:
+            print(f"depthbench: {text}", file=sys.stderr, flush=True)
+        else:
+            tqdm.write(f"depthbench: {text}", file=sys.stderr)
+
+    def skip(self) -> None:
+        self.bar.update()
+
+    def start(self, label: str) -> None:
+        self.begun += 1
+        self.bar.set_postfix_str(label)
+        if self.lines:
+            self.say(f"run {self.begun}/{self.to_run} started: {label} "
+                     f"({_duration(time.monotonic() - self.started)} elapsed)")
+
+    def epoch(self, label: str, epoch: dict[str, float]) -> None:
+        text = f"{label} epoch {epoch['epoch']} val {epoch['val']:.4g}"
+        self.bar.set_postfix_str(text)
+        if self.lines and time.monotonic() - self.last_line > 30:  # a sign of life in long runs, not every epoch
+            self.say(f"  {text}")
+
+    def finish(self, label: str, status: str, error: str | None, seconds: float) -> None:
+        self.finished += 1
+        self.bar.update()
+        if status == "failed":
+            self.say(f"FAILED {label}: {error}")
+        if self.lines:
+            elapsed, left = time.monotonic() - self.started, self.to_run - self.finished
+            eta = f", about {_duration(elapsed / self.finished * left)} to go" if left else ""
+            self.say(f"run {self.finished}/{self.to_run} {'failed' if status == 'failed' else 'done'}: {label} in "
+                     f"{_duration(seconds)} ({_duration(elapsed)} elapsed, {left} runs left{eta})")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_tier(
@@ -233,15 +341,19 @@ def run_tier(
     With `workers` > 1, that many runs go at once in separate processes sharing the device: small models leave
     a GPU mostly idle between kernel launches, so concurrent runs fill it. Results are those of a sequential run;
     timings include the contention, and records say how many runs shared the device."""
-    if max_minutes is not None and max_minutes < 0:
-        raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
-    if not isinstance(workers, int) or workers < 1:
+    # Everything a run needs is checked here, before the first training: arguments, names, recipes, the device,
+    # the results store and every task's data, so that a mistake costs seconds rather than a lost run.
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes >= 0):
+        raise ValueError(f"max_minutes must be a finite number >= 0, got {max_minutes}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
-    models = list(models or tier_models(protocol))
-    optional = [] if tasks else [name for name in protocol.optional_tasks if name not in protocol.tasks]
-    tasks = list(tasks or protocol.tasks) + optional
-    seeds = list(protocol.seeds if seeds is None else seeds)
+    models = _chosen("models", models, tier_models(protocol))
+    optional = [] if tasks is not None else [name for name in protocol.optional_tasks if name not in protocol.tasks]
+    tasks = _chosen("tasks", tasks, protocol.tasks) + optional
+    seeds = _chosen("seeds", seeds, protocol.seeds)
+    bad_seeds = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad_seeds:
+        raise ValueError(f"seeds must be non-negative integers, got {', '.join(map(repr, bad_seeds))}")
     unknown = sorted(set(models) - set(zoo.list_models()))
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(zoo.list_models())}")
@@ -250,9 +362,40 @@ def run_tier(
         recipe_for(protocol, task.name)
     git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
     device = device or pick_device(None, protocol)
+    check_writable(results_dir)
     summary = RunSummary()
+    for task in task_objects:
+        try:
+            task.check(data_dir)
+        except DataMissingError:
+            if task.name in optional:
+                summary.unavailable.append(task.name)
+            elif download:  # fetch it now, so that a failing download too comes before any training
+                task.load(data_dir, download=True, limit=protocol.data_limit)
+                task.check(data_dir)
+            else:
+                raise
+    task_objects = [task for task in task_objects if task.name not in summary.unavailable]
     jobs = [(task, model, seed) for task in task_objects for model in models for seed in seeds]
-    bar = tqdm(total=len(jobs), desc=f"{protocol.name} {protocol.hash}", disable=not progress, unit="run")
+    deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
+    todo = []
+    for task, model_name, seed in jobs:
+        path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
+        if path.exists():
+            try:
+                done = load_record(path, results_dir)
+            except RecordError as error:  # a damaged record is no result: run it again, overwriting it atomically
+                print(f"depthbench: will redo a damaged record: {error}", file=sys.stderr, flush=True)
+                summary.redone.append(path)
+            else:
+                if not retry_failed or done.status == "ok":
+                    summary.skipped.append(path)
+                    if done.status != "ok":
+                        summary.failed_before.append(path)
+                    continue
+        todo.append((task, model_name, seed, path))
+    bar = Progress(len(jobs), len(todo), f"{protocol.name} {protocol.hash}", progress)
+    bar.bar.update(len(summary.skipped))
     loaded: dict[str, TaskData] = {}
 
     def data_for(task: Task) -> TaskData | None:
@@ -260,6 +403,7 @@ def run_tier(
         nonlocal loaded
         if task.name not in loaded and task.name not in summary.unavailable:
             try:
+                bar.say(f"loading the data of {task.name}")
                 loaded = {task.name: task.load(data_dir, download=download and task.name not in optional,
                                                limit=protocol.data_limit)}
             except DataMissingError:
@@ -273,34 +417,28 @@ def run_tier(
             summary.phase_seconds[name] = summary.phase_seconds.get(name, 0.0) + seconds
         (summary.failed if status == "failed" else summary.written).append(path)
         if status == "failed":
-            tqdm.write(f"FAILED {label}: {error}")
-        bar.update()
+            summary.failures[label] = error or "no error message"
+        bar.finish(label, status, error, sum(phases.values()))
 
     pool = _WorkerPool(workers) if workers > 1 else None
     try:
-        for task, model_name, seed in jobs:
-            path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
+        for task, model_name, seed, path in todo:
             label = f"{task.name} {model_name} seed {seed}"
-            if path.exists() and (not retry_failed or load_record(path).status == "ok"):
-                summary.skipped.append(path)
-                bar.update()
-                continue
             if deadline is not None and clock() >= deadline:
                 summary.postponed.append(path)
-                bar.update()
+                bar.skip()
                 continue
             data = data_for(task)
             if data is None:  # an optional task without data
-                bar.update()
+                bar.skip()
                 continue
+            bar.start(label)
             if pool is not None:
                 pool.submit(finished, label, protocol, task.name, model_name, seed, results_dir, data_dir,
                             str(device))
                 continue
-            bar.set_postfix_str(label)
             record = run_one(protocol, task, data, model_name, seed, device,
-                             on_epoch=lambda e, label=label: bar.set_postfix_str(
-                                 f"{label} epoch {e['epoch']} val {e['val']:.4g}"))
+                             on_epoch=lambda e, label=label: bar.epoch(label, e))
             path = save_record(results_dir, record)
             finished(path, label, record.status, record.error, record.provenance.get("phase_seconds", {}))
     finally:

@@ -11,10 +11,12 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
 import tarfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,6 +40,10 @@ _CIFAR_EPS, _CIFAR_NOISE = (2 / 255, 4 / 255, 8 / 255), (0.02, 0.05, 0.1)
 
 class DataMissingError(FileNotFoundError):
     """A dataset is not on disk; the message names what was looked for and how to get it."""
+
+
+class DataCorruptError(ValueError):
+    """A dataset is on disk but damaged or not the published one; the message names the file and how to fix it."""
 
 
 class UnknownTaskError(KeyError, ValueError):
@@ -87,6 +93,13 @@ class Task:
     description: str
     source: str
     _loader: Callable[..., TaskData] = field(repr=False, compare=False)
+    _checker: Callable[[str | Path | None], None] | None = field(default=None, repr=False, compare=False)
+
+    def check(self, data_dir: str | Path | None = None) -> None:
+        """Raise `DataMissingError` / `DataCorruptError` unless the task's files are on disk and intact, without
+        loading them: the runner checks every task of a run before the first training starts."""
+        if self._checker is not None:
+            self._checker(data_dir)
 
     def load(self, data_dir: str | Path | None = None, *, download: bool = False, limit: int | None = None) -> TaskData:
         """Load the three splits; `limit` keeps a deterministic prefix of at most that many examples per split."""
@@ -170,36 +183,73 @@ def _materialise_idx(src: Path, raw: Path) -> None:
     _atomic_write(stamp_file, lambda tmp: tmp.write_text(stamp))
 
 
-def _mnist_loader(name: str, tv_class: str, apt_package: str | None) -> Callable[..., TaskData]:
+def _idx_file(path: Path) -> Path:
+    return path if path.is_file() else path.with_name(f"{path.name}.gz")
+
+
+def _check_idx_file(path: Path) -> None:
+    """The file holds one whole IDX array: its header's dimensions account for every byte (a truncated file, a
+    broken gzip stream or trailing garbage all fail), read in one streaming pass."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08:
+                raise DataCorruptError(f"{path} is not an IDX file of unsigned bytes (its header is {head!r})")
+            dims = handle.read(4 * head[3])
+            expected = int(np.prod(np.frombuffer(dims, dtype=">u4"))) if len(dims) == 4 * head[3] else -1
+            size = 0
+            while chunk := handle.read(1 << 22):
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataCorruptError(f"{path} is damaged ({type(error).__name__}: {error}); get the file again") from None
+    if size != expected:
+        raise DataCorruptError(f"{path} is damaged: its header announces {expected} bytes of data, it holds {size} "
+                               "(truncated copy?); get the file again")
+
+
+def _mnist_loader(name: str, tv_class: str, apt_package: str | None
+                  ) -> tuple[Callable[..., TaskData], Callable[[str | Path | None], None]]:
+    def find(data_dir: str | Path | None, download: bool) -> tuple[Path, Path | None]:
+        """(torchvision root, IDX source to unpack or None); raises DataMissingError when there is neither."""
+        root = data_root(data_dir)
+        tv_raw = root / tv_class / "raw"
+        candidates = [root / name, tv_raw, *_SYSTEM_IDX_DIRS.get(name, ())]
+        if _is_idx_dir(tv_raw, gz_ok=False):
+            return root, None
+        if (src := next((d for d in candidates if _is_idx_dir(d)), None)) is not None:
+            return cache_root() / "torchvision", src
+        if download:
+            return root, None
+        apt = f"`apt-get install {apt_package}`, or " if apt_package else ""
+        raise DataMissingError(
+            f"{name}: no data found. Looked for the IDX files {', '.join(_IDX_FILES)} (optionally .gz) in "
+            f"{', '.join(str(c) for c in candidates)}. To get it: {apt}put the files in {root / name}, or set "
+            f"DEPTHBENCH_DATA / --data-dir to a directory holding them, or pass --download (download=True) to "
+            f"let torchvision download {tv_class} into {root}."
+        )
+
+    def check(data_dir: str | Path | None) -> None:
+        tv_root, src = find(data_dir, download=False)
+        folder = src if src is not None else tv_root / tv_class / "raw"
+        for file in _IDX_FILES:
+            _check_idx_file(_idx_file(folder / file))
+
     def load(data_dir: str | Path | None, *, download: bool, limit: int | None) -> TaskData:
         """Find torchvision's layout or an IDX directory (unpacked into the cache); download only if asked."""
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, tv_class)
         root = data_root(data_dir)
-        tv_raw = root / tv_class / "raw"
-        candidates = [root / name, tv_raw, *_SYSTEM_IDX_DIRS.get(name, ())]
-        if _is_idx_dir(tv_raw, gz_ok=False):
-            tv_root = root
-        elif (src := next((d for d in candidates if _is_idx_dir(d)), None)) is not None:
-            tv_root = cache_root() / "torchvision"
+        tv_root, src = find(data_dir, download)
+        if src is not None:
             _materialise_idx(src, tv_root / tv_class / "raw")
-        elif download:
-            tv_root = root
-        else:
-            apt = f"`apt-get install {apt_package}`, or " if apt_package else ""
-            raise DataMissingError(
-                f"{name}: no data found. Looked for the IDX files {', '.join(_IDX_FILES)} (optionally .gz) in "
-                f"{', '.join(str(c) for c in candidates)}. To get it: {apt}put the files in {root / name}, or set "
-                f"DEPTHBENCH_DATA / --data-dir to a directory holding them, or pass --download (download=True) to "
-                f"let torchvision download {tv_class} into {root}."
-            )
         train = cls(root=str(tv_root), train=True, download=download and tv_root == root)
         test = cls(root=str(tv_root), train=False, download=False)
         test_split = Split(test.data.unsqueeze(1), test.targets.long())
         return _carve_val(train.data.unsqueeze(1), train.targets.long(), test_split)
 
-    return load
+    return load, check
 
 
 # ---------------------------------------------------------------- CIFAR-10 (torchvision, original pickled batches)
@@ -207,23 +257,37 @@ def _mnist_loader(name: str, tv_class: str, apt_package: str | None) -> Callable
 _CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
 
 
-def _load_cifar10(data_dir: str | Path | None, *, download: bool, limit: int | None) -> TaskData:
-    """torchvision's CIFAR10 on `<data_root>/cifar-10-batches-py`; md5-checked by torchvision."""
+def _check_cifar10(data_dir: str | Path | None) -> None:
+    """Every batch file present, with the md5 torchvision publishes for it."""
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
 
     root = data_root(data_dir)
     base = root / CIFAR10.base_folder
-    if not download and not all((base / f).is_file() for f in _CIFAR_FILES):
+    if not all((base / f).is_file() for f in _CIFAR_FILES):
         raise DataMissingError(
             f"cifar10: {base} with {', '.join(_CIFAR_FILES)} not found. Pass --download (download=True) to let "
             f"torchvision download CIFAR-10 into {root}, or set DEPTHBENCH_DATA / --data-dir to a directory holding "
             f"cifar-10-batches-py (unpacked from cifar-10-python.tar.gz)."
         )
+    for file, md5 in (*CIFAR10.train_list, *CIFAR10.test_list):
+        if not check_integrity(str(base / file), md5):
+            raise DataCorruptError(f"cifar10: {base / file} is damaged (its md5 is not {md5}); delete {base} and "
+                                   "pass --download, or unpack cifar-10-python.tar.gz again")
+
+
+def _load_cifar10(data_dir: str | Path | None, *, download: bool, limit: int | None) -> TaskData:
+    """torchvision's CIFAR10 on `<data_root>/cifar-10-batches-py`; md5-checked by torchvision."""
+    from torchvision.datasets import CIFAR10
+
+    root = data_root(data_dir)
+    if not download:
+        _check_cifar10(data_dir)
     try:
         train, test = (CIFAR10(root=str(root), train=t, download=download and t) for t in (True, False))
     except RuntimeError as err:
-        raise DataMissingError(
-            f"cifar10: torchvision rejected {base} ({err}); delete it and pass --download (download=True)."
+        raise DataCorruptError(
+            f"cifar10: torchvision rejected {root / CIFAR10.base_folder} ({err}); delete it and pass --download."
         ) from err
 
     def as_chw(d: np.ndarray) -> torch.Tensor:
@@ -241,16 +305,37 @@ def _jpeg_source(root: Path) -> Path | None:
     return archive if archive.is_file() else folder if (folder / "train").is_dir() else None
 
 
+_SHA256_SEEN: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> digest: a run hashes an archive once
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_SEEN:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        _SHA256_SEEN[key] = h.hexdigest()
+    return _SHA256_SEEN[key]
+
+
+def _check_jpeg_archive(src: Path) -> str:
+    """The archive's sha256, which must be the published one: another archive would give other numbers under the
+    same task name, and a truncated copy would fail half-way through decoding."""
+    digest = _sha256(src)
+    if digest != CIFAR10_JPEG_SHA256:
+        raise DataCorruptError(
+            f"cifar10-jpeg: {src} is not the published archive: its sha256 is {digest}, expected "
+            f"{CIFAR10_JPEG_SHA256} ({src.stat().st_size:,} bytes; a truncated or interrupted copy?). Copy "
+            "cifar10-jpeg.tar.xz again and compare `sha256sum` with the expected value.")
+    return digest
+
+
 def _jpeg_key(src: Path) -> str:
     """Cache key: sha256 of the archive (or of the file list, sizes and mtimes of an unpacked folder)."""
     if src.is_file():
-        h = hashlib.sha256()
-        with open(src, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        if h.hexdigest() != CIFAR10_JPEG_SHA256:
-            warnings.warn(f"{src} is not the published cifar10-jpeg archive (sha256 differs)", stacklevel=4)
-        return hashlib.sha256(f"v1:{h.hexdigest()}".encode()).hexdigest()
+        return hashlib.sha256(f"v1:{_check_jpeg_archive(src)}".encode()).hexdigest()
     paths = sorted(p for p in src.rglob("*") if p.is_file())
     stats = [(str(p.relative_to(src)), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
     return hashlib.sha256(f"v1:{json.dumps(stats)}".encode()).hexdigest()
@@ -266,10 +351,14 @@ def _read_jpegs(src: Path) -> dict[tuple[str, str], list[tuple[str, bytes]]]:
             files.setdefault((parts[-3], parts[-2]), []).append((parts[-1], read()))
 
     if src.is_file():
-        with tarfile.open(src, "r:*") as tar:
-            for member in tar:
-                if member.isfile() and (f := tar.extractfile(member)) is not None:
-                    add(member.name, f.read)
+        try:
+            with tarfile.open(src, "r:*") as tar:
+                for member in tar:
+                    if member.isfile() and (f := tar.extractfile(member)) is not None:
+                        add(member.name, f.read)
+        except (EOFError, OSError, tarfile.TarError, lzma.LZMAError) as error:
+            raise DataCorruptError(f"cifar10-jpeg: {src} is damaged ({type(error).__name__}: {error}); copy "
+                                   f"cifar10-jpeg.tar.xz again (sha256 {CIFAR10_JPEG_SHA256})") from None
     else:
         for p in sorted(src.rglob("*")):
             if p.is_file():
@@ -306,8 +395,7 @@ def _decode(items: list[tuple[int, bytes]]) -> Split:
     return Split(x, torch.tensor([lab for lab, _ in items], dtype=torch.int64))
 
 
-def _load_cifar10_jpeg(data_dir: str | Path | None, *, download: bool, limit: int | None) -> TaskData:
-    """Decode once (~10 s) and cache uint8 tensors; a `limit` load decodes only what it returns and writes no cache."""
+def _find_jpeg(data_dir: str | Path | None) -> Path:
     root = data_root(data_dir)
     src = _jpeg_source(root)
     if src is None:
@@ -317,6 +405,18 @@ def _load_cifar10_jpeg(data_dir: str | Path | None, *, download: bool, limit: in
             f"DEPTHBENCH_DATA / --data-dir to the directory holding it. There is no download for it (--download "
             f"does not apply); for the original CIFAR-10 use the task cifar10 with --download."
         )
+    return src
+
+
+def _check_cifar10_jpeg(data_dir: str | Path | None) -> None:
+    src = _find_jpeg(data_dir)
+    if src.is_file():
+        _check_jpeg_archive(src)
+
+
+def _load_cifar10_jpeg(data_dir: str | Path | None, *, download: bool, limit: int | None) -> TaskData:
+    """Decode once (~10 s) and cache uint8 tensors; a `limit` load decodes only what it returns and writes no cache."""
+    src = _find_jpeg(data_dir)
     cache = cache_root() / f"cifar10-jpeg-{_jpeg_key(src)[:12]}.pt"
     if cache.is_file():
         try:
@@ -390,20 +490,20 @@ _TASKS: dict[str, Task] = {
         Task("mnist", "classification", (1, 28, 28), 10, _IMAGE_EPS, _IMAGE_NOISE,
              "MNIST 28x28 grey digits; val = fixed random 5,000 of the 60,000 training images.",
              "LeCun, Bottou, Bengio & Haffner (1998), read with torchvision.datasets.MNIST.",
-             _mnist_loader("mnist", "MNIST", None)),
+             *_mnist_loader("mnist", "MNIST", None)),
         Task("fashion-mnist", "classification", (1, 28, 28), 10, _IMAGE_EPS, _IMAGE_NOISE,
              "Fashion-MNIST 28x28 grey clothing images; val = fixed random 5,000 of the 60,000 training images.",
              "Xiao, Rasul & Vollgraf (2017), arXiv:1708.07747, read with torchvision.datasets.FashionMNIST.",
-             _mnist_loader("fashion-mnist", "FashionMNIST", "dataset-fashion-mnist")),
+             *_mnist_loader("fashion-mnist", "FashionMNIST", "dataset-fashion-mnist")),
         Task("cifar10", "classification", (3, 32, 32), 10, _CIFAR_EPS, _CIFAR_NOISE,
              "CIFAR-10 (original pickled batches); val = fixed random 5,000 of the 50,000 training images.",
              "Krizhevsky (2009), Learning Multiple Layers of Features from Tiny Images; torchvision.datasets.CIFAR10.",
-             _load_cifar10),
+             _load_cifar10, _check_cifar10),
         Task("cifar10-jpeg", "classification", (3, 32, 32), 10, _CIFAR_EPS, _CIFAR_NOISE,
              "A JPEG re-encoding of CIFAR-10 (lossy: accuracies are close to, not identical with, CIFAR-10). Its own "
              "task: never report its numbers as CIFAR-10. val = fixed random 500 per class of the training files.",
              f"CIFAR-10 (Krizhevsky, 2009) re-encoded as JPEG: cifar10-jpeg.tar.xz, sha256 {CIFAR10_JPEG_SHA256}.",
-             _load_cifar10_jpeg),
+             _load_cifar10_jpeg, _check_cifar10_jpeg),
         Task("pendulum", "regression", (2,), 2, (), (),
              f"Undamped pendulum (g/L = 1): map (theta, omega) at t to the state at t + {PENDULUM_DELTA}; "
              "the convergence test of continuous-in-depth networks. Reference flow by float64 RK4, error ~1e-12.",

@@ -46,7 +46,9 @@ def _comparable(record) -> dict:
 def smoke_results(tmp_path_factory):
     """The real smoke tier, end to end through the CLI: what `tox -e bench` runs on a machine without a GPU."""
     root = tmp_path_factory.mktemp("smoke")
-    assert main(["run", "--tier", "smoke", "--results", str(root / "results"), "--no-progress"]) == 0
+    assert main(["run", "--tier", "smoke", "--results", str(root / "results"), "--no-progress",
+                 "--out", str(root / "local-leaderboards"), "--published", str(root / "none")]) == 0
+    assert (root / "local-leaderboards/index.html").is_file()
     assert main(["leaderboard", "--results", str(root / "results"), "--out", str(root / "leaderboards"),
                  "--readme", str(root / "README.md"), "--citation", str(root / "CITATION.cff")]) == 0
     return root
@@ -182,11 +184,13 @@ def test_a_time_budget_postpones_runs_that_a_rerun_does(tmp_path, monkeypatch, c
     again = runner.run_tier(QUICK, models=["resnet"], tasks=["digits"], seeds=[0, 1], results_dir=tmp_path,
                             device=torch.device("cpu"), progress=False, max_minutes=60)
     assert again.skipped == summary.written and again.written == summary.postponed and not again.postponed
-    assert main(["run", "--tier", "smoke", "--results", str(tmp_path), "--max-minutes", "0", "--no-progress"]) == 0
+    assert main(["run", "--tier", "smoke", "--results", str(tmp_path), "--max-minutes", "0", "--no-progress",
+                 "--no-leaderboard", "--published", str(tmp_path / "none")]) == 3  # runs left undone
     err = capsys.readouterr().err
     assert "0 runs recorded" in err and f"{2 * len(SMOKE.models)} runs not started within --max-minutes 0" in err
-    assert main(["run", "--tier", "smoke", "--max-minutes", "-1"]) == 2
-    assert "max_minutes must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--tier", "smoke", "--max-minutes", "-1"])
+    assert exit_info.value.code == 2 and "finite number of minutes >= 0" in capsys.readouterr().err
 
 
 def test_optional_tasks_run_only_where_their_data_is_on_disk(tmp_path) -> None:
@@ -271,13 +275,17 @@ def test_bad_cli_input_gets_a_clear_message(argv, message, capsys, monkeypatch) 
 
 def test_auto_tier_falls_back_to_smoke_when_gpu_data_is_missing(tmp_path, monkeypatch, capsys) -> None:
     """`tox -e bench` on a fresh GPU machine must run without a download: the bundled-data tier instead."""
-    from benchmarks import tasks
+    from benchmarks import cli, tasks
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A GPU machine as far as the choice of tier goes (the first question asked); the runs themselves are on CPU.
+    answers = iter([True])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: next(answers, False))
+    monkeypatch.setattr(cli, "pick_device", lambda requested, protocol: torch.device("cpu"))
     monkeypatch.setattr(tasks, "_SYSTEM_IDX_DIRS", {})
     monkeypatch.setenv("DEPTHBENCH_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("DEPTHBENCH_CACHE", str(tmp_path / "cache"))
-    assert main(["run", "--models", "resnet", "--results", str(tmp_path / "results"), "--no-progress"]) == 0
+    assert main(["run", "--models", "resnet", "--results", str(tmp_path / "results"), "--no-progress",
+                 "--no-leaderboard", "--published", str(tmp_path / "none")]) == 0
     err = capsys.readouterr().err
     assert "standard tier's data is missing" in err and "tier smoke" in err
     assert {r.task for _, r in iter_records(tmp_path / "results")} == set(SMOKE.tasks)

@@ -16,7 +16,15 @@ import torch
 from PIL import Image
 
 from benchmarks import tasks
-from benchmarks.tasks import PENDULUM_DELTA, DataMissingError, Split, get_task, list_tasks, pendulum_rhs
+from benchmarks.tasks import (
+    PENDULUM_DELTA,
+    DataCorruptError,
+    DataMissingError,
+    Split,
+    get_task,
+    list_tasks,
+    pendulum_rhs,
+)
 
 from data_on_disk import shared_data_dir, skip_or_fail
 
@@ -185,9 +193,14 @@ def test_cifar10_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     from torchvision.datasets import CIFAR10
 
     data, labels = write_cifar_batches(tmp_path / "cifar-10-batches-py")
-    with pytest.raises(DataMissingError, match="--download"):  # torchvision's md5 check rejects fake files
+    with pytest.raises(DataCorruptError, match="data_batch_1 is damaged.*--download"):  # md5 rejects fake files
+        get_task("cifar10").check(tmp_path)
+    with pytest.raises(DataCorruptError, match="--download"):
         get_task("cifar10").load(tmp_path)
     # Test only: torchvision md5-checks the real CIFAR-10 files, which these tiny stand-ins cannot match.
+    from torchvision.datasets import utils as tv_utils
+
+    monkeypatch.setattr(tv_utils, "check_integrity", lambda path, md5=None: True)
     monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": None})
     loaded = get_task("cifar10").load(tmp_path)
@@ -248,8 +261,12 @@ def test_cifar10_jpeg_tiny_archive_and_cache(tmp_path: Path, monkeypatch: pytest
         pixels = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")).transpose(2, 0, 1)
         origin[np.ascontiguousarray(pixels).tobytes()] = (split, tasks.CIFAR10_CLASSES.index(c))
     task = get_task("cifar10-jpeg")
-    with pytest.warns(UserWarning, match="sha256"):
-        full = task.load(tmp_path / "data")
+    with pytest.raises(DataCorruptError, match="is not the published archive"):  # another archive is refused
+        task.load(tmp_path / "data")
+    # Test only: this tiny archive stands in for the published one.
+    monkeypatch.setattr(tasks, "CIFAR10_JPEG_SHA256", tasks._sha256(tmp_path / "data/cifar10-jpeg.tar.xz"))
+    task.check(tmp_path / "data")
+    full = task.load(tmp_path / "data")
     assert (len(full.train), len(full.val), len(full.test)) == (90, 10, 20)
     seen = []
     for split, expected in ((full.train, "train"), (full.val, "train"), (full.test, "test")):
@@ -263,24 +280,60 @@ def test_cifar10_jpeg_tiny_archive_and_cache(tmp_path: Path, monkeypatch: pytest
     def no_decoding(src: Path) -> None:
         raise AssertionError("the cache should have been used")
 
-    with monkeypatch.context() as m, pytest.warns(UserWarning, match="sha256"):
+    with monkeypatch.context() as m:
         m.setattr(tasks, "_read_jpegs", no_decoding)
         assert_same(full, task.load(tmp_path / "data"))
         limited = task.load(tmp_path / "data", limit=20)  # served from the cache
     for cache in tasks.cache_root().glob("cifar10-jpeg-*.pt"):
         cache.unlink()
-    with pytest.warns(UserWarning, match="sha256"):
-        decoded = task.load(tmp_path / "data", limit=20)  # decoded from the archive
+    decoded = task.load(tmp_path / "data", limit=20)  # decoded from the archive
     assert_same(limited, decoded)
     assert torch.equal(decoded.train.x, full.train.x[:20]) and torch.equal(decoded.val.x, full.val.x)
     assert torch.equal(decoded.test.x, full.test.x) and torch.bincount(decoded.test.y).tolist() == [2] * 10
     assert not list(tasks.cache_root().glob("cifar10-jpeg-*.pt"))
-    # an unpacked folder is read the same way (no archive, so no checksum warning)
+    # an unpacked folder is read the same way (no archive, so no checksum)
     unpacked = tmp_path / "unpacked"
     for name, blob in files.items():
         (unpacked / name).parent.mkdir(parents=True, exist_ok=True)
         (unpacked / name).write_bytes(blob)
     assert_same(full, task.load(unpacked))
+
+
+def test_a_damaged_jpeg_archive_is_named_with_a_fix_never_a_traceback(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    archive = tmp_path / "data/cifar10-jpeg.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        for name, blob in write_tiny_jpeg_tree(n_train=3, n_test=1).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # an interrupted copy
+    task = get_task("cifar10-jpeg")
+    with pytest.raises(DataCorruptError) as err:  # the checksum catches it before anything is decoded
+        task.check(tmp_path / "data")
+    assert str(archive) in str(err.value) and "truncated" in str(err.value) and "copy" in str(err.value).lower()
+    # Even an archive whose checksum were accepted gives a message naming it, not an EOFError, when cut short.
+    monkeypatch.setattr(tasks, "CIFAR10_JPEG_SHA256", tasks._sha256(archive))
+    with pytest.raises(DataCorruptError, match=f"{archive} is damaged"):
+        task.load(tmp_path / "data")
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_truncated_idx_file_is_found_by_the_check(compress: bool, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "_SYSTEM_IDX_DIRS", {})
+    tiny_idx(tmp_path / "fashion-mnist", compress)
+    task = get_task("fashion-mnist")
+    task.check(tmp_path)  # intact
+    name = "train-images-idx3-ubyte" + (".gz" if compress else "")
+    damaged = tmp_path / "fashion-mnist" / name
+    damaged.write_bytes(damaged.read_bytes()[:-40])
+    with pytest.raises(DataCorruptError, match="is damaged") as err:
+        task.check(tmp_path)
+    assert str(damaged) in str(err.value) and "get the file again" in str(err.value)
+    with pytest.raises(DataMissingError, match="apt-get install dataset-fashion-mnist"):
+        task.check(tmp_path / "nowhere")
 
 
 # ---------------------------------------------------------------- missing data
