@@ -116,15 +116,19 @@ class Track:
     steps: list[Interval]
 
 
-class _CountingFunc(nn.Module):
-    """torchdiffeq's view of a rate function: (t, x) -> dx/dt, counting calls (forward and adjoint)."""
+class _CountingFunc:
+    """torchdiffeq's view of a rate function: (t, x) -> dx/dt, counting calls (forward and adjoint).
+
+    Deliberately not an nn.Module: the block keeps the last one to read the adjoint's count, and a registered
+    submodule would put a second copy of every rate-function parameter into the block's state_dict, which a
+    fresh model (that has not run yet) then refuses to load strictly.
+    """
 
     def __init__(self, func: nn.Module) -> None:
-        super().__init__()
         self.func = func
         self.calls = 0
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.func(t, x, None)
 
@@ -165,7 +169,7 @@ class ODEBlock(nn.Module):
         self.nfe = counter.calls
         return out[-1]
 
-    def _solve_adaptive(self, func: nn.Module, x: torch.Tensor, t: torch.Tensor, adjoint: bool | None = None
+    def _solve_adaptive(self, func: _CountingFunc, x: torch.Tensor, t: torch.Tensor, adjoint: bool | None = None
                         ) -> torch.Tensor:  # fmt: skip
         """torchdiffeq's solve of `func` from x at t[0] to every t, with the block's solver settings."""
         solver = self.solver
