@@ -233,7 +233,7 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
     "train_seconds": ("train time (s)", "fixed", 1, 1.0, "train time in s"),
     "peak_train_memory_mb": ("peak train mem. (MiB)", "fixed", 1, 1.0, "peak training memory in MiB"),
     "dt_delta_2x": ("Δ 2× steps (pt)", "signed", 2, 1.0, "Δ = change of test accuracy in points when evaluated "
-                    "with 2× / ½× the trained steps (same scheme)"),
+                    "with 2× / ½× the trained steps (same scheme; — where ½× is no whole number of steps)"),
     "dt_fewest_nfe": ("fewest NFE (−0.5 pt)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
                       "within 0.5 pt of the trained accuracy"),
     "dt_speedup": ("speedup (×)", "fixed", 2, 1.0, "speedup = batch-1 latency at the trained setting / at that "
@@ -248,7 +248,8 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
 }  # fmt: skip
 REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points
     "dt_delta_2x": ("ΔMSE 2× steps (%)", "signed", 1, 100.0, "ΔMSE = relative change of test MSE in % "
-                    "(mse(k×) / mse(trained) − 1) when evaluated with 2× / ½× the trained steps (same scheme)"),
+                    "(mse(k×) / mse(trained) − 1) when evaluated with 2× / ½× the trained steps (same scheme; — "
+                    "where ½× is no whole number of steps)"),
     "dt_fewest_nfe": ("fewest NFE (MSE ≤ 1.1×)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
                       "with MSE ≤ 1.1 × the trained one"),
 }  # fmt: skip

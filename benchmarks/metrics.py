@@ -50,7 +50,8 @@ METRIC_DOCS: dict[str, str] = {
     "noise@<sigma>": "accuracy on clamp(x + sigma * N(0, 1), 0, 1) with a fixed noise seed",
     "dt_delta_2x": "depth transfer, trained scheme with 2x the steps: accuracy change in percentage points "
     "(regression: mse(2x) / mse(trained) - 1); absent for adaptive models",
-    "dt_delta_half": "as dt_delta_2x with half the steps (absent when the trained model already takes one step)",
+    "dt_delta_half": "as dt_delta_2x with exactly half the steps in every stage (absent when some stage's trained "
+    "step count is odd: factors giving no whole number of steps are skipped, never rounded)",
     "dt_fewest_nfe": "smallest NFE of any manifestation within 0.5 accuracy points of the trained one "
     "(regression: mse <= 1.1 x trained)",
     "dt_speedup": "batch-1 latency of the trained model / latency of the dt_fewest_nfe manifestation",
@@ -285,8 +286,14 @@ def _trained_config(model: nn.Module) -> _Config:
     return _Config(first.scheme, tuple(s.n_steps for s in model.solvers))
 
 
-def _scaled(config: _Config, factor: float, scheme: str | None = None) -> _Config:
-    return _Config(scheme or config.scheme, tuple(max(1, round(n * factor)) for n in config.steps))
+def _scaled(config: _Config, factor: float, scheme: str | None = None) -> _Config | None:
+    """`config` with `factor` times its steps in every stage, or None where that is no whole number of steps.
+
+    Rounding would evaluate another factor than the one a result is labelled with (half of 3 steps is not 2)."""
+    steps = [n * factor for n in config.steps]
+    if any(k < 1 - 1e-9 or abs(k - round(k)) > 1e-9 for k in steps):
+        return None
+    return _Config(scheme or config.scheme, tuple(round(k) for k in steps))
 
 
 def _grid(trained: _Config, factors: Sequence[float], schemes: Sequence[str],
@@ -297,7 +304,7 @@ def _grid(trained: _Config, factors: Sequence[float], schemes: Sequence[str],
         configs.update({_Config(s, (n,) * n_stages): None for s in schemes for n in (1, 2, 4, 8)})
     else:
         for scheme in dict.fromkeys([*schemes, trained.scheme]):  # dt_delta_* and dt_order need the trained scheme
-            configs.update({_scaled(trained, f, scheme): None for f in factors})
+            configs.update({c: None for f in factors if (c := _scaled(trained, f, scheme)) is not None})
     return list(configs)
 
 
@@ -310,7 +317,10 @@ def depth_transfer(
     """Evaluate the trained parameters under other schemes, step counts and tolerances ("manifestations").
 
     A model that learned an ODE keeps its accuracy when re-discretised and its error falls at the scheme's order;
-    one that learned a particular discrete map does not. Returns the grid entries and the dt_* summary metrics.
+    one that learned a particular discrete map does not. Fixed-step models are evaluated at each of `factors` times
+    their trained steps where that is a whole number of steps in every stage (other factors are skipped, not
+    rounded); each entry's `factor` is its steps / the trained steps (None against an adaptive trained model).
+    Returns the grid entries and the dt_* summary metrics.
     """
     if kind not in ("classification", "regression"):
         raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
@@ -335,6 +345,7 @@ def depth_transfer(
         entry: dict[str, Any] = {
             "scheme": config.scheme, "n_steps": config.steps[0] if config.steps else None,
             "dt": (block.t1 - block.t0) / config.steps[0] if config.steps else None, "rtol": config.rtol,
+            "factor": config.steps[0] / trained.steps[0] if config.steps and trained.steps else None,
             "nfe": None, metric: None, "error": None, "latency_ms": None, "trained": config == trained,
         }
         entries.append(entry)
