@@ -352,11 +352,20 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
         ("Packages", "; ".join(packages)),
         ("Commits", _versions({short_commit(c) for cs in table.git_commits for c in cs})
                      + ("; each row's in its commit column" if several_commits(table) else "")),
+        *([("Eval batch", eval_batch_note(table))] if "eval_batch" in at.get("metrics", []) else []),
         ("Order", sort_description(table)),
         ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
                   "in only k of them; — = not recorded"),
         ("Units", units_note(display_columns(table))),
     ]  # fmt: skip
+
+
+def eval_batch_note(table: pd.DataFrame) -> str:
+    """The evaluation batch size(s) behind the table: adaptive solvers' numbers depend on it (batch-coupled)."""
+    sizes = sorted({int(v) for v in table["eval_batch_mean"].dropna()})
+    return (f"{', '.join(map(str, sizes))} examples per forward pass in every evaluation; rows flagged "
+            "batch-coupled give an example other outputs alone than inside such a batch (adaptive solvers choose "
+            "their steps for the whole batch), so their numbers hold for this batch size only")
 
 
 def metric_docs() -> dict[str, str]:

@@ -92,7 +92,7 @@ def test_metric_docs_cover_every_name() -> None:
     names = {"accuracy", "val_accuracy", "test_mse", "val_mse", "params", "flops", "nfe", "nfe_backward",
              "train_seconds", "epoch_seconds", "peak_train_memory_mb", "epochs", "latency_ms", "latency_iqr_ms",
              "throughput", "fgsm@<eps>", "pgd@<eps>", "noise@<sigma>", "dt_delta_2x", "dt_delta_half",
-             "dt_fewest_nfe", "dt_speedup", "dt_order"}
+             "dt_fewest_nfe", "dt_speedup", "dt_order", "eval_batch", "batch_coupling"}
     assert names <= set(metrics.METRIC_DOCS)
     assert all(doc and "\n" not in doc for doc in metrics.METRIC_DOCS.values())
 
