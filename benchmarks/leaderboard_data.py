@@ -239,7 +239,7 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
     "dt_speedup": ("speedup (×)", "fixed", 2, 1.0, "speedup = batch-1 latency at the trained setting / at that "
                    "cheapest setting"),
     "line_shape": ("line shape", "fixed", 3, 1.0, "line shape = length / end-to-end distance of the depth "
-                   "trajectories (1 = straight)"),
+                   "trajectories, every model read at the same equally spaced depths (1 = straight)"),
     "jacobian_sigma_max": ("max T·σ(∂f/∂x)", "fixed", 2, 1.0, "T·σ(∂f/∂x) = largest singular value of the rate "
                            "function's Jacobian, depth rescaled to [0, 1] per stage, max along depth (stiffness "
                            "proxy)"),
