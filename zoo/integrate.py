@@ -128,7 +128,7 @@ class Track:
         """The track at other depths within its span, so that tracks of different models can be compared point
         for point. A time on one of the track's own (to 1e-9 of the span) takes that state; any other lies on the
         straight segment between its neighbours, x_k + theta (x_k+1 - x_k): the order-1 continuous extension that
-        every Runge-Kutta step has (weights theta b_i), exact for Euler, i.e. for a ResNet's layer outputs."""
+        every Runge-Kutta step has (weights theta b_i), and Euler's (a ResNet's) own interpolant."""
         own, span = self.times, self.times[-1] - self.times[0]
         tol = 1e-9 * abs(span)
         states = []
