@@ -2,8 +2,10 @@
 
 - Line-shape score (after Gai & Zhang 2021, arXiv:2102.09235, who find ResNet data tracks "line-shaped"): for each
   sample and stage, the length of the track x(t_0), x(t_1), ..., x(t_n) divided by the distance between its ends,
-  sum_k |x_{k+1} - x_k| / |x_n - x_0| >= 1; 1 is a straight line. Tracks are the model's own step boundaries
-  (a ResNet's layer outputs) or, for adaptive solvers, `points` + 1 equally spaced times of the dense output.
+  sum_k |x_{k+1} - x_k| / |x_n - x_0| >= 1; 1 is a straight line. A polygon through more points of the same curve
+  is longer, so every model's track is sampled at the same `points` + 1 equally spaced depths of each stage:
+  adaptive solvers' dense output there; fixed-step models' step-boundary states (a ResNet's layer outputs), read
+  between boundaries on the straight segment joining them (`zoo.Track.sample`).
 - Stiffness proxy: the largest singular value of the rate function's Jacobian df/dx at every track point, by
   power iteration on J^T J (forward- and reverse-mode products, no Jacobian is formed). sigma_max bounds the
   spectral radius from above. Models integrate over different depth intervals (a ResNet over [0, depth], a Neural
@@ -26,11 +28,12 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.integrate import Interval
+from zoo.integrate import Interval, depth_grid
 
 DIAGNOSTIC_DOCS: dict[str, str] = {
     "line_shape": "line-shape score of the depth trajectories (after Gai & Zhang 2021): track length / distance "
-    "between its ends, mean over samples and stages; 1 = straight line",
+    "between its ends, mean over samples and stages; 1 = straight line; every model sampled at the same "
+    "track_points + 1 equally spaced depths per stage (fixed steps: step-boundary states joined by straight lines)",
     "jacobian_sigma_max": "stiffness proxy: largest singular value of the rate function's Jacobian df/dx (an upper "
     "bound on its spectral radius) with each stage's depth rescaled to [0, 1] (T * sigma), max over the track "
     "points of each sample, mean over samples",
@@ -82,14 +85,17 @@ def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *
 def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: int = 8,
                            iterations: int = 20) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
     """Summary metrics (`line_shape`, `jacobian_sigma_max`, fixed-step models `jacobian_h_sigma_max`) on the
-    inputs `x`, and the profile along depth: one entry per track point with the mean (unscaled) sigma over samples."""
+    inputs `x`, and the profile along depth: one entry per track point with the mean (unscaled) sigma over samples.
+
+    The line shape reads every model at `points` + 1 equally spaced depths per stage; the Jacobians are taken on
+    the model's own track (fixed steps: at each step's start, where h * sigma refers to that step)."""
     model.eval()
     with torch.no_grad():
         tracks = model.tracks(x, points)
     shapes, sigma_max, h_sigma_max, profile = [], None, None, []
     fixed = all(not block.solver.adaptive for block in model.blocks)
     for stage, (block, track) in enumerate(zip(model.blocks, tracks)):
-        shapes.append(line_shape_score(track))
+        shapes.append(line_shape_score(track.sample(depth_grid(block.t0, block.t1, points))))
         for k, step in enumerate(track.steps):
             sigma = jacobian_sigma(block.func, track.times[k], track.states[k], step, iterations=iterations,
                                    seed=k).detach()  # fmt: skip

@@ -235,13 +235,13 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
     "train_seconds": ("train time (s)", "fixed", 1, 1.0, "train time in s"),
     "peak_train_memory_mb": ("peak train mem. (MiB)", "fixed", 1, 1.0, "peak training memory in MiB"),
     "dt_delta_2x": ("Δ 2× steps (pt)", "signed", 2, 1.0, "Δ = change of test accuracy in points when evaluated "
-                    "with 2× / ½× the trained steps (same scheme)"),
+                    "with 2× / ½× the trained steps (same scheme; — where ½× is no whole number of steps)"),
     "dt_fewest_nfe": ("fewest NFE (−0.5 pt)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
                       "within 0.5 pt of the trained accuracy"),
     "dt_speedup": ("speedup (×)", "fixed", 2, 1.0, "speedup = batch-1 latency at the trained setting / at that "
                    "cheapest setting"),
     "line_shape": ("line shape", "fixed", 3, 1.0, "line shape = length / end-to-end distance of the depth "
-                   "trajectories (1 = straight)"),
+                   "trajectories, every model read at the same equally spaced depths (1 = straight)"),
     "jacobian_sigma_max": ("max T·σ(∂f/∂x)", "fixed", 2, 1.0, "T·σ(∂f/∂x) = largest singular value of the rate "
                            "function's Jacobian, depth rescaled to [0, 1] per stage, max along depth (stiffness "
                            "proxy)"),
@@ -250,7 +250,8 @@ SPECS = {  # metric -> (label, kind, digits, scale, note)
 }  # fmt: skip
 REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points
     "dt_delta_2x": ("ΔMSE 2× steps (%)", "signed", 1, 100.0, "ΔMSE = relative change of test MSE in % "
-                    "(mse(k×) / mse(trained) − 1) when evaluated with 2× / ½× the trained steps (same scheme)"),
+                    "(mse(k×) / mse(trained) − 1) when evaluated with 2× / ½× the trained steps (same scheme; — "
+                    "where ½× is no whole number of steps)"),
     "dt_fewest_nfe": ("fewest NFE (MSE ≤ 1.1×)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
                       "with MSE ≤ 1.1 × the trained one"),
 }  # fmt: skip
@@ -353,11 +354,20 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
         ("Packages", "; ".join(packages)),
         ("Commits", _versions({short_commit(c) for cs in table.git_commits for c in cs})
                      + ("; each row's in its commit column" if several_commits(table) else "")),
+        *([("Eval batch", eval_batch_note(table))] if "eval_batch" in at.get("metrics", []) else []),
         ("Order", sort_description(table)),
         ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
                   "in only k of them; — = not recorded"),
         ("Units", units_note(display_columns(table))),
     ]  # fmt: skip
+
+
+def eval_batch_note(table: pd.DataFrame) -> str:
+    """The evaluation batch size(s) behind the table: adaptive solvers' numbers depend on it (batch-coupled)."""
+    sizes = sorted({int(v) for v in table["eval_batch_mean"].dropna()})
+    return (f"{', '.join(map(str, sizes))} examples per forward pass in every evaluation; rows flagged "
+            "batch-coupled give an example other outputs alone than inside such a batch (adaptive solvers choose "
+            "their steps for the whole batch), so their numbers hold for this batch size only")
 
 
 def metric_docs() -> dict[str, str]:

@@ -7,6 +7,7 @@ attacks build autograd graphs. Metric names are documented in `METRIC_DOCS`, whi
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ import zoo
 from benchmarks import timing
 from benchmarks.diagnostics import DIAGNOSTIC_DOCS
 
+BATCH_COUPLING_TOLERANCE = 1e-6  # float64 kernels' batch-size noise is ~1e-15; adaptive coupling ~rtol
+
 METRIC_DOCS: dict[str, str] = {
     "accuracy": "test accuracy (fraction correct, 0..1) of the trained model",
     "val_accuracy": "validation accuracy (fraction correct) used for model selection",
@@ -30,7 +33,13 @@ METRIC_DOCS: dict[str, str] = {
     "val_mse": "validation mean squared error (regression tasks)",
     "params": "number of trainable parameters (shared parameters counted once)",
     "flops": "floating-point operations of one forward pass of one sample (torch FlopCounterMode; adaptive: as run)",
-    "nfe": "rate-function evaluations of one forward pass, summed over stages (adaptive: mean over test batches)",
+    "nfe": "rate-function evaluations of one forward pass, summed over stages (adaptive: mean over every "
+    "evaluation batch of the test set, weighted by batch size; it depends on eval_batch)",
+    "eval_batch": "evaluation batch size: examples per forward pass for every clean, noise, attack and depth-transfer "
+    "number (adaptive solvers' outputs and NFE depend on it, see batch_coupling)",
+    "batch_coupling": "max |output of an example evaluated alone - inside the evaluation batch| / (1 + max |output|) "
+    f"over the first 4 test examples, in float64; above {BATCH_COUPLING_TOLERANCE:g} the run is flagged "
+    "batch-coupled (adaptive solvers: step sizes are chosen for the whole batch)",
     "nfe_backward": "rate-function evaluations of the adjoint backward pass per training step (0 without adjoint)",
     "nfe_adversarial": "adaptive models: mean forward NFE on PGD examples at the largest eps (attacks can slow "
     "adaptive solvers down)",
@@ -50,7 +59,8 @@ METRIC_DOCS: dict[str, str] = {
     "noise@<sigma>": "accuracy on clamp(x + sigma * N(0, 1), 0, 1) with a fixed noise seed",
     "dt_delta_2x": "depth transfer, trained scheme with 2x the steps: accuracy change in percentage points "
     "(regression: mse(2x) / mse(trained) - 1); absent for adaptive models",
-    "dt_delta_half": "as dt_delta_2x with half the steps (absent when the trained model already takes one step)",
+    "dt_delta_half": "as dt_delta_2x with exactly half the steps in every stage (absent when some stage's trained "
+    "step count is odd: factors giving no whole number of steps are skipped, never rounded)",
     "dt_fewest_nfe": "smallest NFE of any manifestation within 0.5 accuracy points of the trained one "
     "(regression: mse <= 1.1 x trained)",
     "dt_speedup": "batch-1 latency of the trained model / latency of the dt_fewest_nfe manifestation",
@@ -79,16 +89,17 @@ def _batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, list[float]]:
-    """Outputs on all of x, with the mean NFE per forward and per stage (weighted by batch size)."""
-    outputs, nfe, stages = [], 0.0, None
+    """Outputs on all of x, with the mean NFE per forward and per stage over the batches (weighted by batch size,
+    i.e. the NFE an example sees on average; sums of integers divided once, so fixed-step counts stay exact)."""
+    outputs, nfe, stages = [], 0, None
     with torch.no_grad():
         for part in _batches(len(x), batch_size):
             outputs.append(model(x[part]))
-            weight = (part.stop - part.start) / len(x)
-            nfe += getattr(model, "nfe", 0) * weight
-            per_stage = [block.nfe * weight for block in getattr(model, "blocks", [])]
+            size = part.stop - part.start
+            nfe += getattr(model, "nfe", 0) * size
+            per_stage = [block.nfe * size for block in getattr(model, "blocks", [])]
             stages = per_stage if stages is None else [a + b for a, b in zip(stages, per_stage)]
-    return torch.cat(outputs), nfe, stages or []
+    return torch.cat(outputs), nfe / len(x), [n / len(x) for n in stages or []]
 
 
 def _accuracy_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
@@ -97,6 +108,36 @@ def _accuracy_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
 
 def _mse_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
     return F.mse_loss(outputs.double(), y.double()).item()
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: Kind, batch_size: int
+             ) -> tuple[float, float | None]:  # fmt: skip
+    """(accuracy or MSE, mean NFE per forward over the batches of `batch_size`) on all of x; NFE None for a model
+    that does not count its function evaluations. Adaptive solvers' NFE varies from batch to batch, so it is
+    measured on every batch that is scored rather than on one."""
+    outputs, nfe, _ = _forward(model, x, batch_size)
+    score = _accuracy_of(outputs, y) if kind == "classification" else _mse_of(outputs, y)
+    return score, nfe if hasattr(model, "nfe") else None
+
+
+def batch_coupling(model: nn.Module, x: torch.Tensor, *, batch_size: int, examples: int = 4) -> float:
+    """How much the outputs of the first `examples` inputs change when each is evaluated alone instead of inside
+    the evaluation batch `x[:batch_size]`: max |difference| / (1 + max |output|).
+
+    Adaptive solvers couple the examples of a batch (torchdiffeq's error norm, hence every step size, is taken
+    over the whole batch), so their outputs depend on the batch size and on the batch's other members. Measured on
+    a float64 copy of the model so that float32 kernels' batch-size-dependent rounding is not mistaken for
+    coupling; per-sample models then differ by ~1e-15. NaN if the copy's solver does not converge."""
+    twin = copy.deepcopy(model).double()
+    batch = x[:batch_size].double()
+    count = min(examples, len(batch))
+    try:
+        with torch.no_grad():
+            inside = twin(batch)[:count]
+            alone = torch.cat([twin(batch[i:i + 1]) for i in range(count)])
+    except zoo.SolverDidNotConverge:
+        return math.nan
+    return ((inside - alone).abs().max() / (1.0 + inside.abs().max())).item()
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> float:
@@ -285,8 +326,14 @@ def _trained_config(model: nn.Module) -> _Config:
     return _Config(first.scheme, tuple(s.n_steps for s in model.solvers))
 
 
-def _scaled(config: _Config, factor: float, scheme: str | None = None) -> _Config:
-    return _Config(scheme or config.scheme, tuple(max(1, round(n * factor)) for n in config.steps))
+def _scaled(config: _Config, factor: float, scheme: str | None = None) -> _Config | None:
+    """`config` with `factor` times its steps in every stage, or None where that is no whole number of steps.
+
+    Rounding would evaluate another factor than the one a result is labelled with (half of 3 steps is not 2)."""
+    steps = [n * factor for n in config.steps]
+    if any(k < 1 - 1e-9 or abs(k - round(k)) > 1e-9 for k in steps):
+        return None
+    return _Config(scheme or config.scheme, tuple(round(k) for k in steps))
 
 
 def _grid(trained: _Config, factors: Sequence[float], schemes: Sequence[str],
@@ -297,7 +344,7 @@ def _grid(trained: _Config, factors: Sequence[float], schemes: Sequence[str],
         configs.update({_Config(s, (n,) * n_stages): None for s in schemes for n in (1, 2, 4, 8)})
     else:
         for scheme in dict.fromkeys([*schemes, trained.scheme]):  # dt_delta_* and dt_order need the trained scheme
-            configs.update({_scaled(trained, f, scheme): None for f in factors})
+            configs.update({c: None for f in factors if (c := _scaled(trained, f, scheme)) is not None})
     return list(configs)
 
 
@@ -310,7 +357,10 @@ def depth_transfer(
     """Evaluate the trained parameters under other schemes, step counts and tolerances ("manifestations").
 
     A model that learned an ODE keeps its accuracy when re-discretised and its error falls at the scheme's order;
-    one that learned a particular discrete map does not. Returns the grid entries and the dt_* summary metrics.
+    one that learned a particular discrete map does not. Fixed-step models are evaluated at each of `factors` times
+    their trained steps where that is a whole number of steps in every stage (other factors are skipped, not
+    rounded); each entry's `factor` is its steps / the trained steps (None against an adaptive trained model).
+    Returns the grid entries and the dt_* summary metrics.
     """
     if kind not in ("classification", "regression"):
         raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
@@ -335,6 +385,7 @@ def depth_transfer(
         entry: dict[str, Any] = {
             "scheme": config.scheme, "n_steps": config.steps[0] if config.steps else None,
             "dt": (block.t1 - block.t0) / config.steps[0] if config.steps else None, "rtol": config.rtol,
+            "factor": config.steps[0] / trained.steps[0] if config.steps and trained.steps else None,
             "nfe": None, metric: None, "error": None, "latency_ms": None, "trained": config == trained,
         }
         entries.append(entry)

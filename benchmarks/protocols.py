@@ -62,7 +62,7 @@ class Evaluation:
     throughput_batch: int = 256
     eval_batch: int = 500
     diagnostic_subset: int = 128  # test examples whose depth trajectories are diagnosed (line shape, stiffness)
-    track_points: int = 8  # adaptive solvers: trajectory sampled at this many equal intervals
+    track_points: int = 8  # line shape: every model's track read at this many equal depth intervals per stage
     jacobian_iterations: int = 20  # power-iteration steps for the Jacobian's largest singular value
 
 
@@ -111,7 +111,7 @@ class Protocol:
 
 SMOKE = Protocol(
     name="smoke",
-    version=1,
+    version=2,  # v2: adaptive NFE over all batches, batch coupling, exact transfer factors, common line-shape depths
     description="CPU smoke tier: digits and pendulum, tiny widths, every model, one seed: the whole pipeline "
     "(train, every metric, records, leaderboards) in a few minutes on 2 cores. A check, not a result to cite.",
     tasks=("digits", "pendulum"),
@@ -130,7 +130,7 @@ SMOKE = Protocol(
 
 STANDARD = Protocol(
     name="standard",
-    version=1,
+    version=2,  # v2: adaptive NFE over all batches, batch coupling, exact transfer factors, common line-shape depths
     description="One GPU: fashion-mnist and cifar10-jpeg (and the original cifar10 where it is on disk), every "
     "model, 3 seeds, one recipe for all (Adam one-cycle, bf16 autocast training, fp32 evaluation and attacks).",
     tasks=("fashion-mnist", "cifar10-jpeg"),
@@ -150,7 +150,7 @@ STANDARD = Protocol(
 
 PAPER = Protocol(
     name="paper",
-    version=1,
+    version=2,  # v2: adaptive NFE over all batches, batch coupling, exact transfer factors, common line-shape depths
     description="The papers' scale: CIFAR-10, ResNet-110-size stages (3 x 18 blocks, 16-32-64 channels), "
     "SGD 0.9, lr 0.1, wd 5e-4, x0.1 at 50% and 75% of 160 epochs, batch 128, crop + flip, 5 seeds.",
     tasks=("cifar10",),

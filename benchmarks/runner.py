@@ -95,18 +95,17 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
                                  "epoch_seconds": trained.epoch_seconds}
     if trained.peak_memory_mb is not None:
         metrics["peak_train_memory_mb"] = trained.peak_memory_mb
+    flags: list[str] = []
     with phase("clean"):
-        if classification:
-            metrics["accuracy"] = M.accuracy(model, x_test, y_test, batch_size=ev.eval_batch)
-            metrics["val_accuracy"] = trained.val_metric
-        else:
-            metrics["test_mse"] = M.mse(model, x_test, y_test, batch_size=ev.eval_batch)
-            metrics["val_mse"] = trained.val_metric
+        score, metrics["nfe"] = M.evaluate(model, x_test, y_test, kind=task.kind, batch_size=ev.eval_batch)
+        metrics["accuracy" if classification else "test_mse"] = score
+        metrics["val_accuracy" if classification else "val_mse"] = trained.val_metric
         metrics["params"] = M.parameter_count(model)
         metrics["flops"] = M.count_flops(model, x_test[:1])
-        with torch.no_grad():
-            model(x_test[:ev.eval_batch])
-        metrics["nfe"] = model.nfe
+        metrics["eval_batch"] = ev.eval_batch
+        metrics["batch_coupling"] = M.batch_coupling(model, x_test, batch_size=ev.eval_batch)
+        if metrics["batch_coupling"] > M.BATCH_COUPLING_TOLERANCE:
+            flags.append("batch-coupled")
         if any(s.adjoint for s in model.solvers):
             loss = model(x_test[:64]).float().square().mean()
             loss.backward()
@@ -115,7 +114,6 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
     with phase("latency"):
         metrics.update(timing.latency_and_throughput(model, x_test, device=device, batch=ev.throughput_batch,
                                                      warmup=3, repeats=ev.latency_repeats))
-    flags: list[str] = []
     if classification and task.attack_eps:
         xs, ys = x_test[:ev.attack_subset], y_test[:ev.attack_subset]
         with phase("attacks"):

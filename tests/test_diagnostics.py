@@ -58,6 +58,32 @@ def test_rotation_tracks_have_the_chord_polygon_length(solver: Solver) -> None:
     torch.testing.assert_close(track.states[-1], end, rtol=0, atol=3e-4)  # a half turn maps x to -x
 
 
+@pytest.mark.parametrize("solver", [Solver("rk4", 3), Solver("rk4", 60), Solver("rk4", 64),
+                                    Solver("dopri5", rtol=1e-8, atol=1e-8)], ids=Solver.describe)
+def test_line_shape_reads_every_model_at_the_same_depths(solver: Solver) -> None:
+    """The same half turn, however it is discretised, scores the 6-chord polygon with points=6 (it used to score
+    the model's own n_steps-gon for fixed steps: 64 sin(pi/128) = 1.5707 against 6 sin(pi/12) = 1.5529)."""
+    rotation = torch.tensor([[0.0, -math.pi], [math.pi, 0.0]], dtype=torch.float64)
+    model = zoo.DepthModel(nn.Identity(), [ODEBlock(Linear(rotation), solver, t1=1.0)], [], nn.Identity())
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out, _ = trajectory_diagnostics(model, x, points=6, iterations=2)
+    if solver.n_steps == 3:  # 6 points on the 3-step track: its vertices and the midpoints of its chords
+        track = model.tracks(x)[0]
+        assert line_shape_score(track.sample(track.times)).mean().item() == pytest.approx(out["line_shape"])
+    else:  # a fine discretisation of the circle: the chord polygon through 6 equal angles
+        assert out["line_shape"] == pytest.approx(6 * math.sin(math.pi / 12), rel=1e-3)
+
+
+def test_track_sample_joins_step_boundaries_by_straight_segments() -> None:
+    track = zoo.Track([0.0, 1.0, 3.0], [torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([6.0])],
+                      [(0.0, 1.0), (1.0, 3.0)])
+    sampled = track.sample([0.0, 0.5, 1.0, 2.5, 3.0])
+    assert [s.item() for s in sampled.states] == [0.0, 1.0, 2.0, 5.0, 6.0]
+    assert sampled.states[2] is track.states[1] and sampled.steps == [None] * 4
+    with pytest.raises(ValueError, match="outside the track's span"):
+        track.sample([3.5])
+
+
 def test_jacobian_sigma_is_the_largest_singular_value_per_sample() -> None:
     torch.manual_seed(0)
     weight = torch.randn(6, 6, dtype=torch.float64)

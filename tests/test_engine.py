@@ -167,6 +167,27 @@ def test_adaptive_nfe_forward_and_backward(adjoint: bool) -> None:
     assert block.func.a.grad is not None
 
 
+@pytest.mark.parametrize("method", schemes(adaptive=True)[len(schemes()):])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_every_listed_adaptive_method_runs(method: str, adjoint: bool) -> None:
+    """Each adaptive scheme the zoo accepts must also be accepted by torchdiffeq at forward time (and backward)."""
+    block = ODEBlock(LinearField(), Solver(method, rtol=1e-6, atol=1e-6, adjoint=adjoint), t1=1.0)
+    x = torch.ones(3, requires_grad=True)
+    out = block(x)
+    assert out[0].item() == pytest.approx(math.exp(-1.0), rel=1e-2)  # low-order pairs: global error >> rtol
+    assert block.nfe > 0
+    out.sum().backward()
+    assert x.grad is not None and block.func.a.grad is not None
+
+
+def test_adaptive_methods_come_from_torchdiffeq() -> None:
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    adaptive = schemes(adaptive=True)[len(schemes()):]
+    assert {"dopri5", "dopri8", "bosh3", "adaptive_heun"} <= set(adaptive) <= set(SOLVERS)
+    assert "tsit5" not in adaptive and "scipy_solver" not in adaptive  # not in torchdiffeq 0.2.5 / no gradients
+
+
 def test_adaptive_solver_that_never_converges_raises_clearly() -> None:
     class Stiff(nn.Module):
         def forward(self, t, x, interval=None):

@@ -245,6 +245,18 @@ def test_protocol_hashes_are_never_mixed(tmp_path: Path) -> None:
     assert "50.00" in render_markdown(tables[("digits", "standard", "3f2a9c1d0b7e")])
 
 
+def test_eval_batch_and_batch_coupling_are_shown(tmp_path: Path) -> None:
+    card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
+    save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5, "eval_batch": 400, "batch_coupling": 1e-16}, card))
+    save_record(tmp_path, _record("node", 0, {"accuracy": 0.9, "eval_batch": 400, "batch_coupling": 1e-4}, card,
+                                  flags=["batch-coupled"]))  # fmt: skip
+    text = render_markdown(aggregate(load_frame(tmp_path))[("digits", "standard", "3f2a9c1d0b7e")])
+    assert "- **Eval batch:** 400 examples per forward pass" in text
+    node_row = next(line for line in text.splitlines() if "[node]" in line)
+    assert "batch-coupled" in node_row
+    assert "batch-coupled" not in next(line for line in text.splitlines() if "[resnet]" in line)
+
+
 def test_rows_from_several_commits_name_their_own(tmp_path: Path) -> None:
     card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
     save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5}, card))

@@ -92,7 +92,7 @@ def test_metric_docs_cover_every_name() -> None:
     names = {"accuracy", "val_accuracy", "test_mse", "val_mse", "params", "flops", "nfe", "nfe_backward",
              "train_seconds", "epoch_seconds", "peak_train_memory_mb", "epochs", "latency_ms", "latency_iqr_ms",
              "throughput", "fgsm@<eps>", "pgd@<eps>", "noise@<sigma>", "dt_delta_2x", "dt_delta_half",
-             "dt_fewest_nfe", "dt_speedup", "dt_order"}
+             "dt_fewest_nfe", "dt_speedup", "dt_order", "eval_batch", "batch_coupling"}
     assert names <= set(metrics.METRIC_DOCS)
     assert all(doc and "\n" not in doc for doc in metrics.METRIC_DOCS.values())
 
@@ -204,6 +204,23 @@ def test_depth_transfer_of_the_trained_resnet(trained, digits) -> None:
     assert summary["dt_fewest_nfe"] <= mine[0]["nfe"]
 
 
+@pytest.mark.parametrize(("depth", "half"), [(3, None), (4, 2)])
+def test_depth_transfer_evaluates_exactly_the_factors_it_reports(digits, depth: int, half: int | None) -> None:
+    """Half of 3 steps is no whole number of steps: it is skipped, not rounded to 2 (that would be 2/3x)."""
+    _, _, x, y = digits
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=depth).eval()
+    entries, summary = metrics.depth_transfer(model, x[:32], y[:32], kind="classification", batch_size=32,
+                                              factors=(0.5, 1.0, 2.0), schemes=("euler", "rk4"))
+    for scheme in ("euler", "rk4"):
+        steps = sorted(e["n_steps"] for e in entries if e["scheme"] == scheme)
+        assert steps == sorted(n for n in (half, depth, 2 * depth) if n)
+    assert all(e["factor"] == e["n_steps"] / depth for e in entries)
+    assert {e["factor"] for e in entries} == ({0.5, 1.0, 2.0} if half else {1.0, 2.0})
+    assert ("dt_delta_half" in summary) == (half is not None) and "dt_delta_2x" in summary
+
+
 def test_depth_transfer_of_an_adaptive_model(digits) -> None:
     _, _, x, y = digits
     with torch.random.fork_rng(devices=[]):
@@ -214,6 +231,7 @@ def test_depth_transfer_of_an_adaptive_model(digits) -> None:
     assert sorted(e["rtol"] for e in adaptive) == [1e-4, 1e-3, 1e-2, 1e-1]  # the trained 1e-3 appears once
     assert [e["rtol"] for e in entries if e["trained"]] == [1e-3]
     assert all(e["n_steps"] is None and e["nfe"] > 0 for e in adaptive)
+    assert all(e["factor"] is None for e in entries)  # no trained step count to be a multiple of
     fixed = [e for e in entries if e["scheme"] != "dopri5"]
     assert sorted({e["n_steps"] for e in fixed}) == [1, 2, 4, 8] and all(e["rtol"] is None for e in fixed)
     assert all(e["error"] is not None for e in entries)

@@ -61,9 +61,12 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     digits = records[("digits", "resnet")]
     metrics = digits.metrics
     for key in ("accuracy", "val_accuracy", "params", "flops", "nfe", "latency_ms", "latency_iqr_ms", "throughput",
-                "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe",
-                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"):
+                "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_fewest_nfe",
+                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max", "eval_batch", "batch_coupling"):
         assert key in metrics, key
+    assert "dt_delta_half" not in metrics  # half of 3 Euler steps is no whole step count: skipped, not rounded
+    assert "dt_delta_half" in records[("digits", "continuousnet")].metrics  # RK4 x 2 -> 1 step
+    assert metrics["eval_batch"] == SMOKE.evaluation.eval_batch and "batch-coupled" not in digits.flags
     assert metrics["accuracy"] > 0.5, "four epochs on digits should be well above chance"
     assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
     assert metrics["nfe"] == 3  # resnet: Euler, depth 3
@@ -77,6 +80,7 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     assert all(seconds > 0 for seconds in phases.values())
     node = records[("digits", "neural-ode")]
     assert node.metrics["nfe"] > 0 and "nfe_adversarial" in node.metrics
+    assert "batch-coupled" in node.flags  # dopri5 picks its steps for the whole evaluation batch
     assert any(e.get("rtol") for e in node.depth_transfer)
     pendulum = records[("pendulum", "continuousnet")]
     assert "test_mse" in pendulum.metrics and "accuracy" not in pendulum.metrics

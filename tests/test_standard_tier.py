@@ -87,12 +87,13 @@ def test_the_depth_transfer_grid_is_the_standard_one(toy_standard) -> None:
         assert sum(e["trained"] for e in grid) == 1
         if record.card["family"] in ("neural-ode", "anode"):
             assert sorted(e["rtol"] for e in grid if e["rtol"] is not None) == sorted(evaluation.transfer_tolerances)
-        else:  # every scheme at 1/4x .. 4x the trained steps (rounded, at least one step)
+        else:  # every scheme at 1/4x .. 4x the trained steps, where that is a whole number of steps
             (trained,) = [e["n_steps"] for e in grid if e["trained"]]
-            steps = {max(1, round(trained * f)) for f in evaluation.transfer_factors}
+            steps = {int(trained * f) for f in evaluation.transfer_factors if (trained * f).is_integer()}
             assert max(steps) == 4 * trained
             for scheme in evaluation.transfer_schemes:
                 assert {e["n_steps"] for e in fixed if e["scheme"] == scheme} == steps
+            assert all(e["factor"] == e["n_steps"] / trained for e in fixed)
 
 
 def test_leaderboards_have_a_table_per_standard_task(toy_standard) -> None:

@@ -132,6 +132,26 @@ def test_models_are_sane(name: str, shape: str) -> None:
         assert torch.equal(model(x), model(x)), "forward must be deterministic"
 
 
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_checkpoints_reload_strictly_into_a_fresh_model(name: str) -> None:
+    """create -> forward -> state_dict -> strict load into a fresh model -> the same outputs, for every model.
+
+    A forward must not add state: adaptive blocks once registered their call counter as a submodule, which put
+    `blocks.N._counter.func.*` duplicates of every parameter into the checkpoint."""
+    model = small(name).eval()
+    x = torch.rand(4, 1, 8, 8)
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        expected = model(x)
+    checkpoint = model.state_dict()
+    assert set(checkpoint) == keys, sorted(set(checkpoint) ^ keys)
+    torch.manual_seed(1)  # other initial weights: the load must overwrite all of them
+    fresh = zoo.create_model(name, input_shape=(1, 8, 8), num_classes=10, **SMALL).eval()
+    fresh.load_state_dict(checkpoint, strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
+
+
 @pytest.mark.parametrize("name", [n for n in FAMILIES if n not in ("neural-ode", "anode")])
 def test_fixed_step_logits_do_not_depend_on_the_rest_of_the_batch(name: str) -> None:
     model = small(name).eval()

@@ -16,8 +16,9 @@ reads the next slice there; its float32 "t - 1e-15" fix is a no-op).
 
 from __future__ import annotations
 
+import bisect
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -106,6 +107,14 @@ def integrate_fixed(
     return x
 
 
+def depth_grid(t0: float, t1: float, points: int) -> list[float]:
+    """`points` + 1 equally spaced depths from t0 to t1 (both exact), computed as t0 + k h like fixed-step grids."""
+    if not isinstance(points, int) or points < 1:
+        raise ValueError(f"points must be a positive int, got {points!r}")
+    h = (t1 - t0) / points
+    return [t0 + k * h for k in range(points)] + [t1]
+
+
 @dataclass
 class Track:
     """A block's state along depth: x(times[k]) = states[k]; `steps[k]` is the fixed-grid step (t_k, t_k+1)
@@ -115,16 +124,41 @@ class Track:
     states: list[torch.Tensor]
     steps: list[Interval]
 
+    def sample(self, times: Sequence[float]) -> Track:
+        """The track at other depths within its span, so that tracks of different models can be compared point
+        for point. A time on one of the track's own (to 1e-9 of the span) takes that state; any other lies on the
+        straight segment between its neighbours, x_k + theta (x_k+1 - x_k): the order-1 continuous extension that
+        every Runge-Kutta step has (weights theta b_i), and Euler's (a ResNet's) own interpolant."""
+        own, span = self.times, self.times[-1] - self.times[0]
+        tol = 1e-9 * abs(span)
+        states = []
+        for t in times:
+            if not own[0] - tol <= t <= own[-1] + tol:
+                raise ValueError(f"depth {t} lies outside the track's span [{own[0]}, {own[-1]}]")
+            k = min(max(bisect.bisect_right(own, t) - 1, 0), len(own) - 2)
+            if abs(t - own[k]) <= tol:
+                states.append(self.states[k])
+            elif abs(t - own[k + 1]) <= tol:
+                states.append(self.states[k + 1])
+            else:
+                theta = (t - own[k]) / (own[k + 1] - own[k])
+                states.append(torch.lerp(self.states[k], self.states[k + 1], theta))
+        return Track(list(times), states, [None] * (len(states) - 1))
 
-class _CountingFunc(nn.Module):
-    """torchdiffeq's view of a rate function: (t, x) -> dx/dt, counting calls (forward and adjoint)."""
+
+class _CountingFunc:
+    """torchdiffeq's view of a rate function: (t, x) -> dx/dt, counting calls (forward and adjoint).
+
+    Deliberately not an nn.Module: the block keeps the last one to read the adjoint's count, and a registered
+    submodule would put a second copy of every rate-function parameter into the block's state_dict, which a
+    fresh model (that has not run yet) then refuses to load strictly.
+    """
 
     def __init__(self, func: nn.Module) -> None:
-        super().__init__()
         self.func = func
         self.calls = 0
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.func(t, x, None)
 
@@ -165,7 +199,7 @@ class ODEBlock(nn.Module):
         self.nfe = counter.calls
         return out[-1]
 
-    def _solve_adaptive(self, func: nn.Module, x: torch.Tensor, t: torch.Tensor, adjoint: bool | None = None
+    def _solve_adaptive(self, func: _CountingFunc, x: torch.Tensor, t: torch.Tensor, adjoint: bool | None = None
                         ) -> torch.Tensor:  # fmt: skip
         """torchdiffeq's solve of `func` from x at t[0] to every t, with the block's solver settings."""
         solver = self.solver
@@ -194,9 +228,10 @@ class ODEBlock(nn.Module):
             integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau, states)
             times = [self.t0 + k * h for k in range(solver.n_steps)] + [self.t1]
             return Track(times, states, [(times[k], times[k + 1]) for k in range(solver.n_steps)])
-        grid = torch.linspace(self.t0, self.t1, points + 1, dtype=x.dtype, device=x.device)
+        times = depth_grid(self.t0, self.t1, points)
+        grid = torch.tensor(times, dtype=x.dtype, device=x.device)
         out = self._solve_adaptive(_CountingFunc(self.func), x, grid, adjoint=False)  # states only: no gradients
-        return Track(grid.tolist(), list(out), [None] * points)
+        return Track(times, list(out), [None] * points)
 
     def with_solver(self, solver: Solver) -> ODEBlock:
         """The same block (same parameter objects) discretised by another solver."""

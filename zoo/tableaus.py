@@ -85,8 +85,22 @@ TABLEAUS: dict[str, ButcherTableau] = {
     )
 }
 
+
+def _torchdiffeq_adaptive_methods() -> tuple[str, ...]:
+    """The adaptive-step methods of the installed torchdiffeq, read from its own solver table.
+
+    A hand-written list drifts: "tsit5" was listed here but torchdiffeq 0.2.5 has no such method and rejected it
+    at the first forward. Its fixed-grid methods (ours are the tableaus above) and the SciPy wrapper (no
+    gradients) are not adaptive step-size solvers and are left out.
+    """
+    from torchdiffeq._impl.odeint import SOLVERS  # torchdiffeq exposes no public list of its methods
+    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
+
+    return tuple(sorted(name for name, solver in SOLVERS.items() if issubclass(solver, AdaptiveStepsizeODESolver)))
+
+
 # torchdiffeq's adaptive methods that adaptive ODE blocks accept (with rtol/atol).
-ADAPTIVE_METHODS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "tsit5")
+ADAPTIVE_METHODS: tuple[str, ...] = _torchdiffeq_adaptive_methods()
 
 
 def get_tableau(name: str) -> ButcherTableau:
