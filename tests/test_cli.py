@@ -283,3 +283,12 @@ def test_progress_lines_come_through_a_real_pipe(tmp_path):
     assert "run 1/1 done: pendulum resnet seed 0 in " in result.stderr and "0 runs left)" in result.stderr
     assert "\r" not in result.stderr, "no carriage-return bar redraws in a pipe"
     assert "pendulum: test MSE" in result.stdout and "resnet" in result.stdout
+
+
+def test_every_record_field_is_type_checked_when_a_record_is_read() -> None:
+    # A field added to Record but not to the reader's checks makes every new record read back as damaged.
+    from dataclasses import fields
+
+    from benchmarks import records
+
+    assert set(records._TYPES) == {f.name for f in fields(records.Record)}
