@@ -4,6 +4,7 @@
     depthbench run --tier standard --seeds 0,1,2     # one GPU
     depthbench leaderboard                           # tables, plots and page from results/ alone
     depthbench list                                  # models, tasks, tiers and their hashes
+    depthbench check MODEL [--task T]                # a model against the contract, on CPU, in seconds
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="README whose leaderboard section is replaced (between the markers)")
     board.add_argument("--citation", type=Path, default=Path("CITATION.cff"), help="where CITATION.cff is written")
 
+    check = commands.add_parser("check", help="test a model against the contract (zoo/contract.py) on CPU, in "
+                                "seconds, before spending GPU time on it")
+    check.add_argument("model", help="registered model name (see `depthbench list`)")
+    check.add_argument("--task", type=_names, help="comma-separated tasks whose input shapes to check (default: all)")
+    check.add_argument("--tier", default="smoke", choices=list(PROTOCOLS),
+                       help="build the model at this tier's size class (default: smoke)")
+
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
 
@@ -116,8 +124,22 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from benchmarks.check import check_model
+
+    report = check_model(args.model, args.task, get_protocol(args.tier).model_overrides)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
 def _list() -> int:
+    from zoo.registry import name_clashes
+
     print("models: " + ", ".join(zoo.list_models()))
+    for name, sources in name_clashes().items():
+        print(f"  name clash: {name!r} is claimed by {' and by '.join(sources)} (unusable until one is removed)")
+    for broken in zoo.broken_models():
+        print(f"  broken (not registered): {broken}")
     print("tasks:  " + ", ".join(list_tasks()))
     for protocol in PROTOCOLS.values():
         print(f"tier {protocol.name} v{protocol.version} ({protocol.hash}): {protocol.description}")
@@ -131,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "leaderboard":
             return _leaderboard(args)
+        if args.command == "check":
+            return _check(args)
         return _list()
     except (ValueError, KeyError, DataMissingError, FileNotFoundError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import zoo
 from benchmarks import timing
 from benchmarks.diagnostics import DIAGNOSTIC_DOCS
+from zoo.contract import validate_output
 
 METRIC_DOCS: dict[str, str] = {
     "accuracy": "test accuracy (fraction correct, 0..1) of the trained model",
@@ -83,7 +84,8 @@ def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.
     outputs, nfe, stages = [], 0.0, None
     with torch.no_grad():
         for part in _batches(len(x), batch_size):
-            outputs.append(model(x[part]))
+            # A tuple or a wrong batch size is never a result; non-finite values are judged by the caller.
+            outputs.append(validate_output(model(x[part]), part.stop - part.start, None, finite=False))
             weight = (part.stop - part.start) / len(x)
             nfe += getattr(model, "nfe", 0) * weight
             per_stage = [block.nfe * weight for block in getattr(model, "blocks", [])]
@@ -99,12 +101,20 @@ def _mse_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
     return F.mse_loss(outputs.double(), y.double()).item()
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> float:
-    return _accuracy_of(_forward(model, x, batch_size)[0], y)
+def _checked(model: nn.Module, x: torch.Tensor, batch_size: int, output_shape: Sequence[int] | None) -> torch.Tensor:
+    """Outputs of the trained model, which must be finite and (given `output_shape`) of the task's shape: an
+    argmax over NaN or over one logit too many is a number, but not an accuracy."""
+    return validate_output(_forward(model, x, batch_size)[0], len(x), output_shape)
 
 
-def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> float:
-    return _mse_of(_forward(model, x, batch_size)[0], y)
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+             output_shape: Sequence[int] | None = None) -> float:
+    return _accuracy_of(_checked(model, x, batch_size, output_shape), y)
+
+
+def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+        output_shape: Sequence[int] | None = None) -> float:
+    return _mse_of(_checked(model, x, batch_size, output_shape), y)
 
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -196,7 +206,7 @@ def robustness_with_twin(
     robust accuracy without making the model robust. Attacks crafted on a fixed-step RK4 twin of similar cost
     approximate the same ODE with clean gradients; their transfer to the original bounds it from above too.
     """
-    if not _is_adaptive(model):
+    if not _is_adaptive(model) or not callable(getattr(model, "manifest", None)):
         return robustness(model, x, y, eps_grid=eps_grid, pgd_steps=pgd_steps, pgd_alpha_factor=pgd_alpha_factor,
                           batch_size=batch_size, seed=seed)
     outputs, _, stage_nfe = _forward(model, x, batch_size)

@@ -27,12 +27,14 @@ from tqdm.auto import tqdm
 import zoo
 from benchmarks import metrics as M
 from benchmarks import timing
+from benchmarks.check import require_passing
 from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.provenance import git_state, now, provenance
 from benchmarks.records import Record, load_record, record_path, save_record
 from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
+from zoo import contract
 
 DEFAULT_RESULTS = Path("results")
 clock = time.monotonic  # the time budget's clock (a module attribute, so a test can drive it)
@@ -71,33 +73,38 @@ class PhaseTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
+def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
             trained: TrainResult, phase: PhaseTimer | None = None,
             ) -> tuple[dict[str, float], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Every metric of the harness for a trained model (eval mode, fp32); also the depth-transfer entries and
-    the stiffness profile along depth that records keep beside the metrics."""
+    the stiffness profile along depth that records keep beside the metrics. Metrics that need a capability the
+    model lacks (zoo/contract.py) are skipped; the record lists them as not applicable."""
     phase = phase or PhaseTimer(device)
     ev = protocol.evaluation
     model.eval().float()
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
     classification = task.kind == "classification"
+    have = contract.capabilities(model)
     metrics: dict[str, float] = {"epochs": trained.epochs, "train_seconds": trained.train_seconds,
                                  "epoch_seconds": trained.epoch_seconds}
     if trained.peak_memory_mb is not None:
         metrics["peak_train_memory_mb"] = trained.peak_memory_mb
     with phase("clean"):
         if classification:
-            metrics["accuracy"] = M.accuracy(model, x_test, y_test, batch_size=ev.eval_batch)
+            metrics["accuracy"] = M.accuracy(model, x_test, y_test, batch_size=ev.eval_batch,
+                                             output_shape=(task.num_classes,))
             metrics["val_accuracy"] = trained.val_metric
         else:
-            metrics["test_mse"] = M.mse(model, x_test, y_test, batch_size=ev.eval_batch)
+            metrics["test_mse"] = M.mse(model, x_test, y_test, batch_size=ev.eval_batch,
+                                        output_shape=tuple(y_test.shape[1:]))
             metrics["val_mse"] = trained.val_metric
         metrics["params"] = M.parameter_count(model)
         metrics["flops"] = M.count_flops(model, x_test[:1])
-        with torch.no_grad():
-            model(x_test[:ev.eval_batch])
-        metrics["nfe"] = model.nfe
-        if any(s.adjoint for s in model.solvers):
+        if "nfe" in have:
+            with torch.no_grad():
+                model(x_test[:ev.eval_batch])
+            metrics["nfe"] = model.nfe
+        if any(getattr(s, "adjoint", False) for s in getattr(model, "solvers", ())):
             loss = model(x_test[:64]).float().square().mean()
             loss.backward()
             metrics["nfe_backward"] = model.nfe_backward
@@ -116,17 +123,21 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
         with phase("noise"):
             metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
                                               seed=0))
-    with phase("diagnostics"):
-        shape, profile = trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
-                                                iterations=ev.jacobian_iterations)
-        metrics.update(shape)
-    with phase("depth_transfer"):
-        transfer, summary = M.depth_transfer(
-            model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
-            factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
-            batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
-            latency_repeats=max(3, ev.latency_repeats // 4))
-    metrics.update(summary)
+    profile: list[dict[str, Any]] = []
+    if "trajectories" in have:
+        with phase("diagnostics"):
+            shape, profile = trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
+                                                    iterations=ev.jacobian_iterations)
+            metrics.update(shape)
+    transfer: list[dict[str, Any]] = []
+    if "depth_transfer" in have:
+        with phase("depth_transfer"):
+            transfer, summary = M.depth_transfer(
+                model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
+                factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
+                batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
+                latency_repeats=max(3, ev.latency_repeats // 4))
+        metrics.update(summary)
     return metrics, flags, transfer, profile
 
 
@@ -162,11 +173,13 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.flags = flags + bad
         record.depth_transfer = transfer
         record.trajectory = profile
+        record.not_applicable = contract.not_applicable(model)
     except Exception as error:  # noqa: BLE001 - a failing model is a result, not a crash of the suite
         record.status = "failed"
         record.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
         record.flags = ["diverged"] if isinstance(error, TrainingDiverged) else \
-            ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else ["error"]
+            ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else \
+            ["bad-output"] if isinstance(error, contract.ModelOutputError) else ["error"]
         record.provenance = {"traceback": traceback.format_exc(limit=8)}
     record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds,
                          "concurrent_runs": concurrent_runs, **record.provenance}
@@ -196,6 +209,7 @@ def run_tier(
     progress: bool = True,
     max_minutes: float | None = None,
     workers: int = 1,
+    check_models: bool = True,
 ) -> RunSummary:
     """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
 
@@ -223,6 +237,8 @@ def run_tier(
     task_objects = [get_task(name) for name in tasks]  # unknown task names fail here, before any work
     for task in task_objects:
         recipe_for(protocol, task.name)
+    if check_models:  # the model contract on CPU first: a broken model fails in seconds, not after its training
+        require_passing(models, task_objects, protocol.model_overrides)
     git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
     device = device or pick_device(None, protocol)
     summary = RunSummary()

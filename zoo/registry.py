@@ -36,6 +36,7 @@ class _Entry:
     constructor: Constructor
     card: ModelCard
     source: str  # where the name comes from, for messages: "built-in zoo.resnet" or "plugin ... (dist x 1.0)"
+    carded: bool = True  # False: a plugin gave no card and got a placeholder
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,12 @@ def _load_entry_points() -> None:
             if point.name in _REGISTRY and _REGISTRY[point.name].constructor is constructor:
                 continue  # the plugin module registered itself with @register_model on import
             card = getattr(constructor, "card", None)
-            card = _placeholder_card(point.name, point.value) if card is None else _as_card(card, point.name)
+            entry = _Entry(constructor, _placeholder_card(point.name, point.value), source, carded=False) \
+                if card is None else _Entry(constructor, _as_card(card, point.name), source)
         except Exception as error:  # noqa: BLE001 - a broken plugin must not take the zoo down with it
             _BROKEN.append(Broken(source, f"{type(error).__name__}: {error}"))
             continue
-        _add(point.name, _Entry(constructor, card, source))
+        _add(point.name, entry)
     if len(_BROKEN) > broken_before:
         warnings.warn("depthbench: model plugins not registered:\n" + "\n".join(f"  {b}" for b in _BROKEN),
                       stacklevel=3)
@@ -158,6 +160,11 @@ def _entry(name: str) -> _Entry:
 
 def model_card(name: str) -> ModelCard:
     return _entry(name).card
+
+
+def has_card(name: str) -> bool:
+    """False for a plugin that gave no card (it was registered with a placeholder, which `check` fails)."""
+    return _entry(name).carded
 
 
 def model_source(name: str) -> str:
