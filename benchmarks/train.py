@@ -160,6 +160,7 @@ def train(
     shuffle = torch.Generator().manual_seed(seed)
     aug_generator = torch.Generator(device=device).manual_seed(seed)
     loss_fn = F.cross_entropy if task.kind == "classification" else F.mse_loss
+    out_shape = (task.num_classes,) if task.kind == "classification" else tuple(train_y.shape[1:])
     regularised = "regulariser" in capabilities(model)  # the contract's optional training-loss term
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -179,7 +180,7 @@ def train(
             if image and cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp_bf16):
-                out = validate_output(forward(x), len(index), None, finite=False, where="training")
+                out = validate_output(forward(x), len(index), out_shape, finite=False, where="training")
                 loss = loss_fn(out.float(), train_y[index])
                 if regularised:
                     loss = loss + model.regulariser()
