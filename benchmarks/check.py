@@ -95,8 +95,8 @@ class _Runner:
 
 
 def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[str, Any],
-                 scope: str) -> frozenset[str]:  # fmt: skip
-    """The checks of one input shape; returns the capabilities the model offers there."""
+                 scope: str) -> frozenset[str] | None:  # fmt: skip
+    """The checks of one input shape; returns the capabilities the model offers there (None: it did not build)."""
     run = _Runner(report, scope)
     out_shape = (task.num_classes,)
     x = _inputs(task.input_shape)
@@ -109,7 +109,7 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
         return ""
 
     if not run("builds", build):
-        return frozenset()
+        return None
     model = built["model"]
     have = contract.capabilities(model)
 
@@ -239,15 +239,17 @@ def check_model(name: str, tasks: Sequence[str | Task] | None = None,
     groups: dict[tuple, list[Task]] = {}
     for task in task_objects:
         groups.setdefault((tuple(task.input_shape), task.num_classes, task.kind), []).append(task)
-    capabilities: set[str] = set()
+    capabilities: set[str] | None = None  # None until one shape builds: claims cannot be judged without a model
     for (shape, _, _), same in groups.items():
         scope = f"{', '.join(t.name for t in same)} {shape}"
-        capabilities |= _check_shape(report, name, same[0], dict(overrides or {}), scope)
+        found = _check_shape(report, name, same[0], dict(overrides or {}), scope)
+        if found is not None:
+            capabilities = (capabilities or set()) | found
     problems = validate_card(card)
     if not has_card(name):
         problems = ["no model card: give the constructor a `card` attribute (a zoo.ModelCard or a dict of its "
                     "fields; see zoo/cards.py)"]
-    unclaimed = sorted(set(card.capabilities) - capabilities) if capabilities else []
+    unclaimed = sorted(set(card.capabilities) - capabilities) if capabilities is not None else []
     if unclaimed:
         problems.append(f"capabilities: the card claims {', '.join(unclaimed)}, which the model does not offer "
                         "(zoo/contract.py says what each needs)")

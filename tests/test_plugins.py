@@ -94,6 +94,11 @@ def bad_card(input_shape, num_classes, **overrides):
 bad_card.card = {{**CARD, "title": "", "arxiv": "1234.5"}}
 
 
+def claims_nfe(input_shape, num_classes, **overrides):
+    return PlainCNN(input_shape, num_classes, **overrides)
+claims_nfe.card = {{**CARD, "capabilities": ["nfe"]}}
+
+
 def no_card(input_shape, num_classes, **overrides):
     return PlainCNN(input_shape, num_classes, **overrides)
 '''
@@ -186,6 +191,13 @@ def test_a_plain_module_is_benchmarked_with_capability_metrics_not_applicable(pl
     row["model"] = "plain-cnn"
     assert cell(row, columns["nfe"])[0] == "n/a" and cell(row, columns["line_shape"])[0] == "n/a"
     assert cell(row, columns["accuracy"])[0] is not None
+    # The whole leaderboard (tables, plots, page) renders with the plain model ranked among the built-ins.
+    from benchmarks.leaderboard import write_leaderboards
+
+    write_leaderboards(results, out_dir=tmp_path / "boards", readme=None, citation=None)
+    (board,) = (tmp_path / "boards").glob("*/digits.md")
+    line = next(line for line in board.read_text().splitlines() if "[plain-cnn]" in line)
+    assert "| n/a |" in line and line.startswith(("| 1 |", "| 2 |"))  # ranked, with n/a cells
 
 
 def test_a_bad_card_names_distribution_entry_point_and_fields_and_breaks_nothing(plugins) -> None:
@@ -241,6 +253,7 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(plugins
     ("one_too_many", "output shape, dtype, finite (train mode)", "returned shape (4, 11), expected (4, 10)"),
     ("tuple_output", "output shape, dtype, finite (train mode)", "returned a tuple, not a tensor"),
     ("no_card", "model card valid", "no model card: give the constructor a `card` attribute"),
+    ("claims_nfe", "model card valid", "the card claims nfe, which the model does not offer"),
 ])
 def test_check_fails_bad_models_with_the_reason(plugins, entry, failing, message) -> None:
     install_models(plugins, {"bad": entry})
