@@ -49,7 +49,7 @@ def test_bad_card_fields_get_field_level_messages(changes: dict, message: str) -
                                    "math.GT/0309136"])
 def test_valid_arxiv_ids_pass(ident: str) -> None:
     card = dataclasses.replace(GOOD, arxiv=ident, url="")
-    assert validate_card(card) == [] and card.url == f"https://arxiv.org/abs/{ident}"
+    assert validate_card(card) == [] and card.link == f"https://arxiv.org/abs/{ident}"
 
 
 def test_a_doi_or_url_alone_is_enough() -> None:

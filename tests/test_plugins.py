@@ -148,7 +148,7 @@ def test_a_plain_module_with_a_dict_card_registers_and_passes_the_check(plugins)
     install_models(plugins, {"plain-cnn": "plain"})
     assert "plain-cnn" in load(plugins) and "resnet" in zoo.list_models()
     card = zoo.model_card("plain-cnn")
-    assert card.title == CARD["title"] and card.url == "https://arxiv.org/abs/2401.01234"
+    assert card.title == CARD["title"] and card.link == "https://arxiv.org/abs/2401.01234"
     assert "distribution myplugin 0.1" in registry.model_source("plain-cnn")
     report = check_model("plain-cnn", ["digits", "pendulum"])
     assert report.ok, report.text()

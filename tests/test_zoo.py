@@ -193,7 +193,7 @@ def test_cards_carry_citations() -> None:
         card = zoo.model_card(name)
         assert card.name == name and card.title and card.year > 2000 and card.arxiv
         assert card.bibtex.startswith("@") and card.bibkey in card.bibtex
-        assert card.url.startswith("https://arxiv.org/abs/")
+        assert card.link.startswith("https://arxiv.org/abs/")
     assert small("resnet").card.family == "resnet"
 
 

@@ -38,23 +38,29 @@ class ModelCard:
     params: dict[str, int] = field(default_factory=dict)  # parameter counts at default size, per input shape
     venue: str = ""  # where the paper appeared (conference, journal, "arXiv preprint")
     doi: str = ""
-    url: str = ""  # defaults to the arXiv abstract page when an arXiv id is given
+    url: str = ""  # any other page of the paper or model (http(s))
     licence: str = ""  # of the model's implementation (SPDX identifier, e.g. MIT)
     capabilities: tuple[str, ...] = ()  # optional capabilities claimed (zoo.contract.CAPABILITIES)
 
     def __post_init__(self) -> None:
-        if not self.url and isinstance(self.arxiv, str) and self.arxiv:
-            object.__setattr__(self, "url", f"https://arxiv.org/abs/{self.arxiv}")
-        if isinstance(self.capabilities, list):
+        if isinstance(self.capabilities, list):  # a dict card read from JSON/TOML gives a list
             object.__setattr__(self, "capabilities", tuple(self.capabilities))
 
+    @property
+    def link(self) -> str:
+        """Where a leaderboard links the model: its arXiv abstract, else its DOI, else its URL ("" if none)."""
+        if self.arxiv:
+            return f"https://arxiv.org/abs/{self.arxiv}"
+        return f"https://doi.org/{self.doi}" if self.doi else self.url
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "link": self.link}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str | None = None) -> ModelCard:
         """A card from a mapping (a plugin may give a dict); unknown or missing keys raise ValueError."""
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k != "link"}  # derived (to_dict writes it): not a field
         data = {**data, **({"name": name} if name is not None else {})}
         unknown = sorted(set(data) - known)
         if unknown:
