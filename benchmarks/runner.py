@@ -237,9 +237,9 @@ def run_tier(
     task_objects = [get_task(name) for name in tasks]  # unknown task names fail here, before any work
     for task in task_objects:
         recipe_for(protocol, task.name)
+    git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
     if check_models:  # the model contract on CPU first: a broken model fails in seconds, not after its training
         require_passing(models, task_objects, protocol.model_overrides)
-    git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
     device = device or pick_device(None, protocol)
     summary = RunSummary()
     jobs = [(task, model, seed) for task in task_objects for model in models for seed in seeds]
