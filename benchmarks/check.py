@@ -242,7 +242,8 @@ def check_model(name: str, tasks: Sequence[str | Task] | None = None,
     capabilities: set[str] | None = None  # None until one shape builds: claims cannot be judged without a model
     for (shape, _, _), same in groups.items():
         scope = f"{', '.join(t.name for t in same)} {shape}"
-        found = _check_shape(report, name, same[0], dict(overrides or {}), scope)
+        with torch.random.fork_rng(devices=[]):  # builds seed the global RNG: leave the caller's stream as it was
+            found = _check_shape(report, name, same[0], dict(overrides or {}), scope)
         if found is not None:
             capabilities = (capabilities or set()) | found
     problems = validate_card(card)

@@ -221,7 +221,10 @@ def run_tier(
 
     With `workers` > 1, that many runs go at once in separate processes sharing the device: small models leave
     a GPU mostly idle between kernel launches, so concurrent runs fill it. Results are those of a sequential run;
-    timings include the contention, and records say how many runs shared the device."""
+    timings include the contention, and records say how many runs shared the device.
+
+    With `check_models` (the default), every model first passes the contract (`depthbench check`) at the protocol's
+    size on its tasks' input shapes; a model that fails raises ModelCheckFailed with the report, before any run."""
     if max_minutes is not None and max_minutes < 0:
         raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
     if not isinstance(workers, int) or workers < 1:
