@@ -4,7 +4,7 @@ For every distinct input shape of the tasks asked for, on random inputs: the mod
 floating tensor of the task's shape, finite in train and eval mode; eval forwards are deterministic; input
 gradients are non-zero; a sample's output does not depend on the rest of its batch (unless the model declares
 `batch_coupled = True`); `manifest()` reproduces the model and shares its parameters when depth transfer is
-offered; adaptive models report NFE; parameters and FLOPs can be counted; `state_dict` round-trips into a fresh
+offered, and `tracks()` gives one track per stage when trajectories are; adaptive models report NFE; parameters and FLOPs can be counted; `state_dict` round-trips into a fresh
 build; once: the model card is valid and claims only capabilities the model has. `depthbench run` runs this
 first and refuses a model that fails.
 """
@@ -181,6 +181,20 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
             return ""
 
         run("manifest() consistency (depth transfer)", manifest)
+
+    if "trajectories" in have:
+        def tracks() -> str:
+            with torch.no_grad():
+                found = model.tracks(x, 4)
+            if not found or len(found) != len(model.blocks):
+                raise AssertionError(f"tracks() gave {len(found or [])} tracks for {len(model.blocks)} blocks "
+                                     "(one per stage expected; a model without stages should not define tracks)")
+            for track in found:
+                if len(track.states) < 2 or any(s.shape[0] != BATCH for s in track.states):
+                    raise AssertionError("each track needs >= 2 states of the batch's size")
+            return ""
+
+        run("tracks() for the trajectory diagnostics", tracks)
 
     def nfe() -> str:
         adaptive = contract.is_adaptive(model)

@@ -313,3 +313,24 @@ def test_a_new_file_in_zoo_registers_without_editing_another_file(tmp_path) -> N
     names, broken = json.loads(out.splitlines()[-1])
     assert "my-model" in names and "resnet" in names
     assert broken == ["in-tree module zoo/broken_one.py: ImportError: needs a package that is not installed"]
+
+
+def test_a_half_declared_capability_fails_the_check_not_the_run(plugins) -> None:
+    """Attributes added one by one (the issue's `stack expects a non-empty TensorList`): caught in seconds."""
+    source = MODELS.format(card=CARD) + textwrap.dedent('''
+        class HalfDeclared(PlainCNN):
+            blocks = []
+
+            def tracks(self, x, points=8):
+                return []
+
+
+        def half(input_shape, num_classes, **overrides):
+            return HalfDeclared(input_shape, num_classes, **overrides)
+        half.card = CARD
+    ''')
+    install(plugins, "myplugin", {"half": "myplugin_models:half"}, "myplugin_models", source)
+    load(plugins)
+    failed = {c.name: c.detail for c in check_model("half", ["pendulum"]).failures}
+    assert list(failed) == ["tracks() for the trajectory diagnostics"]
+    assert "tracks() gave 0 tracks for 0 blocks" in failed["tracks() for the trajectory diagnostics"]
