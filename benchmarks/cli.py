@@ -5,6 +5,7 @@
     depthbench leaderboard                           # tables, plots and page from results/ alone
     depthbench list                                  # models, tasks, tiers and their hashes
     depthbench check MODEL [--task T]                # a model against the contract, on CPU, in seconds
+    depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--task", type=_names, help="comma-separated tasks whose input shapes to check (default: all)")
     check.add_argument("--tier", default="smoke", choices=list(PROTOCOLS),
                        help="build the model at this tier's size class (default: smoke)")
+    evaluate = commands.add_parser(
+        "evaluate", help="the tier's evaluation (no training) of submitted weights, recorded as MODEL@<sha256[:12]>")
+    evaluate.add_argument("model", help="registered model name the weights are for")
+    evaluate.add_argument("--checkpoint", type=Path, required=True,
+                          help="torch.save(model.state_dict(), FILE); loaded with weights_only=True")
+    evaluate.add_argument("--task", required=True, help="task to evaluate on")
+    evaluate.add_argument("--tier", default="smoke", choices=list(PROTOCOLS),
+                          help="protocol whose size and evaluation settings apply (default: smoke)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed the record is filed under (default 0)")
+    evaluate.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    evaluate.add_argument("--data-dir", help="data root (default: $DEPTHBENCH_DATA or ~/.cache/depthbench/data)")
+    evaluate.add_argument("--device", help="torch device (default: the tier's)")
 
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
@@ -132,11 +145,36 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _list() -> int:
-    from zoo.registry import name_clashes
+def _evaluate(args: argparse.Namespace) -> int:
+    from benchmarks.evaluate import evaluate_checkpoint
+    from benchmarks.protocols import recipe_for
+    from benchmarks.records import save_record
+    from benchmarks.tasks import get_task
 
-    print("models: " + ", ".join(zoo.list_models()))
-    for name, sources in name_clashes().items():
+    protocol = get_protocol(args.tier)
+    zoo.model_card(args.model)  # an unknown model fails here, naming the known ones
+    task = get_task(args.task)
+    recipe_for(protocol, task.name)  # a task the tier has no recipe for (so no grids, no size) fails here
+    device = pick_device(args.device, protocol)
+    data = task.load(args.data_dir, limit=protocol.data_limit)
+    record = evaluate_checkpoint(protocol, task, data, args.model, args.checkpoint, device, seed=args.seed)
+    path = save_record(args.results, record)
+    if record.status != "ok":
+        print(f"depthbench: evaluation failed: {record.error} (recorded in {path})", file=sys.stderr)
+        return 1
+    print(f"depthbench: evaluated {args.model} from {args.checkpoint} (sha256 "
+          f"{record.provenance['checkpoint']['sha256'][:12]}) on {task.name}, tier {protocol.name}: {path}",
+          file=sys.stderr)
+    return 0
+
+
+def _list() -> int:
+    names = []
+    for name in zoo.list_models():  # plugins name the distribution that provides them
+        found = zoo.registry.model_distribution(name)
+        names.append(f"{name} ({found['distribution']} {found['version']})" if found else name)
+    print("models: " + ", ".join(names))
+    for name, sources in zoo.registry.name_clashes().items():
         print(f"  name clash: {name!r} is claimed by {' and by '.join(sources)} (unusable until one is removed)")
     for broken in zoo.broken_models():
         print(f"  broken (not registered): {broken}")
@@ -155,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _leaderboard(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _list()
     except (ValueError, KeyError, DataMissingError, FileNotFoundError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

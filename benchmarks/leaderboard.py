@@ -13,6 +13,7 @@ Layout written by `write_leaderboards` (out_dir defaults to `leaderboards/`):
     <out_dir>/index.html                        all tables, sortable, with plots (static, self-contained)
     <out_dir>/references.bib                    model papers + the suite's own entry
     <out_dir>/<protocol>/<task>.md|.csv|.tex    one table per (task, protocol); `<task>-<hash>` for older hashes
+    <out_dir>/<protocol>/<task>.claims.csv      claimed vs reproduced, where a model card claims a number
     <out_dir>/<protocol>/plots/<task>_<kind>.png|.svg
     <out_dir>/.generated                        files written last time; those no longer produced are removed
     CITATION.cff, README.md (between the leaderboard markers)
@@ -26,12 +27,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, load_frame, parse_time
+from benchmarks.claims import render_claims_csv
+from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, find_repo_root, load_frame, parse_time
 from benchmarks.leaderboard_render import (
     render_bibtex,
     render_citation,
@@ -46,7 +49,7 @@ from benchmarks.records import write_atomic
 
 __all__ = [
     "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",
-    "render_markdown", "replace_readme_section", "suite_version", "write_leaderboards",
+    "render_markdown", "replace_readme_section", "repository_url", "suite_version", "write_leaderboards",
 ]  # fmt: skip
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
@@ -65,6 +68,29 @@ def suite_version() -> str:
         if match:
             return match.group(1)
     return "0+unknown"
+
+
+def repository_url(root: Path | str) -> str | None:
+    """The public URL of the repository at `root`: pyproject's `[project.urls]` Repository (or Source/Homepage),
+    else `git remote get-url origin` as https; None when neither says (CITATION.cff then has no URL)."""
+    pyproject = Path(root) / "pyproject.toml"
+    if pyproject.exists():
+        text = pyproject.read_text(encoding="utf-8")
+        section = re.search(r"(?ms)^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text)
+        for name in ("Repository", "Source", "Homepage"):
+            match = section and re.search(rf'(?mi)^"?{name}"?\s*=\s*"([^"]+)"', section.group(1))
+            if match:
+                return match.group(1)
+    try:
+        done = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True,
+                              text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = done.stdout.strip() if done.returncode == 0 else ""
+    url = re.sub(r"^(?:ssh://)?git@([^:/]+)[:/]", r"https://\1/", url)  # git@host:owner/repo -> https://host/...
+    url = re.sub(r"^(https?://)[^/@]*@", r"\1", url)  # never publish credentials embedded in the remote
+    url = url.removesuffix(".git")
+    return url if re.match(r"^https?://[^\s]+$", url) else None
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -139,11 +165,15 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
         _write(md_path, render_markdown(table, _link_base(table, md_path.parent), plots=pngs), written)
         _write(out / f"{stems[key]}.csv", render_csv(table), written)
         _write(out / f"{stems[key]}.tex", render_latex(table), written)
+        claims = render_claims_csv(table)
+        if claims:  # claimed vs reproduced, only where some card claims a number for this table
+            _write(out / f"{stems[key]}.claims.csv", claims, written)
     _write(out / "references.bib", render_bibtex(tables.values(), version), written)
     _write(out / "README.md", render_index(tables, stems), written)
     written.append(write_page(tables, plots, out / "index.html"))
     if citation is not None:
-        _write(Path(citation), render_citation(tables.values(), version), written)
+        repository = repository_url(find_repo_root(Path(records_root)))
+        _write(Path(citation), render_citation(tables.values(), version, repository), written)
     if readme is not None and Path(readme).exists():
         folder = Path(readme).resolve().parent
         sections = []

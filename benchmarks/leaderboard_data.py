@@ -26,11 +26,11 @@ TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
 META_COLUMNS = [
     "model", "task", "protocol", "protocol_version", "protocol_hash", "seed", "status", "error", "flags",
     "not_applicable",
-    "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "card",
+    "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "model_source", "card",
     "depth_transfer", "trajectory", "record",
 ]  # fmt: skip
 PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
-CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "url", "bibkey", "bibtex", "variant")
+CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "url", "bibkey", "bibtex", "variant")
 ATTACK = re.compile(r"^(fgsm|pgd|noise)@([0-9.eE+-]+)$")
 ATTACK_KINDS = {"fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "noise": ("noise", "σ")}
 # Display order of the fixed columns; attack columns go right after the validation metric.
@@ -82,7 +82,8 @@ def load_frame(records_root: Path | str, repo_root: Path | str | None = None) ->
             "git_commit": _text(prov.get("git_commit")), "git_dirty": bool(prov.get("git_dirty", False)),
             "device": _text(prov.get("device")), "started": _text(prov.get("started")),
             "finished": _text(prov.get("finished")), "concurrent_runs": int(prov.get("concurrent_runs") or 1),
-            "packages": dict(prov.get("packages") or {}), "card": dict(rec.card or {}),
+            "packages": dict(prov.get("packages") or {}), "model_source": source_label(prov.get("model_source")),
+            "card": dict(rec.card or {}),
             "depth_transfer": list(rec.depth_transfer or []), "trajectory": list(rec.trajectory or []),
             "record": rel,
         }  # fmt: skip
@@ -176,13 +177,14 @@ def _model_row(model: str, rows: pd.DataFrame, metrics: list[str]) -> dict[str, 
     card = rows.card.iloc[0]  # rows are in record-path order: the card of the first record
     for name in CARD_FIELDS:
         row[name] = _text(card.get(name))  # year too: "" when absent keeps the column free of NaN
-    if not row["url"] and row["arxiv"]:
-        row["url"] = f"https://arxiv.org/abs/{row['arxiv']}"
+    row["url"] = card_link(card)
+    row["claims"] = tuple(card.get("claims") or ())  # compared with the row's numbers by benchmarks/claims.py
     row["git_commits"] = tuple(sorted({commit_label(c, d) for c, d in zip(rows.git_commit, rows.git_dirty)}))
     row["devices"] = tuple(sorted({str(d) for d in rows.device if d}))
     row["started"], row["finished"] = extreme_time(rows.started, False), extreme_time(rows.finished, True)
     row["run_seconds"] = sum(run_seconds(s, f) for s, f in zip(rows.started, rows.finished))
     row["concurrent_runs"] = int(rows.concurrent_runs.max())
+    row["sources"] = tuple(sorted({s for s in rows.model_source if s}))  # plugin distribution(s) behind the row
     names = sorted({name for packages in rows.packages for name in packages})
     row["packages"] = {n: tuple(sorted({str(p[n]) for p in rows.packages if p.get(n)})) for n in names}
     return row
@@ -381,10 +383,31 @@ def units_note(columns: list[Column]) -> str:
     return "; ".join(notes) or "no metric recorded"
 
 
+def card_link(card: dict[str, Any]) -> str:
+    """Where a row links its model: the card's own resolved `link` (zoo.ModelCard.link: arXiv, else DOI, else URL);
+    cards of older records have none, and their `url` (then the arXiv link) comes first. "" if nothing."""
+    if "link" in card:
+        return _text(card["link"]).strip()
+    url, arxiv, doi = (_text(card.get(k)).strip() for k in ("url", "arxiv", "doi"))
+    return url or (f"https://arxiv.org/abs/{arxiv}" if arxiv else f"https://doi.org/{doi}" if doi else "")
+
+
 def safe_url(url: Any) -> str | None:
     """Only http(s) links: a `javascript:` URL in a card must never become a clickable link."""
     url = str(url or "").strip()
     return url if re.match(r"^https?://[^\s]+$", url, re.IGNORECASE) else None
+
+
+def source_label(source: dict[str, Any] | None) -> str:
+    """One line naming a plugin's code for a table ("" for in-tree models): `dist 1.2 (git 0123abcd…)`."""
+    if not source or source.get("kind") != "plugin":
+        return ""
+    label = f"{source.get('distribution', '?')} {source.get('version', '?')}"
+    if source.get("commit"):
+        label += f" ({source.get('vcs') or 'vcs'} {str(source['commit'])[:12]})"
+    elif source.get("editable"):
+        label += " (editable, commit unknown)"
+    return label
 
 
 def one_line(text: Any) -> str:

@@ -4,7 +4,7 @@
   convergence test of Queiruga et al. (arXiv 2008.02389): a model that learned an ODE shows a straight
   line of slope ≈ the scheme's order, a model tied to its training discretisation does not;
 - robust accuracy vs attack radius (FGSM dashed, PGD solid, one colour per model);
-- accuracy vs latency and accuracy vs NFE, Pareto front marked.
+- accuracy vs latency and accuracy vs NFE, Pareto front marked, model names placed apart by adjustText.
 - stiffness along depth: the rate Jacobian's largest singular value at every track point, depth rescaled to
   [0, 1] per stage (mean over the diagnosed samples and over seeds), stages side by side, one line per model.
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
+from adjustText import adjust_text
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -28,7 +29,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLoc
 from benchmarks.leaderboard_data import attack_key
 from benchmarks.records import atomic_output
 
-# Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise random).
+# Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise salted with
+# a random uuid); no Software text in the PNG, so a matplotlib upgrade alone does not change every image.
 RC = {"svg.hashsalt": "depthbench", "font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7}
 METADATA = {"png": {"Software": None}, "svg": {"Date": None}}
 MARKERS = "osD^vP*Xph"
@@ -221,18 +223,33 @@ def pareto_figure(table: pd.DataFrame, cost: str, cost_label: str) -> Figure | N
     for i, model in enumerate(data.model):
         colour, marker = colours[model]
         ax.plot([xs[i]], [ys[i]], marker, color=colour, ms=7, mfc=colour if i in front else "none")
-        ax.annotate(model, (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="black", lw=1, alpha=0.6,
-            label="Pareto front (filled markers)")  # fmt: skip
+    ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="black", lw=1, alpha=0.6)
+    # The front is explained in the title rather than a legend: a legend would be one more box for labels to avoid.
     ax.set(xscale="log", xlabel=cost_label, ylabel="test accuracy (%)" if accuracy else "test MSE",
-           title=f"{table.attrs['task']} / {table.attrs['protocol']}")  # fmt: skip
+           title=f"{table.attrs['task']} / {table.attrs['protocol']}: line and filled markers = Pareto front")
     _readable_log_axis(ax.xaxis)
-    ax.margins(0.12)  # room for the model-name annotations
+    ax.margins(0.12)  # room for the model-name labels
     if not accuracy:
         ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best")
+    _place_labels(fig, ax, list(data.model), xs, ys)
     return fig
+
+
+def _place_labels(fig: Figure, ax: Any, labels: list[str], xs: list[float], ys: list[float]) -> None:
+    """Model names next to their points, moved apart (adjustText) so that no two overlap; a moved name gets a
+    thin line to its point. Labels stay out of the layout, so the axes do not move after they are placed."""
+    texts = [ax.text(x, y, label, fontsize=7) for label, x, y in zip(labels, xs, ys)]
+    for text in texts:
+        text.set_in_layout(False)
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()  # runs the constrained layout: adjustText needs the final axes geometry
+    # A fixed iteration budget instead of adjustText's default 1 s time limit: the same input gives the same image.
+    # Stronger push from the points than the default, so a name never sits on a neighbour's marker.
+    adjust_text(texts, x=xs, y=ys, ax=ax, iter_lim=500, expand=(1.2, 1.6), force_static=(0.3, 0.6),
+                ensure_inside_axes=True, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})  # fmt: skip
+    for artist in ax.patches + ax.texts:
+        artist.set_in_layout(False)
 
 
 def write_plots(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path | str, stem: str) -> list[Path]:

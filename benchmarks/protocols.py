@@ -1,8 +1,10 @@
 """Protocols: versioned recipes that say exactly how every number of a tier is produced.
 
-A protocol's hash covers every field that can change a result, so records made under different
-recipes can never be mixed in one leaderboard row. Change a field -> bump `version` (the hash
-changes anyway; the version tells people why).
+A protocol's hash covers every field that can change a number of a record (recipes, evaluation settings, the
+size overrides, the device class, each task's attack and noise grids), so records made under different recipes can
+never be mixed in one leaderboard row. It leaves out what only says which runs a tier does or describes it (its
+models, tasks and seeds lists, its description): adding a model or a seed to a tier never orphans the records already
+made. Change a hashed field -> bump `version` (the hash changes anyway; the version tells people why).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Which runs a tier does and how it is described, not how a number is made: outside the hash (see above).
+UNHASHED = ("models", "tasks", "optional_tasks", "seeds", "description")
 ALL_MODELS = ("resnet", "neural-ode", "anode", "continuousnet", "continuousnet-euler", "inresnet", "inresnet-lambda")
 
 
@@ -80,9 +84,24 @@ class Protocol:
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), sort_keys=True))
 
+    def hashed_fields(self) -> dict[str, Any]:
+        """What the hash covers: every field that can change a record's numbers, plus the grids of each task a
+        recipe exists for (a task's eps / sigma grid lives in benchmarks/tasks.py, not here)."""
+        from benchmarks.tasks import UnknownTaskError, get_task  # tasks imports torch: only when hashing
+
+        fields = {k: v for k, v in self.to_json().items() if k not in UNHASHED}
+        grids = {}
+        for name in sorted(self.recipes):
+            try:
+                task = get_task(name)
+            except UnknownTaskError:
+                continue  # a recipe for a task this install does not know: nothing of it can be measured
+            grids[name] = {"attack_eps": list(task.attack_eps), "noise_sigmas": list(task.noise_sigmas)}
+        return {**fields, "task_grids": grids}
+
     @property
     def hash(self) -> str:
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def header(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+import zoo
 from benchmarks.timing import machine_info
 
 PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchattacks", "numpy", "pandas", "scikit-learn")
@@ -67,6 +69,29 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def model_source(name: str) -> dict[str, Any]:
+    """Which code provided model `name`: in-tree (the record's git commit says which), or an installed plugin's
+    distribution, version and entry point, plus where pip installed it from when pip recorded that (PEP 610
+    `direct_url.json`: the VCS commit of a `pip install git+...`, the directory of a local or editable install)."""
+    found = zoo.registry.model_distribution(name)
+    if found is None:
+        return {"kind": "in-tree"}
+    source: dict[str, Any] = {"kind": "plugin", **found}
+    try:
+        text = metadata.distribution(found["distribution"]).read_text("direct_url.json")
+        direct = json.loads(text) if text else {}
+    except (metadata.PackageNotFoundError, ValueError, OSError):
+        direct = {}  # no PEP 610 file: installed from an index (the version names it) or by hand
+    if isinstance(direct, dict) and direct.get("url"):
+        source["url"] = str(direct["url"])
+        vcs = direct.get("vcs_info") or {}
+        if vcs.get("commit_id"):
+            source["vcs"], source["commit"] = str(vcs.get("vcs", "")), str(vcs["commit_id"])
+        if (direct.get("dir_info") or {}).get("editable"):
+            source["editable"] = True
+    return source
 
 
 def device_description(device: torch.device) -> str:

@@ -15,8 +15,14 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
   "depth_transfer": [{"scheme": "rk4", "n_steps": 12, "nfe": 48, "accuracy": 0.96, "latency_ms": 1.2,
                       "dt": 0.5, "trained": false, ...}, ...],
   "trajectory": [{"stage": 0, "t": 0.0, "t0": 0.0, "t1": 6.0, "h": 1.0, "sigma": 3.1}, ...],  # diagnostics
+  "solver": [{"scheme": "rk4", "n_steps": 3, "rtol": 0.001, "atol": 0.001, "adjoint": false,
+              "max_num_steps": 1000}, ...],   # the model's resolved solver per stage ([] for other models)
   "card": {"title": ..., "arxiv": ..., "bibkey": ..., ...},
-  "provenance": {"git_commit": ..., "git_dirty": false, "command": ..., "device": ..., "host": ...,
+  "provenance": {"git_commit": ..., "git_dirty": false,
+                 "model_source": {"kind": "in-tree"} | {"kind": "plugin", "distribution": ..., "version": ...,
+                                  "entry_point": ..., "url"?, "vcs"?, "commit"?, "editable"?},
+                 "checkpoint"?: {"file": ..., "sha256": ...},   # depthbench evaluate: weights not trained here
+                 "command": ..., "device": ..., "host": ...,
                  "started": ISO-8601, "finished": ISO-8601, "packages": {"torch": ..., ...},
                  "phase_seconds": {"train": 12.1, "attacks": 3.4, "depth_transfer": 2.2, ...},
                  "concurrent_runs": 1}   # runs that shared the device (depthbench run --workers)
@@ -53,6 +59,7 @@ class Record:
     not_applicable: list[str] = field(default_factory=list)  # see zoo.contract.CAPABILITY_METRICS
     depth_transfer: list[dict[str, Any]] = field(default_factory=list)
     trajectory: list[dict[str, Any]] = field(default_factory=list)  # stiffness profile along depth
+    solver: list[dict[str, Any]] = field(default_factory=list)  # resolved zoo.Solver settings, one per stage
     card: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION

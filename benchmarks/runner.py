@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from benchmarks import timing
 from benchmarks.check import require_passing
 from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
-from benchmarks.provenance import git_state, now, provenance
+from benchmarks.provenance import git_state, model_source, now, provenance
 from benchmarks.records import Record, load_record, record_path, save_record
 from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
@@ -154,20 +154,43 @@ def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
     return clean, [f"non-finite:{key}" for key in bad]
 
 
+def solver_settings(model: torch.nn.Module) -> list[dict[str, Any]]:
+    """The model's resolved solver per stage (scheme, steps, adaptive method's tolerances, adjoint): what a
+    record keeps so that two rows can be told apart by how they integrate, not only by name. [] for a model
+    without zoo solvers."""
+    return [asdict(solver) for solver in getattr(model, "solvers", ())]
+
+
+def tier_models(protocol: Protocol) -> list[str]:
+    """The models a tier runs by default: the protocol's own, then every installed plugin (a `depthbench.models`
+    entry point) in name order. Models are outside the protocol hash, so a new plugin orphans no record."""
+    plugins = [n for n in zoo.list_models() if n not in protocol.models and zoo.registry.model_distribution(n)]
+    return list(protocol.models) + plugins
+
+
 def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, seed: int, device: torch.device,
-            on_epoch: Callable[[dict[str, float]], None] | None = None, concurrent_runs: int = 1) -> Record:
-    """Train and measure one model; any exception becomes a failed record (interrupts propagate)."""
+            on_epoch: Callable[[dict[str, float]], None] | None = None, concurrent_runs: int = 1,
+            model: torch.nn.Module | None = None,
+            train_fn: Callable[[torch.nn.Module], TrainResult] | None = None) -> Record:
+    """Train and measure one model; any exception becomes a failed record (interrupts propagate).
+
+    `model` and `train_fn` serve `depthbench evaluate` (benchmarks/evaluate.py): an already built model with
+    submitted weights, and a stand-in for training that only validates it."""
     started = now()
     phase = PhaseTimer(device)
     record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header())
+    source = None  # which code provided the model (None: the model name is unknown)
     try:
         record.card = zoo.model_card(model_name).to_dict()
+        source = model_source(model_name)
         seed_everything(seed)
-        model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
-                                 **protocol.model_overrides).to(device)
+        if model is None:
+            model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
+                                     **protocol.model_overrides).to(device)
+        record.solver = solver_settings(model)
         with phase("train"):
             trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
-                            on_epoch=on_epoch)
+                            on_epoch=on_epoch) if train_fn is None else train_fn(model)
         metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase)
         record.metrics, bad = _finite(metrics)
         record.flags = flags + bad
@@ -183,6 +206,8 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.provenance = {"traceback": traceback.format_exc(limit=8)}
     record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds,
                          "concurrent_runs": concurrent_runs, **record.provenance}
+    if source is not None:
+        record.provenance["model_source"] = source
     return record
 
 
@@ -230,7 +255,7 @@ def run_tier(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
-    models = list(models or protocol.models)
+    models = list(models or tier_models(protocol))
     optional = [] if tasks else [name for name in protocol.optional_tasks if name not in protocol.tasks]
     tasks = list(tasks or protocol.tasks) + optional
     seeds = list(protocol.seeds if seeds is None else seeds)

@@ -41,10 +41,14 @@ class ModelCard:
     url: str = ""  # any other page of the paper or model (http(s))
     licence: str = ""  # of the model's implementation (SPDX identifier, e.g. MIT)
     capabilities: tuple[str, ...] = ()  # optional capabilities claimed (zoo.contract.CAPABILITIES)
+    # Numbers the authors report, compared with the reproduced ones on leaderboards (benchmarks/claims.py):
+    # {"task", "protocol", "metric", "value", "source"[, "tolerance"]}, values in the records' units.
+    claims: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.capabilities, list):  # a dict card read from JSON/TOML gives a list
-            object.__setattr__(self, "capabilities", tuple(self.capabilities))
+        for name in ("capabilities", "claims"):  # a dict card read from JSON/TOML gives lists
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def link(self) -> str:

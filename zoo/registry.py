@@ -21,7 +21,7 @@ from torch import nn
 from zoo.cards import ModelCard, validate_card
 
 __all__ = ["ModelCard", "ModelNameClash", "broken_models", "create_model", "list_models", "model_card",
-           "model_source", "register_model"]
+           "model_distribution", "model_source", "register_model"]
 
 ENTRY_POINT_GROUP = "depthbench.models"
 Constructor = Callable[..., nn.Module]
@@ -37,6 +37,7 @@ class _Entry:
     card: ModelCard
     source: str  # where the name comes from, for messages: "built-in zoo.resnet" or "plugin ... (dist x 1.0)"
     carded: bool = True  # False: a plugin gave no card and got a placeholder
+    distribution: dict[str, str] | None = None  # plugins: {"distribution", "version", "entry_point"}
 
 
 @dataclass(frozen=True)
@@ -107,15 +108,20 @@ def _load_entry_points() -> None:
         dist = getattr(point, "dist", None)
         where = f"distribution {dist.name} {dist.version}" if dist is not None else "unknown distribution"
         source = f"plugin entry point '{point.name} = {point.value}' ({where})"
+        dist_info = None if dist is None else {"distribution": dist.name, "version": dist.version,
+                                               "entry_point": point.value}
         try:
             constructor = point.load()
             if not callable(constructor):
                 raise TypeError(f"{point.value} is a {type(constructor).__name__}, not a callable constructor")
             if point.name in _REGISTRY and _REGISTRY[point.name].constructor is constructor:
-                continue  # the plugin module registered itself with @register_model on import
+                # The plugin module registered itself with @register_model on import: same model, named source.
+                _REGISTRY[point.name] = replace(_REGISTRY[point.name], source=source, distribution=dist_info)
+                continue
             card = getattr(constructor, "card", None)
-            entry = _Entry(constructor, _placeholder_card(point.name, point.value), source, carded=False) \
-                if card is None else _Entry(constructor, _as_card(card, point.name), source)
+            entry = _Entry(constructor, _placeholder_card(point.name, point.value), source, carded=False,
+                           distribution=dist_info) if card is None else \
+                _Entry(constructor, _as_card(card, point.name), source, distribution=dist_info)
         except Exception as error:  # noqa: BLE001 - a broken plugin must not take the zoo down with it
             _BROKEN.append(Broken(source, f"{type(error).__name__}: {error}"))
             continue
@@ -156,6 +162,14 @@ def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name]
+
+
+def model_distribution(name: str) -> dict[str, str] | None:
+    """The installed distribution whose `depthbench.models` entry point provides `name`: its name, version and
+    entry point; None for a model registered in-tree, and for a name claimed by several sources."""
+    _load_entry_points()
+    entry = _REGISTRY.get(name)
+    return dict(entry.distribution) if entry is not None and entry.distribution else None
 
 
 def model_card(name: str) -> ModelCard:

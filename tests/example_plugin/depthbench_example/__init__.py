@@ -1,0 +1,1 @@
+"""Example depthbench plugin: models registered through the `depthbench.models` entry points in pyproject.toml."""
