@@ -5,6 +5,7 @@
     depthbench publish                               # copy local/results/ records into results/ (the repository's)
     depthbench leaderboard                           # leaderboards/, README tables, CITATION from results/ alone
     depthbench list                                  # models, tasks, tiers and their hashes
+    depthbench check MODEL [--task T]                # a model against the contract, on CPU, in seconds
     depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
 
 Exit status: 0 when every requested run succeeded or was already recorded, 1 when a run failed (listed with its
@@ -120,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="README whose leaderboard section is replaced (between the markers)")
     board.add_argument("--citation", type=Path, default=Path("CITATION.cff"), help="where CITATION.cff is written")
 
+    check = commands.add_parser("check", help="test a model against the contract (zoo/contract.py) on CPU, in "
+                                "seconds, before spending GPU time on it")
+    check.add_argument("model", help="registered model name (see `depthbench list`)")
+    check.add_argument("--task", type=_names, help="comma-separated tasks whose input shapes to check (default: all)")
+    check.add_argument("--tier", default="smoke", choices=list(PROTOCOLS),
+                       help="build the model at this tier's size class (default: smoke)")
     evaluate = commands.add_parser(
         "evaluate", help="the tier's evaluation (no training) of submitted weights, recorded as MODEL@<sha256[:12]>")
     evaluate.add_argument("model", help="registered model name the weights are for")
@@ -312,6 +319,14 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from benchmarks.check import check_model
+
+    report = check_model(args.model, args.task, get_protocol(args.tier).model_overrides)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from benchmarks.evaluate import evaluate_checkpoint
     from benchmarks.protocols import recipe_for
@@ -341,6 +356,10 @@ def _list() -> int:
         found = zoo.registry.model_distribution(name)
         names.append(f"{name} ({found['distribution']} {found['version']})" if found else name)
     print("models: " + ", ".join(names))
+    for name, sources in zoo.registry.name_clashes().items():
+        print(f"  name clash: {name!r} is claimed by {' and by '.join(sources)} (unusable until one is removed)")
+    for broken in zoo.broken_models():
+        print(f"  broken (not registered): {broken}")
     print("tasks:  " + ", ".join(list_tasks()))
     for protocol in PROTOCOLS.values():
         print(f"tier {protocol.name} v{protocol.version} ({protocol.hash}): {protocol.description}")
@@ -361,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(args)
             if args.command == "publish":
                 return _publish(args)
+            if args.command == "check":
+                return _check(args)
             if args.command == "evaluate":
                 return _evaluate(args)
             if args.command == "leaderboard":

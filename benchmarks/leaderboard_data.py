@@ -25,6 +25,7 @@ TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
 
 META_COLUMNS = [
     "model", "task", "protocol", "protocol_version", "protocol_hash", "seed", "status", "error", "flags",
+    "not_applicable",
     "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "model_source", "card",
     "depth_transfer", "trajectory", "record",
 ]  # fmt: skip
@@ -77,6 +78,7 @@ def load_frame(records_root: Path | str, repo_root: Path | str | None = None) ->
             "protocol_version": proto.get("version"), "protocol_hash": str(proto.get("hash", "")),
             "seed": int(rec.seed), "status": str(rec.status), "error": _text(rec.error),
             "flags": tuple(sorted({str(f) for f in rec.flags or []})),
+            "not_applicable": tuple(sorted({str(m) for m in getattr(rec, "not_applicable", None) or []})),
             "git_commit": _text(prov.get("git_commit")), "git_dirty": bool(prov.get("git_dirty", False)),
             "device": _text(prov.get("device")), "started": _text(prov.get("started")),
             "finished": _text(prov.get("finished")), "concurrent_runs": int(prov.get("concurrent_runs") or 1),
@@ -168,6 +170,8 @@ def _model_row(model: str, rows: pd.DataFrame, metrics: list[str]) -> dict[str, 
     for m in metrics:  # pandas skips NaN: a metric missing in one seed is averaged over the others (see m_n)
         row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = ok[m].mean(), ok[m].std(ddof=1), int(ok[m].count())
     row["flags"] = tuple(sorted({f for flags in rows["flags"] for f in flags}))
+    # Metrics the model cannot have (it lacks the capability, zoo/contract.py): "n/a" rather than "not recorded".
+    row["not_applicable"] = tuple(sorted({m for names in ok["not_applicable"] for m in names}))
     row["failures"] = tuple(f"seed {s}: {one_line(e) or 'no error message'}" for s, e in zip(failed.seed, failed.error))
     row["records"], row["failed_records"] = tuple(ok.record), tuple(failed.record)
     card = rows.card.iloc[0]  # rows are in record-path order: the card of the first record
@@ -297,7 +301,7 @@ def cell(row: Any, column: Column) -> tuple[str | None, str | None, str | None]:
     """(mean, std, note) as display strings; mean None = no record has it. Std is None for a single value."""
     mean, std, n = row[f"{column.key}_mean"], row[f"{column.key}_std"], row[f"{column.key}_n"]
     if pd.isna(mean):
-        return None, None, None
+        return ("n/a" if column.key in row.get("not_applicable", ()) else None), None, None
     show_std = not pd.isna(std) and not (column.kind == "si" and std == 0)
     note = f"n={int(n)}" if int(n) != int(row["seeds"]) else None  # metric missing in some seeds
     return _fmt(mean, column), _fmt(std, column).lstrip("+") if show_std else None, note
@@ -357,7 +361,7 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
         *([("Eval batch", eval_batch_note(table))] if "eval_batch" in at.get("metrics", []) else []),
         ("Order", sort_description(table)),
         ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
-                  "in only k of them; — = not recorded"),
+                  "in only k of them; — = not recorded; n/a = not applicable (the model lacks the capability)"),
         ("Units", units_note(display_columns(table))),
     ]  # fmt: skip
 

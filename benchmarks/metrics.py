@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import zoo
 from benchmarks import timing
 from benchmarks.diagnostics import DIAGNOSTIC_DOCS
+from zoo.contract import validate_output
 
 BATCH_COUPLING_TOLERANCE = 1e-6  # float64 kernels' batch-size noise is ~1e-15; adaptive coupling ~rtol
 
@@ -94,7 +95,8 @@ def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.
     outputs, nfe, stages = [], 0, None
     with torch.no_grad():
         for part in _batches(len(x), batch_size):
-            outputs.append(model(x[part]))
+            # A tuple or a wrong batch size is never a result; non-finite values are judged by the caller.
+            outputs.append(validate_output(model(x[part]), part.stop - part.start, None, finite=False))
             size = part.stop - part.start
             nfe += getattr(model, "nfe", 0) * size
             per_stage = [block.nfe * size for block in getattr(model, "blocks", [])]
@@ -110,12 +112,13 @@ def _mse_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
     return F.mse_loss(outputs.double(), y.double()).item()
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: Kind, batch_size: int
-             ) -> tuple[float, float | None]:  # fmt: skip
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: Kind, batch_size: int,
+             output_shape: Sequence[int] | None = None) -> tuple[float, float | None]:
     """(accuracy or MSE, mean NFE per forward over the batches of `batch_size`) on all of x; NFE None for a model
     that does not count its function evaluations. Adaptive solvers' NFE varies from batch to batch, so it is
     measured on every batch that is scored rather than on one."""
     outputs, nfe, _ = _forward(model, x, batch_size)
+    outputs = validate_output(outputs, len(x), output_shape)
     score = _accuracy_of(outputs, y) if kind == "classification" else _mse_of(outputs, y)
     return score, nfe if hasattr(model, "nfe") else None
 
@@ -140,12 +143,20 @@ def batch_coupling(model: nn.Module, x: torch.Tensor, *, batch_size: int, exampl
     return ((inside - alone).abs().max() / (1.0 + inside.abs().max())).item()
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> float:
-    return _accuracy_of(_forward(model, x, batch_size)[0], y)
+def _checked(model: nn.Module, x: torch.Tensor, batch_size: int, output_shape: Sequence[int] | None) -> torch.Tensor:
+    """Outputs of the trained model, which must be finite and (given `output_shape`) of the task's shape: an
+    argmax over NaN or over one logit too many is a number, but not an accuracy."""
+    return validate_output(_forward(model, x, batch_size)[0], len(x), output_shape)
 
 
-def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> float:
-    return _mse_of(_forward(model, x, batch_size)[0], y)
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+             output_shape: Sequence[int] | None = None) -> float:
+    return _accuracy_of(_checked(model, x, batch_size, output_shape), y)
+
+
+def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+        output_shape: Sequence[int] | None = None) -> float:
+    return _mse_of(_checked(model, x, batch_size, output_shape), y)
 
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -237,7 +248,7 @@ def robustness_with_twin(
     robust accuracy without making the model robust. Attacks crafted on a fixed-step RK4 twin of similar cost
     approximate the same ODE with clean gradients; their transfer to the original bounds it from above too.
     """
-    if not _is_adaptive(model):
+    if not _is_adaptive(model) or not callable(getattr(model, "manifest", None)):
         return robustness(model, x, y, eps_grid=eps_grid, pgd_steps=pgd_steps, pgd_alpha_factor=pgd_alpha_factor,
                           batch_size=batch_size, seed=seed)
     outputs, _, stage_nfe = _forward(model, x, batch_size)

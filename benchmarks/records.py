@@ -11,6 +11,7 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
   "error": null | "what went wrong (one line)",
   "metrics": {"accuracy": 0.97, "params": 12345, "fgsm@0.1": 0.41, ...},   # flat: name -> number
   "flags": ["possible-gradient-masking", ...],
+  "not_applicable": ["dt_delta_2x", "line_shape", ...],  # metrics the model lacks the capability for (n/a)
   "depth_transfer": [{"scheme": "rk4", "n_steps": 12, "nfe": 48, "accuracy": 0.96, "latency_ms": 1.2,
                       "dt": 0.5, "trained": false, ...}, ...],
   "trajectory": [{"stage": 0, "t": 0.0, "t0": 0.0, "t1": 6.0, "h": 1.0, "sigma": 3.1}, ...],  # diagnostics
@@ -67,6 +68,7 @@ class Record:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    not_applicable: list[str] = field(default_factory=list)  # see zoo.contract.CAPABILITY_METRICS
     depth_transfer: list[dict[str, Any]] = field(default_factory=list)
     trajectory: list[dict[str, Any]] = field(default_factory=list)  # stiffness profile along depth
     solver: list[dict[str, Any]] = field(default_factory=list)  # resolved zoo.Solver settings, one per stage

@@ -33,12 +33,14 @@ from tqdm.auto import tqdm
 import zoo
 from benchmarks import metrics as M
 from benchmarks import timing
+from benchmarks.check import require_passing
 from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.provenance import git_state, model_source, now, provenance
 from benchmarks.records import Record, RecordError, load_record, record_path, save_record
 from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
+from zoo import contract
 
 DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
 LOCAL_RESULTS = Path("local/results")  # the user's own store (git-ignored); `depthbench publish` copies from it
@@ -81,32 +83,38 @@ class PhaseTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
-def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
+def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
             trained: TrainResult, phase: PhaseTimer | None = None,
             ) -> tuple[dict[str, float], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Every metric of the harness for a trained model (eval mode, fp32); also the depth-transfer entries and
-    the stiffness profile along depth that records keep beside the metrics."""
+    the stiffness profile along depth that records keep beside the metrics. Metrics that need a capability the
+    model lacks (zoo/contract.py) are skipped; the record lists them as not applicable."""
     phase = phase or PhaseTimer(device)
     ev = protocol.evaluation
     model.eval().float()
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
     classification = task.kind == "classification"
+    have = contract.capabilities(model)
     metrics: dict[str, float] = {"epochs": trained.epochs, "train_seconds": trained.train_seconds,
                                  "epoch_seconds": trained.epoch_seconds}
     if trained.peak_memory_mb is not None:
         metrics["peak_train_memory_mb"] = trained.peak_memory_mb
     flags: list[str] = []
     with phase("clean"):
-        score, metrics["nfe"] = M.evaluate(model, x_test, y_test, kind=task.kind, batch_size=ev.eval_batch)
+        output_shape = (task.num_classes,) if classification else tuple(y_test.shape[1:])
+        score, nfe = M.evaluate(model, x_test, y_test, kind=task.kind, batch_size=ev.eval_batch,
+                                output_shape=output_shape)
         metrics["accuracy" if classification else "test_mse"] = score
         metrics["val_accuracy" if classification else "val_mse"] = trained.val_metric
         metrics["params"] = M.parameter_count(model)
         metrics["flops"] = M.count_flops(model, x_test[:1])
+        if "nfe" in have and nfe is not None:
+            metrics["nfe"] = nfe
         metrics["eval_batch"] = ev.eval_batch
         metrics["batch_coupling"] = M.batch_coupling(model, x_test, batch_size=ev.eval_batch)
         if metrics["batch_coupling"] > M.BATCH_COUPLING_TOLERANCE:
             flags.append("batch-coupled")
-        if any(s.adjoint for s in model.solvers):
+        if any(getattr(s, "adjoint", False) for s in getattr(model, "solvers", ())):
             loss = model(x_test[:64]).float().square().mean()
             loss.backward()
             metrics["nfe_backward"] = model.nfe_backward
@@ -124,17 +132,21 @@ def measure(model: zoo.DepthModel, task: Task, data: TaskData, protocol: Protoco
         with phase("noise"):
             metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
                                               seed=0))
-    with phase("diagnostics"):
-        shape, profile = trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
-                                                iterations=ev.jacobian_iterations)
-        metrics.update(shape)
-    with phase("depth_transfer"):
-        transfer, summary = M.depth_transfer(
-            model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
-            factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
-            batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
-            latency_repeats=max(3, ev.latency_repeats // 4))
-    metrics.update(summary)
+    profile: list[dict[str, Any]] = []
+    if "trajectories" in have:
+        with phase("diagnostics"):
+            shape, profile = trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
+                                                    iterations=ev.jacobian_iterations)
+            metrics.update(shape)
+    transfer: list[dict[str, Any]] = []
+    if "depth_transfer" in have:
+        with phase("depth_transfer"):
+            transfer, summary = M.depth_transfer(
+                model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
+                factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
+                batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
+                latency_repeats=max(3, ev.latency_repeats // 4))
+        metrics.update(summary)
     return metrics, flags, transfer, profile
 
 
@@ -193,11 +205,13 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.flags = flags + bad
         record.depth_transfer = transfer
         record.trajectory = profile
+        record.not_applicable = contract.not_applicable(model)
     except Exception as error:  # noqa: BLE001 - a failing model is a result, not a crash of the suite
         record.status = "failed"
         record.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
         record.flags = ["diverged"] if isinstance(error, TrainingDiverged) else \
-            ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else ["error"]
+            ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else \
+            ["bad-output"] if isinstance(error, contract.ModelOutputError) else ["error"]
         record.provenance = {"traceback": traceback.format_exc(limit=8)}
     record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds,
                          "concurrent_runs": concurrent_runs, **record.provenance}
@@ -327,6 +341,7 @@ def run_tier(
     progress: bool = True,
     max_minutes: float | None = None,
     workers: int = 1,
+    check_models: bool = True,
 ) -> RunSummary:
     """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
 
@@ -338,7 +353,10 @@ def run_tier(
 
     With `workers` > 1, that many runs go at once in separate processes sharing the device: small models leave
     a GPU mostly idle between kernel launches, so concurrent runs fill it. Results are those of a sequential run;
-    timings include the contention, and records say how many runs shared the device."""
+    timings include the contention, and records say how many runs shared the device.
+
+    With `check_models` (the default), every model first passes the contract (`depthbench check`) at the protocol's
+    size on its tasks' input shapes; a model that fails raises ModelCheckFailed with the report, before any run."""
     # Everything a run needs is checked here, before the first training: arguments, names, recipes, the device,
     # the results store and every task's data, so that a mistake costs seconds rather than a lost run.
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes >= 0):
@@ -359,6 +377,8 @@ def run_tier(
     for task in task_objects:
         recipe_for(protocol, task.name)
     git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
+    if check_models:  # the model contract on CPU first: a broken model fails in seconds, not after its training
+        require_passing(models, task_objects, protocol.model_overrides)
     device = device or pick_device(None, protocol)
     check_writable(results_dir)
     summary = RunSummary()

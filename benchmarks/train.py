@@ -11,6 +11,7 @@ set is never looked at.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from torch.nn import functional as F
 
 from benchmarks.protocols import Recipe
 from benchmarks.tasks import Split, Task, TaskData
+from zoo.contract import capabilities, validate_output
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,14 +97,18 @@ def training_forward(model: nn.Module, recipe: Recipe) -> nn.Module:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, task: Task, device: torch.device, batch_size: int = 1000) -> float:
-    """Accuracy (classification) or mean squared error (regression) in fp32, eval mode."""
+    """Accuracy (classification) or mean squared error (regression) in fp32, eval mode.
+
+    Outputs must be finite tensors of the task's shape (ModelOutputError otherwise): a NaN argmax is an
+    accuracy of about 1/classes, not a result, and must stop the run at its first validation."""
     model.eval()
     image = len(task.input_shape) == 3
     total, count = 0.0, 0
     for start in range(0, len(split), batch_size):
         x = batch_inputs(split.x[start:start + batch_size].to(device), image)
         y = split.y[start:start + batch_size].to(device)
-        out = model(x)
+        out = validate_output(model(x), len(y), (task.num_classes,) if task.kind == "classification"
+                              else tuple(y.shape[1:]), where="evaluation (validation split)")
         if task.kind == "classification":
             total += (out.argmax(1) == y).sum().item()
         else:
@@ -154,6 +160,8 @@ def train(
     shuffle = torch.Generator().manual_seed(seed)
     aug_generator = torch.Generator(device=device).manual_seed(seed)
     loss_fn = F.cross_entropy if task.kind == "classification" else F.mse_loss
+    out_shape = (task.num_classes,) if task.kind == "classification" else tuple(train_y.shape[1:])
+    regularised = "regulariser" in capabilities(model)  # the contract's optional training-loss term
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -172,7 +180,10 @@ def train(
             if image and cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp_bf16):
-                loss = loss_fn(forward(x).float(), train_y[index])
+                out = validate_output(forward(x), len(index), out_shape, finite=False, where="training")
+                loss = loss_fn(out.float(), train_y[index])
+                if regularised:
+                    loss = loss + model.regulariser()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -180,8 +191,10 @@ def train(
             loss_sum += loss.detach()
         mean_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
         epoch_times.append(time.perf_counter() - epoch_start)
-        val = evaluate(model, data.val, task, device)
-        if not (torch.isfinite(torch.tensor(mean_loss)) and torch.isfinite(torch.tensor(val))):
+        if not math.isfinite(mean_loss):  # before evaluating: NaN outputs after a NaN loss are divergence
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: loss {mean_loss}")
+        val = evaluate(model, data.val, task, device)  # a finite loss but NaN eval outputs: ModelOutputError
+        if not math.isfinite(val):
             raise TrainingDiverged(f"training diverged at epoch {epoch}: loss {mean_loss}, validation {val}")
         entry = {"epoch": epoch, "loss": mean_loss, "val": val, "seconds": epoch_times[-1]}
         history.append(entry)

@@ -250,10 +250,11 @@ class NaNModel(nn.Module):
 
 
 def test_a_nan_model_is_recorded_as_failed(tmp_path, monkeypatch) -> None:
+    """The runner's own failure path (`depthbench check` would refuse this model before any run: see test_check)."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register_model("nan-model", registry.model_card("resnet"))(NaNModel)
     summary = runner.run_tier(QUICK, models=["nan-model"], tasks=["digits"], results_dir=tmp_path,
-                              device=torch.device("cpu"), progress=False)
+                              device=torch.device("cpu"), progress=False, check_models=False)
     assert len(summary.failed) == 1
     record = json.loads(summary.failed[0].read_text())
     assert record["status"] == "failed" and "diverged" in record["flags"]
@@ -261,7 +262,7 @@ def test_a_nan_model_is_recorded_as_failed(tmp_path, monkeypatch) -> None:
     assert record["provenance"]["git_commit"]
     # A failed run is done too: it is skipped on rerun unless asked to retry.
     again = runner.run_tier(QUICK, models=["nan-model"], tasks=["digits"], results_dir=tmp_path,
-                            device=torch.device("cpu"), progress=False)
+                            device=torch.device("cpu"), progress=False, check_models=False)
     assert len(again.skipped) == 1
 
 

@@ -95,6 +95,8 @@ def example_plugin(tmp_path_factory):
         patch.syspath_prepend(str(target))
         patch.setattr(registry, "_entry_points_loaded", False)
         patch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        patch.setattr(registry, "_CLASHES", {})
+        patch.setattr(registry, "_BROKEN", [])
         try:
             yield commit
         finally:

@@ -10,6 +10,9 @@ from zoo.template import DepthModel
 
 ANODE_CARD = ModelCard(
     name="anode",
+    venue="Advances in Neural Information Processing Systems (NeurIPS)",
+    licence="MIT",
+    capabilities=("nfe", "depth_transfer", "trajectories", "batch_coupling"),
     family="anode",
     title="Augmented Neural ODEs",
     authors="Emilien Dupont, Arnaud Doucet, Yee Whye Teh",

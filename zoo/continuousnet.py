@@ -30,7 +30,8 @@ def _card(name: str, variant: str) -> ModelCard:
     return ModelCard(name=name, family="continuousnet", title="Continuous-in-Depth Neural Networks",
                      authors="Alejandro F. Queiruga, N. Benjamin Erichson, Dane Taylor, Michael W. Mahoney",
                      year=2020, arxiv="2008.02389", bibkey="queiruga2020continuous", bibtex=_BIBTEX,
-                     variant=variant, differences=_DIFFERENCES)
+                     variant=variant, differences=_DIFFERENCES, venue="arXiv preprint arXiv:2008.02389",
+                     licence="MIT", capabilities=("nfe", "depth_transfer", "trajectories"))
 
 
 def continuousnet_model(

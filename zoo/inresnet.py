@@ -37,7 +37,9 @@ _DIFFERENCES = (
 def _card(name: str, variant: str) -> ModelCard:
     return ModelCard(name=name, family="inresnet", title="Interpolation between Residual and Non-Residual Networks",
                      authors="Zonghan Yang, Yang Liu, Chenglong Bao, Zuoqiang Shi", year=2020, arxiv="1909.06545",
-                     bibkey="yang2020interpolation", bibtex=_BIBTEX, variant=variant, differences=_DIFFERENCES)
+                     bibkey="yang2020interpolation", bibtex=_BIBTEX, variant=variant, differences=_DIFFERENCES,
+                     venue="International Conference on Machine Learning (ICML)", licence="MIT",
+                     capabilities=("nfe", "depth_transfer", "trajectories"))
 
 
 class DampedRate(nn.Module):

@@ -23,6 +23,9 @@ from zoo.template import (
 
 NEURAL_ODE_CARD = ModelCard(
     name="neural-ode",
+    venue="Advances in Neural Information Processing Systems (NeurIPS)",
+    licence="MIT",
+    capabilities=("nfe", "depth_transfer", "trajectories", "batch_coupling"),
     family="neural-ode",
     title="Neural Ordinary Differential Equations",
     authors="Ricky T. Q. Chen, Yulia Rubanova, Jesse Bettencourt, David Duvenaud",

@@ -1,75 +1,101 @@
 """The model registry: in-tree families register with a decorator, installed packages through the
 `depthbench.models` entry-point group (name = model name, value = a constructor with the zoo's
 signature ``(input_shape, num_classes, **overrides) -> nn.Module``, optionally carrying a `card`).
+
+One broken plugin never takes the zoo down: a failing import, a missing attribute or a bad card is recorded
+(`broken_models()`, one warning listing them, `depthbench list`) naming the distribution, the entry point and
+the cause. Two sources claiming one name is an error for that name only, naming both sources.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Any
 
 from torch import nn
 
+from zoo.cards import ModelCard, validate_card
+
+__all__ = ["ModelCard", "ModelNameClash", "broken_models", "create_model", "list_models", "model_card",
+           "model_distribution", "model_source", "register_model"]
+
 ENTRY_POINT_GROUP = "depthbench.models"
 Constructor = Callable[..., nn.Module]
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """What a leaderboard prints about a model: its paper, and how this variant differs from it."""
-
-    name: str
-    family: str
-    title: str
-    authors: str
-    year: int
-    arxiv: str
-    bibkey: str
-    bibtex: str
-    variant: str
-    differences: str = ""
-    params: dict[str, int] = field(default_factory=dict)  # parameter counts at default size, per input shape
-    doi: str = ""  # e.g. "10.1000/xyz123", for papers without an arXiv id (or besides one)
-    url: str = ""  # any other page of the paper or model (http(s))
-    # Numbers the authors report, compared with the reproduced ones on leaderboards (benchmarks/claims.py):
-    # {"task", "protocol", "metric", "value", "source"[, "tolerance"]}, values in the records' units.
-    claims: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def link(self) -> str:
-        """Where a leaderboard links the model: its arXiv abstract, else its DOI, else its URL ("" if none)."""
-        if self.arxiv:
-            return f"https://arxiv.org/abs/{self.arxiv}"
-        return f"https://doi.org/{self.doi}" if self.doi else self.url
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "link": self.link}
+class ModelNameClash(ValueError):
+    """Two sources (built-in and plugin, or two plugins) register the same model name."""
 
 
 @dataclass(frozen=True)
 class _Entry:
     constructor: Constructor
     card: ModelCard
+    source: str  # where the name comes from, for messages: "built-in zoo.resnet" or "plugin ... (dist x 1.0)"
+    carded: bool = True  # False: a plugin gave no card and got a placeholder
+    distribution: dict[str, str] | None = None  # plugins: {"distribution", "version", "entry_point"}
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A model source that could not be registered, and why."""
+
+    source: str
+    cause: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.cause}"
 
 
 _REGISTRY: dict[str, _Entry] = {}
+_CLASHES: dict[str, list[str]] = {}  # name -> every source claiming it
+_BROKEN: list[Broken] = []
 _entry_points_loaded = False
 
 
-def register_model(name: str, card: ModelCard) -> Callable[[Constructor], Constructor]:
-    """Decorator: make `constructor` available as `zoo.create_model(name, ...)`."""
+def _builtin_source(constructor: Constructor) -> str:
+    return f"built-in {getattr(constructor, '__module__', '?')}.{getattr(constructor, '__qualname__', '?')}"
+
+
+def _add(name: str, entry: _Entry) -> None:
+    if name in _CLASHES:
+        _CLASHES[name].append(entry.source)
+    elif name in _REGISTRY and _REGISTRY[name].constructor is not entry.constructor:
+        _CLASHES[name] = [_REGISTRY.pop(name).source, entry.source]
+    else:
+        _REGISTRY[name] = entry
+
+
+def _as_card(card: Any, name: str) -> ModelCard:
+    if isinstance(card, Mapping):
+        card = ModelCard.from_dict(card, name=name)
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"card is a {type(card).__name__}, not a zoo.ModelCard or a dict of its fields")
+    card = replace(card, name=name)
+    problems = validate_card(card)
+    if problems:
+        raise ValueError("invalid card: " + "; ".join(problems))
+    return card
+
+
+def register_model(name: str, card: ModelCard | Mapping[str, Any]) -> Callable[[Constructor], Constructor]:
+    """Decorator: make `constructor` available as `zoo.create_model(name, ...)` (the card must be valid)."""
 
     def decorate(constructor: Constructor) -> Constructor:
-        if name in _REGISTRY and _REGISTRY[name].constructor is not constructor:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = _Entry(constructor, replace(card, name=name))
+        _add(name, _Entry(constructor, _as_card(card, name), _builtin_source(constructor)))
         return constructor
 
     return decorate
+
+
+def _placeholder_card(name: str, value: str) -> ModelCard:
+    """A plugin without a card can be built and tried, but `depthbench check` fails it until it has one."""
+    return ModelCard(name=name, family="plugin", title="", authors="", year=0, arxiv="", bibkey="", bibtex="",
+                     variant=f"third-party model from {value}")
 
 
 def _load_entry_points() -> None:
@@ -77,51 +103,87 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    broken_before = len(_BROKEN)
     for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if point.name in _REGISTRY:
-            continue
+        dist = getattr(point, "dist", None)
+        where = f"distribution {dist.name} {dist.version}" if dist is not None else "unknown distribution"
+        source = f"plugin entry point '{point.name} = {point.value}' ({where})"
+        dist_info = None if dist is None else {"distribution": dist.name, "version": dist.version,
+                                               "entry_point": point.value}
         try:
             constructor = point.load()
-        except Exception as error:  # a broken plugin must not take the zoo down with it
-            warnings.warn(f"depthbench model plugin {point.name!r} ({point.value}) failed to load: {error}",
-                          stacklevel=2)
+            if not callable(constructor):
+                raise TypeError(f"{point.value} is a {type(constructor).__name__}, not a callable constructor")
+            if point.name in _REGISTRY and _REGISTRY[point.name].constructor is constructor:
+                # The plugin module registered itself with @register_model on import: same model, named source.
+                _REGISTRY[point.name] = replace(_REGISTRY[point.name], source=source, distribution=dist_info)
+                continue
+            card = getattr(constructor, "card", None)
+            entry = _Entry(constructor, _placeholder_card(point.name, point.value), source, carded=False,
+                           distribution=dist_info) if card is None else \
+                _Entry(constructor, _as_card(card, point.name), source, distribution=dist_info)
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not take the zoo down with it
+            _BROKEN.append(Broken(source, f"{type(error).__name__}: {error}"))
             continue
-        card = getattr(constructor, "card", None) or ModelCard(
-            name=point.name, family="plugin", title="", authors="", year=0, arxiv="", bibkey="", bibtex="",
-            variant=f"third-party model from {point.value}")
-        if point.name not in _REGISTRY:
-            _REGISTRY[point.name] = _Entry(constructor, replace(card, name=point.name))
+        _add(point.name, entry)
+    if len(_BROKEN) > broken_before:
+        warnings.warn("depthbench: model plugins not registered:\n" + "\n".join(f"  {b}" for b in _BROKEN),
+                      stacklevel=3)
+
+
+def note_broken(source: str, cause: str) -> None:
+    """Record a model source that failed (zoo/__init__ uses it for in-tree modules that fail to import)."""
+    _BROKEN.append(Broken(source, cause))
+
+
+def broken_models() -> list[Broken]:
+    """Model sources that could not be registered (failing import, missing attribute, bad card)."""
+    _load_entry_points()
+    return list(_BROKEN)
+
+
+def name_clashes() -> dict[str, list[str]]:
+    """Names claimed by more than one source -> those sources."""
+    _load_entry_points()
+    return {name: list(sources) for name, sources in _CLASHES.items()}
 
 
 def list_models() -> list[str]:
-    """Sorted names of every registered model (in-tree and installed plugins)."""
+    """Sorted names of every registered model (in-tree and installed plugins; clashing names included)."""
     _load_entry_points()
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *_CLASHES})
 
 
 def _entry(name: str) -> _Entry:
     _load_entry_points()
+    if name in _CLASHES:
+        raise ModelNameClash(f"model name {name!r} is claimed by {' and by '.join(_CLASHES[name])}; uninstall one "
+                             "of them or rename the plugin's entry point")
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 
 def model_distribution(name: str) -> dict[str, str] | None:
     """The installed distribution whose `depthbench.models` entry point provides `name`: its name, version and
-    entry point; None for a model registered in-tree (or by code that is not an installed distribution)."""
-    constructor = _entry(name).constructor
-    for point in metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
-        try:
-            provides = point.load() is constructor  # an in-tree model of the same name shadows the plugin
-        except Exception:  # noqa: BLE001 - a broken plugin provides nothing (its load warned already)
-            continue
-        if provides and point.dist is not None:
-            return {"distribution": point.dist.name, "version": point.dist.version, "entry_point": point.value}
-    return None
+    entry point; None for a model registered in-tree, and for a name claimed by several sources."""
+    _load_entry_points()
+    entry = _REGISTRY.get(name)
+    return dict(entry.distribution) if entry is not None and entry.distribution else None
 
 
 def model_card(name: str) -> ModelCard:
     return _entry(name).card
+
+
+def has_card(name: str) -> bool:
+    """False for a plugin that gave no card (it was registered with a placeholder, which `check` fails)."""
+    return _entry(name).carded
+
+
+def model_source(name: str) -> str:
+    """Where `name` comes from: the built-in constructor or the plugin entry point and its distribution."""
+    return _entry(name).source
 
 
 def create_model(name: str, *, input_shape: Sequence[int], num_classes: int, **overrides: Any) -> nn.Module:
@@ -135,6 +197,9 @@ def create_model(name: str, *, input_shape: Sequence[int], num_classes: int, **o
         raise TypeError(f"model {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                         f"accepted: {', '.join(accepted) or 'none'}")
     model = entry.constructor(tuple(input_shape), num_classes, **overrides)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r}: its constructor ({entry.source}) returned a {type(model).__name__}, "
+                        "not a torch.nn.Module")
     model.card = entry.card
     model.name = name
     return model

@@ -19,6 +19,9 @@ from zoo.template import ConvRate, DepthModel, MLPRate, build_model, check_commo
 
 RESNET_CARD = ModelCard(
     name="resnet",
+    venue="European Conference on Computer Vision (ECCV)",
+    licence="MIT",
+    capabilities=("nfe", "depth_transfer", "trajectories"),
     family="resnet",
     title="Identity Mappings in Deep Residual Networks",
     authors="Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun",

@@ -158,6 +158,12 @@ class DepthModel(nn.Module):
         return out
 
     @property
+    def batch_coupled(self) -> bool:
+        """Adaptive solvers pick one step size for the whole batch (torchdiffeq's error norm), so one sample's
+        output can change with the rest of its batch (the contract's "batch_coupling" capability)."""
+        return any(block.solver.adaptive for block in self.blocks)
+
+    @property
     def solvers(self) -> tuple[Solver, ...]:
         return tuple(block.solver for block in self.blocks)
 

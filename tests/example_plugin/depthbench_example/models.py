@@ -34,6 +34,8 @@ heun_net.card = ModelCard(
   year = {2020}
 }""",
     variant="example plugin: ContinuousNet's hat basis integrated with Heun's method (2nd order) instead of RK4",
+    differences="Heun's method instead of the paper's RK4; GroupNorm instead of BatchNorm (depthbench's engine).",
+    venue="arXiv preprint arXiv:2008.02389", licence="MIT", capabilities=("nfe", "depth_transfer", "trajectories"),
 )
 
 
@@ -48,7 +50,21 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, dept
     return nn.Sequential(*layers, nn.Linear(features, num_classes))
 
 
+# A textbook model cites its classic reference; papers without an arXiv id are found by DOI (or a URL).
 mlp.card = ModelCard(
-    name="example-mlp", family="mlp", title="", authors="", year=0, arxiv="", bibkey="", bibtex="",
-    variant="example plugin: a plain torch.nn.Module MLP, no continuous-depth engine",
+    name="example-mlp", family="mlp", title="Learning representations by back-propagating errors",
+    authors="David E. Rumelhart, Geoffrey E. Hinton, Ronald J. Williams", year=1986, arxiv="",
+    doi="10.1038/323533a0", venue="Nature", bibkey="rumelhart1986learning",
+    bibtex="""@article{rumelhart1986learning,
+  title = {Learning representations by back-propagating errors},
+  author = {Rumelhart, David E. and Hinton, Geoffrey E. and Williams, Ronald J.},
+  journal = {Nature},
+  volume = {323},
+  pages = {533--536},
+  year = {1986},
+  doi = {10.1038/323533a0}
+}""",
+    variant="example plugin: a plain torch.nn.Module MLP (ReLU, `depth` hidden layers), no continuous-depth engine",
+    differences="ReLU units and Adam instead of the paper's sigmoid units and plain gradient descent.",
+    licence="MIT",
 )

@@ -1,0 +1,280 @@
+"""`depthbench check MODEL`: the model contract (zoo/contract.py) tested on CPU in seconds, before any GPU time.
+
+For every distinct input shape of the tasks asked for, on random inputs: the model builds; its output is one
+floating tensor of the task's shape, finite in train and eval mode; eval forwards are deterministic; input
+gradients are non-zero; a sample's output does not depend on the rest of its batch (unless the model declares
+`batch_coupled = True`); `manifest()` reproduces the model and shares its parameters when depth transfer is
+offered, and `tracks()` gives one track per stage when trajectories are; adaptive models report NFE;
+parameters and FLOPs can be counted; `state_dict` round-trips into a fresh build; once: the model card is valid
+and claims only capabilities the model has. `depthbench run` runs this first and refuses a model that fails.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import zoo
+from benchmarks.tasks import Task, get_task, list_tasks
+from zoo import contract
+from zoo.cards import validate_card
+from zoo.registry import has_card
+
+BATCH = 4
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    scope: str  # the input shape it ran on, or "card"
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class CheckReport:
+    model: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def text(self) -> str:
+        lines = [f"depthbench check {self.model}: {'PASS' if self.ok else 'FAIL'} "
+                 f"({len(self.checks) - len(self.failures)} of {len(self.checks)} checks passed)"]
+        for c in self.checks:
+            lines.append(f"  {'ok  ' if c.ok else 'FAIL'} [{c.scope}] {c.name}" + (f": {c.detail}" if c.detail else ""))
+        return "\n".join(lines)
+
+
+class ModelCheckFailed(ValueError):
+    """A model failed `depthbench check`; the message is the report."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}".strip()
+
+
+def _inputs(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    if len(shape) == 3:
+        return torch.rand((BATCH, *shape), generator=generator)  # images in [0, 1]
+    return torch.randn((BATCH, *shape), generator=generator)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+class _Runner:
+    """Runs the checks of one input shape, turning every exception into a failed check with its message."""
+
+    def __init__(self, report: CheckReport, scope: str) -> None:
+        self.report, self.scope = report, scope
+
+    def __call__(self, name: str, fn: Callable[[], str | None]) -> bool:
+        try:
+            detail = fn() or ""
+        except Exception as error:  # noqa: BLE001 - every way a model can break is a failed check, not a crash
+            self.report.checks.append(Check(name, self.scope, False, _one_line(error)))
+            return False
+        self.report.checks.append(Check(name, self.scope, True, detail))
+        return True
+
+
+def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[str, Any],
+                 scope: str) -> frozenset[str] | None:  # fmt: skip
+    """The checks of one input shape; returns the capabilities the model offers there (None: it did not build)."""
+    run = _Runner(report, scope)
+    out_shape = (task.num_classes,)
+    x = _inputs(task.input_shape)
+    built: dict[str, nn.Module] = {}
+
+    def build() -> str:
+        torch.manual_seed(0)
+        built["model"] = zoo.create_model(name, input_shape=task.input_shape, num_classes=task.num_classes,
+                                          **overrides)
+        return ""
+
+    if not run("builds", build):
+        return None
+    model = built["model"]
+    have = contract.capabilities(model)
+
+    def output(mode: str) -> Callable[[], str]:
+        def go() -> str:
+            model.train(mode == "train")
+            with torch.no_grad():
+                out = contract.validate_output(model(x), BATCH, out_shape, where=f"{mode} mode")
+            return f"{tuple(out.shape)} {str(out.dtype).removeprefix('torch.')}"
+        return go
+
+    if not (run("output shape, dtype, finite (train mode)", output("train"))
+            and run("output shape, dtype, finite (eval mode)", output("eval"))):
+        return have
+    model.eval()
+
+    def deterministic() -> str:
+        with torch.no_grad():
+            a, b = model(x), model(x)
+        if not torch.equal(a, b):
+            raise AssertionError(f"two eval forwards of the same input differ by {(a - b).abs().max().item():.3g} "
+                                 "(dropout or other randomness left on in eval mode?)")
+        return ""
+
+    def gradients() -> str:
+        inputs = x.clone().requires_grad_(True)
+        out = model(inputs)
+        loss = F.cross_entropy(out, torch.arange(BATCH) % task.num_classes) if task.kind == "classification" \
+            else out.square().mean()
+        (grad,) = torch.autograd.grad(loss, inputs, allow_unused=True)
+        if grad is None or not torch.isfinite(grad).all() or grad.abs().sum() == 0:
+            raise AssertionError("d loss / d input is zero, missing or non-finite: gradient attacks would be "
+                                 "blind (is the input detached, or quantised?)")
+        return ""
+
+    def batch_invariance() -> str:
+        other = _inputs(task.input_shape, seed=1)
+        with torch.no_grad():
+            alone = model(x[:1])
+            in_batch = model(x)[:1]
+            in_other = model(torch.cat([x[:1], other[1:]]))[:1]
+        if _close(alone, in_batch) and _close(alone, in_other):
+            return ""
+        if "batch_coupling" in have:
+            return "outputs depend on the batch, as the model declares (batch_coupled = True)"
+        raise AssertionError("a sample's eval output changes with the rest of its batch (batch statistics in eval "
+                             "mode?); fix it, or declare it with `batch_coupled = True` on the model")
+
+    run("deterministic eval forward", deterministic)
+    run("non-zero input gradients", gradients)
+    run("batch invariance (or declared coupling)", batch_invariance)
+
+    if "depth_transfer" in have:
+        def manifest() -> str:
+            solvers = list(model.solvers)
+            if len(solvers) != len(model.blocks):
+                raise AssertionError(f"{len(solvers)} solvers for {len(model.blocks)} blocks")
+            first = solvers[0]
+            same = model.manifest(first.scheme, rtol=first.rtol, atol=first.atol) if first.adaptive else \
+                model.manifest(first.scheme, [s.n_steps for s in solvers])
+            other = model.manifest("rk4", 2)
+            with torch.no_grad():
+                if not _close(same(x), model(x)):
+                    raise AssertionError("manifest() with the trained solver settings changes the output")
+                contract.validate_output(other(x), BATCH, out_shape, where="manifest('rk4', 2)")
+            ids = {id(p) for p in model.parameters()}
+            if {id(p) for p in other.parameters()} != ids:
+                raise AssertionError("manifest() must share the model's parameter objects, not copy them")
+            return ""
+
+        run("manifest() consistency (depth transfer)", manifest)
+
+    if "trajectories" in have:
+        def tracks() -> str:
+            with torch.no_grad():
+                found = model.tracks(x, 4)
+            if not found or len(found) != len(model.blocks):
+                raise AssertionError(f"tracks() gave {len(found or [])} tracks for {len(model.blocks)} blocks "
+                                     "(one per stage expected; a model without stages should not define tracks)")
+            for track in found:
+                if len(track.states) < 2 or any(s.shape[0] != BATCH for s in track.states):
+                    raise AssertionError("each track needs >= 2 states of the batch's size")
+            return ""
+
+        run("tracks() for the trajectory diagnostics", tracks)
+
+    def nfe() -> str:
+        adaptive = contract.is_adaptive(model)
+        if "nfe" not in have:
+            if adaptive:
+                raise AssertionError("an adaptive model must report `nfe` (function evaluations of the last forward)")
+            return "not reported (fixed cost): NFE columns will read n/a"
+        with torch.no_grad():
+            model(x)
+        count = model.nfe
+        if isinstance(count, bool) or not isinstance(count, int | float) or count < 0 or (adaptive and count == 0):
+            raise AssertionError(f"nfe after a forward is {count!r}; expected a positive count")
+        return f"nfe = {count}"
+
+    def cost() -> str:
+        from benchmarks.metrics import count_flops
+
+        params = zoo.count_params(model)
+        if params == 0:
+            raise AssertionError("no trainable parameters")
+        return f"{params:,} parameters, {count_flops(model, x[:1]):,} FLOPs per sample"
+
+    def round_trip() -> str:
+        before = set(built_fresh().state_dict())
+        with torch.no_grad():
+            expected = model(x)
+        state = copy.deepcopy(model.state_dict())
+        extra = sorted(set(state) - before)
+        if extra:
+            raise AssertionError(f"state_dict gains {len(extra)} key(s) after a forward (e.g. {extra[0]}): "
+                                 "checkpoints would not load into a fresh model")
+        fresh = built_fresh()
+        fresh.load_state_dict(state)  # strict: missing or unexpected keys fail
+        fresh.eval()
+        with torch.no_grad():
+            if not _close(fresh(x), expected):
+                raise AssertionError("a fresh build loaded with the state_dict gives other outputs")
+        return f"{len(state)} keys"
+
+    def built_fresh() -> nn.Module:
+        torch.manual_seed(1)
+        return zoo.create_model(name, input_shape=task.input_shape, num_classes=task.num_classes, **overrides)
+
+    run("NFE reported when adaptive", nfe)
+    run("parameter count and FLOPs", cost)
+    run("state_dict round trip", round_trip)
+    return have
+
+
+def check_model(name: str, tasks: Sequence[str | Task] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> CheckReport:
+    """Run the contract on `name` for every distinct (input shape, classes, kind) of `tasks` (default: all)."""
+    report = CheckReport(name)
+    card = zoo.model_card(name)  # unknown names and name clashes raise here, with their own message
+    task_objects = [t if isinstance(t, Task) else get_task(t) for t in (tasks or list_tasks())]
+    groups: dict[tuple, list[Task]] = {}
+    for task in task_objects:
+        groups.setdefault((tuple(task.input_shape), task.num_classes, task.kind), []).append(task)
+    capabilities: set[str] | None = None  # None until one shape builds: claims cannot be judged without a model
+    for (shape, _, _), same in groups.items():
+        scope = f"{', '.join(t.name for t in same)} {shape}"
+        with torch.random.fork_rng(devices=[]):  # builds seed the global RNG: leave the caller's stream as it was
+            found = _check_shape(report, name, same[0], dict(overrides or {}), scope)
+        if found is not None:
+            capabilities = (capabilities or set()) | found
+    problems = validate_card(card)
+    if not has_card(name):
+        problems = ["no model card: give the constructor a `card` attribute (a zoo.ModelCard or a dict of its "
+                    "fields; see zoo/cards.py)"]
+    unclaimed = sorted(set(card.capabilities) - capabilities) if capabilities is not None else []
+    if unclaimed:
+        problems.append(f"capabilities: the card claims {', '.join(unclaimed)}, which the model does not offer "
+                        "(zoo/contract.py says what each needs)")
+    report.checks.append(Check("model card valid", "card", not problems, "; ".join(problems)))
+    return report
+
+
+def require_passing(names: Sequence[str], tasks: Sequence[str | Task], overrides: Mapping[str, Any]) -> None:
+    """Raise ModelCheckFailed with the reports of every model in `names` that fails the contract."""
+    failed = [report for report in (check_model(n, tasks, overrides) for n in dict.fromkeys(names)) if not report.ok]
+    if failed:
+        raise ModelCheckFailed("\n".join(r.text() for r in failed) + "\nfix what FAILs above (zoo/contract.py "
+                               "describes the contract); `depthbench check MODEL` reruns these checks")
