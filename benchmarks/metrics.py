@@ -34,19 +34,36 @@ METRIC_DOCS: dict[str, str] = {
     "nfe_backward": "rate-function evaluations of the adjoint backward pass per training step (0 without adjoint)",
     "nfe_adversarial": "adaptive models: mean forward NFE on PGD examples at the largest eps (attacks can slow "
     "adaptive solvers down)",
-    "train_seconds": "wall-clock training time in seconds, including the per-epoch validation pass",
-    "epoch_seconds": "median wall-clock seconds per training epoch, training steps only",
-    "peak_train_memory_mb": "peak GPU memory allocated during training, MiB (CUDA runs only)",
-    "epochs": "number of training epochs run",
-    "latency_ms": "median batch-1 inference latency in milliseconds (synchronised, after warmup)",
-    "latency_iqr_ms": "interquartile range of the batch-1 latency in milliseconds",
-    "throughput": "inference samples per second at the benchmark batch size",
-    "fgsm@<eps>": "accuracy under FGSM (torchattacks) with L-inf radius eps in [0, 1] pixel space; clean errors count "
-    "as failures; adaptive models: an example counts as robust only if it survives both the direct attack and "
-    "a transfer attack crafted on a fixed-step RK4 twin of the same weights",
-    "pgd@<eps>": "accuracy under PGD (torchattacks; random start, the protocol's steps (>= 10) of 2.5 eps / steps, "
-    "projected around the clean image, clamped to [0, 1]); clean errors count as failures; adaptive models: "
-    "robust only if it survives both the direct and the RK4-twin transfer attack",
+    "robust@<eps>": "HEADLINE robust accuracy: fraction of the attacked examples (the protocol's attack_subset "
+    "first test examples) classified correctly clean AND under every attack of the suite (per-example worst case, "
+    "benchmarks/attacks.py): FGSM, PGD-CE with the protocol's steps and random starts, APGD with the DLR margin "
+    "loss, at the task's headline eps AutoAttack's standard components (APGD-CE, APGD-T, FAB-T, Square with the "
+    "protocol's query budget), and for adaptive solvers PGD transferred from a fixed-step RK4 twin; L-inf radius "
+    "eps in [0, 1] pixel space; attacks through the exact inference solver, backpropagating directly (never the "
+    "adjoint). Rows flagged `unreliable` failed a sanity check (see the flags)",
+    "robust_ci_low@<eps>": "lower end of the 95% Wilson interval of robust@<eps> from attack_n examples",
+    "robust_ci_high@<eps>": "upper end of the 95% Wilson interval of robust@<eps> from attack_n examples",
+    "attack_n": "number of test examples attacked",
+    "fgsm@<eps>": "accuracy under FGSM alone (torchattacks, L-inf eps in [0, 1] pixel space); clean errors count "
+    "as failures",
+    "pgd@<eps>": "accuracy under cross-entropy PGD alone (torchattacks; steps of 2.5 eps / steps, projected around "
+    "the clean image, clamped to [0, 1]); per-example worst case over the protocol's random starts",
+    "pgd_fewsteps@<eps>": "accuracy under PGD's first random start with a fifth of the steps (sanity check: more "
+    "steps must not do worse)",
+    "apgd_dlr@<eps>": "robust accuracy after APGD with the DLR margin loss, run on the examples that survived "
+    "FGSM and PGD (cumulative: the worst case over it and every earlier attack)",
+    "apgd_ce@<eps>": "headline eps: robust accuracy after AutoAttack's APGD-CE (cumulative, as apgd_dlr)",
+    "apgd_t@<eps>": "headline eps: robust accuracy after AutoAttack's targeted APGD-DLR (cumulative)",
+    "fab_t@<eps>": "headline eps: robust accuracy after AutoAttack's targeted FAB (cumulative)",
+    "transfer@<eps>": "adaptive models: robust accuracy after PGD crafted on a fixed-step RK4 twin of the same "
+    "weights, run on the survivors of every white-box attack (cumulative)",
+    "square@<eps>": "headline eps: robust accuracy after the gradient-free Square attack (the protocol's "
+    "square_queries queries per example), run last on the survivors (cumulative; equals robust@<eps>)",
+    "unbounded_pgd": "accuracy under PGD at eps = 1 (every image reachable); above 10% marks the row unreliable",
+    "vanishing_grad_fraction": "fraction of examples with a zero or non-finite margin-loss input gradient; above "
+    "10% marks the row unreliable",
+    "adjoint_grad_cosine": "models trained with the adjoint: mean cosine similarity of adjoint and direct "
+    "(backpropagated through the solver) input gradients",
     "noise@<sigma>": "accuracy on clamp(x + sigma * N(0, 1), 0, 1) with a fixed noise seed",
     "dt_delta_2x": "depth transfer, trained scheme with 2x the steps: accuracy change in percentage points "
     "(regression: mse(2x) / mse(trained) - 1); absent for adaptive models",

@@ -26,8 +26,10 @@ from zoo import registry
 QUICK = dataclasses.replace(
     SMOKE, name="test-quick", seeds=(0,),
     recipes={"digits": Recipe(epochs=3, batch_size=32, lr=1e-2), "pendulum": Recipe(epochs=3, batch_size=32, lr=1e-2)},
-    evaluation=Evaluation(attack_subset=100, pgd_steps=5, transfer_subset=100, transfer_factors=(0.5, 1.0, 2.0),
-                          transfer_tolerances=(1e-2,), latency_repeats=3, throughput_batch=32, eval_batch=200),
+    evaluation=Evaluation(attack_subset=100, pgd_steps=5, pgd_restarts=1, apgd_steps=3, apgd_restarts=1,
+                          square_queries=10, autoattack_targets=1, transfer_subset=100,
+                          transfer_factors=(0.5, 1.0, 2.0), transfer_tolerances=(1e-2,),
+                          latency_repeats=3, throughput_batch=32, eval_batch=200),
 )
 QUICK_MODELS = ["resnet", "inresnet-lambda"]
 TIMING = {"latency_ms", "latency_iqr_ms", "throughput", "train_seconds", "epoch_seconds", "dt_speedup"}
