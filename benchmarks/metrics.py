@@ -203,67 +203,6 @@ def robustness(
     return {key: _fraction(mask) for key, mask in correct.items()}
 
 
-def robustness_with_twin(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_grid: Sequence[float], pgd_steps: int = 10,
-    pgd_alpha_factor: float = 2.5, batch_size: int, seed: int,
-) -> dict[str, float]:
-    """`robustness`, made harder to fool for adaptive solvers.
-
-    Gradients through an adaptive solver can be uninformative (step-size control, tolerance noise), which inflates
-    robust accuracy without making the model robust. Attacks crafted on a fixed-step RK4 twin of similar cost
-    approximate the same ODE with clean gradients; their transfer to the original bounds it from above too.
-    """
-    if not _is_adaptive(model):
-        return robustness(model, x, y, eps_grid=eps_grid, pgd_steps=pgd_steps, pgd_alpha_factor=pgd_alpha_factor,
-                          batch_size=batch_size, seed=seed)
-    outputs, _, stage_nfe = _forward(model, x, batch_size)
-    clean = outputs.argmax(dim=1) == y
-    twin = model.manifest("rk4", [max(1, round(n / 4)) for n in stage_nfe])  # RK4 costs 4 evaluations a step
-    settings = dict(eps_grid=eps_grid, pgd_steps=pgd_steps, pgd_alpha_factor=pgd_alpha_factor,
-                    batch_size=batch_size, seed=seed)
-    direct, nfe_adversarial = _attack_grid(model, model, x, y, clean, **settings)
-    transfer, _ = _attack_grid(twin, model, x, y, clean, **settings)
-    # Per example, the worse of the two attacks: at least as strong as reporting the lower of the two accuracies.
-    results = {key: _fraction(direct[key] & transfer[key]) for key in direct}
-    results["nfe_adversarial"] = nfe_adversarial
-    return results
-
-
-def input_gradient_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256) -> float:
-    """Mean over examples of ||d CE(model(x_i), y_i) / d x_i||_1; zero means gradient attacks are blind."""
-    total = 0.0
-    with _frozen(model), torch.enable_grad():
-        for part in _batches(len(x), batch_size):
-            inputs = x[part].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(inputs), y[part], reduction="sum")  # per-example gradients, not 1/N-scaled
-            if not loss.requires_grad:  # the model cut the input out of the graph
-                continue
-            (grad,) = torch.autograd.grad(loss, inputs, allow_unused=True)
-            if grad is not None:
-                total += grad.abs().sum().item()
-    return total / len(x)
-
-
-def gradient_masking_flags(results: dict[str, float], input_grad_norm: float, n: int) -> list[str]:
-    """Warnings that the attack numbers may overstate robustness.
-
-    Iterated PGD should never do worse than single-step FGSM, nor get weaker as the radius grows; both are tolerated
-    up to one example of the `n` attacked (random starts). A zero input gradient makes every gradient attack a no-op.
-    """
-    tolerance = 1.0 / n + 1e-9
-    pgd = sorted((float(key.split("@", 1)[1]), key.split("@", 1)[1], value)
-                 for key, value in results.items() if key.startswith("pgd@"))
-    flags = []
-    masking = not math.isfinite(input_grad_norm) or input_grad_norm == 0.0
-    masking = masking or any(
-        f"fgsm@{suffix}" in results and value > results[f"fgsm@{suffix}"] + tolerance for _, suffix, value in pgd)
-    if masking:
-        flags.append("possible-gradient-masking")
-    if any(later[2] > earlier[2] + tolerance for earlier, later in zip(pgd, pgd[1:])):
-        flags.append("attack-not-monotone")
-    return flags
-
-
 def noise_robustness(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigmas: Sequence[float], batch_size: int, seed: int,
 ) -> dict[str, float]:

@@ -203,3 +203,11 @@ def test_sanity_flags_catch_inconsistent_attacks() -> None:
     black = {0.1: result(0.1, 8, 6, 0)}
     black[0.1].attacks["square"] = (torch.arange(6), torch.zeros(6, dtype=torch.bool))  # breaks all 6 survivors
     assert "unreliable:black-box-beats-white-box@0.1" in attacks._sanity_flags(black, clean, 0.0, 0.0)
+
+
+def test_every_suite_metric_is_documented(resnet_suite) -> None:
+    from benchmarks.metrics import METRIC_DOCS
+
+    names = set(resnet_suite.metrics) | {"transfer@0.1", "nfe_adversarial", "adjoint_grad_cosine"}
+    for name in names:
+        assert (name.split("@")[0] + "@<eps>" if "@" in name else name) in METRIC_DOCS, name

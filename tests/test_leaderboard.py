@@ -134,7 +134,7 @@ def test_markdown_numbers_and_provenance(site: Path) -> None:
     assert "shared the device" not in text  # records without concurrency information ran alone
     # The headline worst case per radius (sorted) with its interval; single attacks only in the CSV.
     assert "| robust ε=0.03 (%) | robust ε=0.1 (%) |" in text and "FGSM ε=" not in text and "PGD ε=" not in text
-    assert "| 25.00 (CI 20.00–30.00) |" in text
+    assert "| 25.00 ± 0.00 (CI 20.00–30.00) |" in text
     assert "| 35.00 ± 0.00 (unreliable) |" in text  # node's suite failed a sanity check: its cell says so
     spiral = (site / "leaderboards/smoke/spiral.md").read_text(encoding="utf-8")
     assert "test MSE, ascending" in spiral and "2.00e-02 ± 1.41e-02" in spiral
