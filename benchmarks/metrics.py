@@ -34,6 +34,13 @@ METRIC_DOCS: dict[str, str] = {
     "nfe_backward": "rate-function evaluations of the adjoint backward pass per training step (0 without adjoint)",
     "nfe_adversarial": "adaptive models: mean forward NFE on PGD examples at the largest eps (attacks can slow "
     "adaptive solvers down)",
+    "train_seconds": "wall-clock training time in seconds, including the per-epoch validation pass",
+    "epoch_seconds": "median wall-clock seconds per training epoch, training steps only",
+    "peak_train_memory_mb": "peak GPU memory allocated during training, MiB (CUDA runs only)",
+    "epochs": "number of training epochs run",
+    "latency_ms": "median batch-1 inference latency in milliseconds (synchronised, after warmup)",
+    "latency_iqr_ms": "interquartile range of the batch-1 latency in milliseconds",
+    "throughput": "inference samples per second at the benchmark batch size",
     "robust@<eps>": "HEADLINE robust accuracy: fraction of the attacked examples (the protocol's attack_subset "
     "first test examples) classified correctly clean AND under every attack of the suite (per-example worst case, "
     "benchmarks/attacks.py): FGSM, PGD-CE with the protocol's steps and random starts, APGD with the DLR margin "
