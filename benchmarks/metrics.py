@@ -55,8 +55,8 @@ METRIC_DOCS: dict[str, str] = {
     "as failures",
     "pgd@<eps>": "accuracy under cross-entropy PGD alone (torchattacks; steps of 2.5 eps / steps, projected around "
     "the clean image, clamped to [0, 1]); per-example worst case over the protocol's random starts",
-    "pgd_fewsteps@<eps>": "accuracy under PGD's first random start with a fifth of the steps (sanity check: more "
-    "steps must not do worse)",
+    "pgd_fewsteps@<eps>": "headline eps: accuracy under PGD's first random start with a fifth of the steps "
+    "(sanity check: more steps must not do worse)",
     "apgd_dlr@<eps>": "robust accuracy after APGD with the DLR margin loss, run on the examples that survived "
     "FGSM and PGD (cumulative: the worst case over it and every earlier attack)",
     "apgd_ce@<eps>": "headline eps: robust accuracy after AutoAttack's APGD-CE (cumulative, as apgd_dlr)",

@@ -110,9 +110,10 @@ SMOKE = Protocol(
         "pendulum": Recipe(epochs=4, batch_size=32, lr=5e-3),
     },
     model_overrides={"width": 16, "depth": 3},
-    # Smoke attacks are small (adaptive solvers on 2 CPU cores): one PGD start, 5-step APGD, one AutoAttack target.
+    # Smoke attacks are small (adaptive solvers on 2 CPU cores): one PGD start, 5-step APGD, one AutoAttack target
+    # class, 20 Square queries.
     evaluation=Evaluation(attack_subset=100, pgd_steps=10, pgd_restarts=1, apgd_steps=5, apgd_restarts=1,
-                          square_queries=50, autoattack_targets=1, transfer_subset=100,
+                          square_queries=20, autoattack_targets=1, transfer_subset=100,
                           transfer_factors=(0.5, 1.0, 2.0), transfer_tolerances=(1e-2, 1e-3), latency_repeats=5,
                           throughput_batch=64, eval_batch=400,
                           diagnostic_subset=64),

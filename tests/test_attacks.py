@@ -86,7 +86,7 @@ def test_a_normal_resnet_is_reliable_and_the_attacks_work(resnet_suite) -> None:
     assert m["unbounded_pgd"] <= 0.1 and m["vanishing_grad_fraction"] == 0.0 and m["attack_n"] == 100
     clean = resnet_suite.clean.float().mean().item()
     assert m["robust@0.05"] < clean and m["robust@0.2"] < m["robust@0.05"]
-    for name in ("apgd_ce", "apgd_t", "fab_t", "square"):  # AutoAttack at the headline radius only
+    for name in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd_fewsteps"):  # AutoAttack etc. at the headline only
         assert f"{name}@0.1" in m and f"{name}@0.05" not in m
     assert "transfer@0.1" not in m and "adjoint_grad_cosine" not in m  # fixed-step model, no adjoint
 
@@ -200,6 +200,10 @@ def test_sanity_flags_catch_inconsistent_attacks() -> None:
     rising = {0.1: result(0.1, 6, 0, 0), 0.2: result(0.2, 9, 9, 9)}
     assert "unreliable:accuracy-rises-with-eps@0.2" in attacks._sanity_flags(rising, clean, 0.0, 0.0)
     assert attacks._sanity_flags(good, clean, 0.5, 0.0) == ["unreliable", "unreliable:unbounded-attack-fails"]
+    assert attacks._sanity_flags(good, clean, 0.0, 0.2) == ["unreliable", "unreliable:vanishing-input-gradients"]
+    stalls = {0.1: result(0.1, 9, 9, 0)}
+    stalls[0.1].attacks["pgd_fewsteps"] = (everyone, torch.zeros(n, dtype=torch.bool))  # 2 steps beat 10 steps
+    assert attacks._sanity_flags(stalls, clean, 0.0, 0.0) == ["unreliable", "unreliable:more-steps-weaker@0.1"]
     black = {0.1: result(0.1, 8, 6, 0)}
     black[0.1].attacks["square"] = (torch.arange(6), torch.zeros(6, dtype=torch.bool))  # breaks all 6 survivors
     assert "unreliable:black-box-beats-white-box@0.1" in attacks._sanity_flags(black, clean, 0.0, 0.0)
