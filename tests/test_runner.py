@@ -62,8 +62,12 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     metrics = digits.metrics
     for key in ("accuracy", "val_accuracy", "params", "flops", "nfe", "latency_ms", "latency_iqr_ms", "throughput",
                 "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe",
-                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"):
+                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max", "robust@0.1", "robust_ci_low@0.1",
+                "apgd_t@0.1", "square@0.1", "unbounded_pgd"):
         assert key in metrics, key
+    assert metrics["robust@0.1"] <= min(metrics["pgd@0.1"], metrics["fgsm@0.1"])  # the worst case over the suite
+    assert "unreliable" not in digits.flags  # a normal ResNet passes the attack suite's sanity checks
+    assert "transfer@0.1" in records[("digits", "neural-ode")].metrics  # adaptive: RK4-twin transfer attack
     assert metrics["accuracy"] > 0.5, "four epochs on digits should be well above chance"
     assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
     assert metrics["nfe"] == 3  # resnet: Euler, depth 3
