@@ -3,6 +3,9 @@
 A protocol's hash covers every field that can change a result, so records made under different
 recipes can never be mixed in one leaderboard row. Change a field -> bump `version` (the hash
 changes anyway; the version tells people why).
+
+Versions: v2 (every tier) — robust accuracy is the per-example worst case over the attack suite of
+`benchmarks/attacks.py` (PGD with restarts, APGD-DLR, AutoAttack, RK4-twin transfer, Square) instead of one PGD run.
 """
 
 from __future__ import annotations
