@@ -31,8 +31,16 @@ META_COLUMNS = [
 ]  # fmt: skip
 PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "url", "bibkey", "bibtex", "variant")
-ATTACK = re.compile(r"^(fgsm|pgd|noise)@([0-9.eE+-]+)$")
-ATTACK_KINDS = {"fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "noise": ("noise", "σ")}
+ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
+# Per-radius metrics in display order (benchmarks/attacks.py): the headline worst case and its 95% interval, each
+# attack of the suite, then noise. Tables show the worst case (with its interval) and noise; the CSV has them all.
+ATTACK_KINDS = {
+    "robust": ("robust", "ε"), "robust_ci_low": ("robust CI low", "ε"), "robust_ci_high": ("robust CI high", "ε"),
+    "fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "pgd_fewsteps": ("PGD few steps", "ε"),
+    "apgd_dlr": ("APGD-DLR", "ε"), "apgd_ce": ("APGD-CE", "ε"), "apgd_t": ("APGD-T", "ε"), "fab_t": ("FAB-T", "ε"),
+    "transfer": ("transfer", "ε"), "square": ("Square", "ε"), "noise": ("noise", "σ"),
+}  # fmt: skip
+DISPLAYED_KINDS = ("robust", "noise")
 # Display order of the fixed columns; attack columns go right after the validation metric.
 HEAD_METRICS = ("accuracy", "test_mse", "val_accuracy", "val_mse")
 TAIL_METRICS = ("latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb",
@@ -109,7 +117,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 def attack_key(name: str) -> tuple[int, float] | None:
     """(kind order, radius) of an attack metric such as `pgd@0.0314`, None for other metrics."""
     match = ATTACK.match(name)
-    if not match:
+    if not match or match.group(1) not in ATTACK_KINDS:
         return None
     try:
         return list(ATTACK_KINDS).index(match.group(1)), float(match.group(2))
@@ -226,7 +234,9 @@ class Column:
     note: str = ""  # what the numbers mean, printed once per table in the "Units" header line
 
 
-ACC = ("fixed", 2, 100.0, "accuracies in % (robust ones: under the attack / noise of the stated radius)")
+ACC = ("fixed", 2, 100.0, "accuracies in % (robust ε: per-example worst case over the attack suite at that L∞ "
+       "radius, with its 95% Wilson interval (CI; several seeds: mean of the bounds) from the attacked examples; "
+       "noise σ: Gaussian noise); unreliable = the suite's sanity checks failed (see flags)")
 MSE = ("sci", 3, 1.0, "MSE = mean squared error on the test / validation set")
 SIZE = ("si", 3, 1.0, "params and FLOPs (per sample, forward) with k = 1e3, M = 1e6, G = 1e9")
 SPECS = {  # metric -> (label, kind, digits, scale, note)
@@ -263,7 +273,7 @@ REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relativ
 
 def column_for(metric: str, regression: bool = False) -> Column:
     attack = ATTACK.match(metric)
-    if attack:
+    if attack and attack.group(1) in ATTACK_KINDS:
         name, symbol = ATTACK_KINDS[attack.group(1)]
         return Column(metric, f"{name} {symbol}={attack.group(2)} (%)", *ACC)
     base = "dt_delta_2x" if metric == "dt_delta_half" else metric  # ½× shares the 2× spec but its label
@@ -277,7 +287,8 @@ def column_for(metric: str, regression: bool = False) -> Column:
 def display_columns(table: pd.DataFrame) -> list[Column]:
     """The leaderboard column set, restricted to metrics some OK record of this table actually has."""
     present = set(table.attrs.get("metrics", []))
-    keep = [m for m in order_metrics(present) if m in HEAD_METRICS or m in TAIL_METRICS or attack_key(m)]
+    keep = [m for m in order_metrics(present)
+            if m in HEAD_METRICS or m in TAIL_METRICS or (attack_key(m) and m.split("@")[0] in DISPLAYED_KINDS)]
     return [column_for(m, regression=table.attrs.get("primary") == "test_mse") for m in keep]
 
 
@@ -303,8 +314,14 @@ def cell(row: Any, column: Column) -> tuple[str | None, str | None, str | None]:
     if pd.isna(mean):
         return ("n/a" if column.key in row.get("not_applicable", ()) else None), None, None
     show_std = not pd.isna(std) and not (column.kind == "si" and std == 0)
-    note = f"n={int(n)}" if int(n) != int(row["seeds"]) else None  # metric missing in some seeds
-    return _fmt(mean, column), _fmt(std, column).lstrip("+") if show_std else None, note
+    notes = [f"n={int(n)}"] if int(n) != int(row["seeds"]) else []  # metric missing in some seeds
+    if column.key.startswith("robust@"):
+        low, high = (row.get(column.key.replace("robust@", f"robust_ci_{end}@") + "_mean") for end in ("low", "high"))
+        if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
+            notes.append(f"CI {_fmt(low, column)}–{_fmt(high, column)}")
+        if "unreliable" in row["flags"]:
+            notes.append("unreliable")
+    return _fmt(mean, column), _fmt(std, column).lstrip("+") if show_std else None, "; ".join(notes) or None
 
 
 def sort_description(table: pd.DataFrame) -> str:

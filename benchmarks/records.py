@@ -10,7 +10,7 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
   "status": "ok" | "failed",
   "error": null | "what went wrong (one line)",
   "metrics": {"accuracy": 0.97, "params": 12345, "fgsm@0.1": 0.41, ...},   # flat: name -> number
-  "flags": ["possible-gradient-masking", ...],
+  "flags": ["unreliable", "unreliable:pgd-weaker-than-fgsm@0.1", ...],
   "not_applicable": ["dt_delta_2x", "line_shape", ...],  # metrics the model lacks the capability for (n/a)
   "depth_transfer": [{"scheme": "rk4", "n_steps": 12, "nfe": 48, "accuracy": 0.96, "latency_ms": 1.2,
                       "dt": 0.5, "trained": false, ...}, ...],

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 import zoo
 from benchmarks import metrics as M
 from benchmarks import timing
+from benchmarks.attacks import robustness_suite
 from benchmarks.check import require_passing
 from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
@@ -125,10 +126,10 @@ def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protoc
     if classification and task.attack_eps:
         xs, ys = x_test[:ev.attack_subset], y_test[:ev.attack_subset]
         with phase("attacks"):
-            robust = M.robustness_with_twin(model, xs, ys, eps_grid=task.attack_eps, pgd_steps=ev.pgd_steps,
-                                            pgd_alpha_factor=ev.pgd_alpha_factor, batch_size=ev.eval_batch, seed=0)
-            metrics.update(robust)
-            flags += M.gradient_masking_flags(robust, M.input_gradient_norm(model, xs[:128], ys[:128]), n=len(ys))
+            suite = robustness_suite(model, xs, ys, eps_grid=task.attack_eps, headline_eps=task.headline_eps, ev=ev,
+                                     batch_size=ev.eval_batch, seed=0)
+            metrics.update(suite.metrics)
+            flags += suite.flags
         with phase("noise"):
             metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
                                               seed=0))

@@ -56,12 +56,14 @@ def make_records(root: Path) -> Path:
     resnet_card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
     for seed, acc in enumerate((0.90, 0.92, 0.94)):
         metrics = {"accuracy": acc, "fgsm@0.1": 0.5, "fgsm@0.03": 0.7, "pgd@0.1": 0.3, "latency_ms": 1.0 + seed,
-                   "nfe": 4}
+                   "nfe": 4, "robust@0.1": 0.25, "robust_ci_low@0.1": 0.2, "robust_ci_high@0.1": 0.3,
+                   "robust@0.03": 0.6, "robust_ci_low@0.03": 0.55, "robust_ci_high@0.03": 0.65}
         metrics.update({"params": 12345} if seed < 2 else {})  # a metric missing in one seed: marked (n=2)
         save_record(root, _record("resnet", seed, metrics, resnet_card))
     for seed, acc in enumerate((0.80, 0.84)):
-        save_record(root, _record("node", seed, {"accuracy": acc, "latency_ms": 0.5, "nfe": 20, "fgsm@0.1": 0.4},
-                                  node_card, flags=["possible-gradient-masking"]))  # fmt: skip
+        save_record(root, _record("node", seed, {"accuracy": acc, "latency_ms": 0.5, "nfe": 20, "fgsm@0.1": 0.4,
+                                                 "robust@0.1": 0.35}, node_card,
+                                  flags=["unreliable", "unreliable:vanishing-input-gradients"]))  # fmt: skip
     save_record(root, _record("node", 2, {"accuracy": 0.99}, node_card, status="failed", error="nan loss at epoch 3"))
     # a second model citing the same paper (BibTeX dedup) with hostile text everywhere it can put text
     save_record(root, _record("anode", 0, {"accuracy": 0.70, "nfe": 30, "latency_ms": 5.0},
@@ -109,7 +111,7 @@ def test_aggregate_means_stds_and_failures(site: Path) -> None:
     assert digits.loc["node", "accuracy_mean"] == pytest.approx(0.82)
     assert (digits.loc["node", "seeds"], digits.loc["node", "failed"]) == (2, 1)
     assert digits.loc["node", "failures"] == ("seed 2: nan loss at epoch 3",)
-    assert digits.loc["node", "flags"] == ("possible-gradient-masking",)
+    assert digits.loc["node", "flags"] == ("unreliable", "unreliable:vanishing-input-gradients")
     assert digits.loc["evil", "seeds"] == 0 and digits.loc["evil", "accuracy_n"] == 0
     assert list(digits.index) == ["resnet", "node", "anode", "evil"]  # accuracy descending, failed-only last
 
@@ -130,7 +132,10 @@ def test_markdown_numbers_and_provenance(site: Path) -> None:
     assert "javascript:" not in text and "<script>" not in text
     assert "| commit |" not in text  # one commit for the whole table: the header names it
     assert "shared the device" not in text  # records without concurrency information ran alone
-    assert "FGSM ε=0.03 (%) | FGSM ε=0.1 (%) | PGD ε=0.1 (%)" in text  # attacks sorted by kind, then radius
+    # The headline worst case per radius (sorted) with its interval; single attacks only in the CSV.
+    assert "| robust ε=0.03 (%) | robust ε=0.1 (%) |" in text and "FGSM ε=" not in text and "PGD ε=" not in text
+    assert "| 25.00 ± 0.00 (CI 20.00–30.00) |" in text
+    assert "| 35.00 ± 0.00 (unreliable) |" in text  # node's suite failed a sanity check: its cell says so
     spiral = (site / "leaderboards/smoke/spiral.md").read_text(encoding="utf-8")
     assert "test MSE, ascending" in spiral and "2.00e-02 ± 1.41e-02" in spiral
     assert spiral.index("[resnet]") < spiral.index("[node]")

@@ -26,8 +26,10 @@ from zoo import registry
 QUICK = dataclasses.replace(
     SMOKE, name="test-quick", seeds=(0,),
     recipes={"digits": Recipe(epochs=3, batch_size=32, lr=1e-2), "pendulum": Recipe(epochs=3, batch_size=32, lr=1e-2)},
-    evaluation=Evaluation(attack_subset=100, pgd_steps=5, transfer_subset=100, transfer_factors=(0.5, 1.0, 2.0),
-                          transfer_tolerances=(1e-2,), latency_repeats=3, throughput_batch=32, eval_batch=200),
+    evaluation=Evaluation(attack_subset=100, pgd_steps=5, pgd_restarts=1, apgd_steps=3, apgd_restarts=1,
+                          square_queries=10, autoattack_targets=1, transfer_subset=100,
+                          transfer_factors=(0.5, 1.0, 2.0), transfer_tolerances=(1e-2,),
+                          latency_repeats=3, throughput_batch=32, eval_batch=200),
 )
 QUICK_MODELS = ["resnet", "inresnet-lambda"]
 TIMING = {"latency_ms", "latency_iqr_ms", "throughput", "train_seconds", "epoch_seconds", "dt_speedup"}
@@ -62,11 +64,15 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     metrics = digits.metrics
     for key in ("accuracy", "val_accuracy", "params", "flops", "nfe", "latency_ms", "latency_iqr_ms", "throughput",
                 "train_seconds", "fgsm@0.1", "pgd@0.1", "noise@0.1", "dt_delta_2x", "dt_fewest_nfe",
-                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max", "eval_batch", "batch_coupling"):
+                "line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max", "eval_batch", "batch_coupling",
+                "robust@0.1", "robust_ci_low@0.1", "apgd_t@0.1", "square@0.1", "unbounded_pgd"):
         assert key in metrics, key
     assert "dt_delta_half" not in metrics  # half of 3 Euler steps is no whole step count: skipped, not rounded
     assert "dt_delta_half" in records[("digits", "continuousnet")].metrics  # RK4 x 2 -> 1 step
     assert metrics["eval_batch"] == SMOKE.evaluation.eval_batch and "batch-coupled" not in digits.flags
+    assert metrics["robust@0.1"] <= min(metrics["pgd@0.1"], metrics["fgsm@0.1"])  # the worst case over the suite
+    assert "unreliable" not in digits.flags  # a normal ResNet passes the attack suite's sanity checks
+    assert "transfer@0.1" in records[("digits", "neural-ode")].metrics  # adaptive: RK4-twin transfer attack
     assert metrics["accuracy"] > 0.5, "four epochs on digits should be well above chance"
     assert metrics["pgd@0.2"] < metrics["accuracy"], "attacks must reduce accuracy on a trained model"
     assert metrics["nfe"] == 3  # resnet: Euler, depth 3

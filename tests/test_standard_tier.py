@@ -34,7 +34,9 @@ TOY_STANDARD = dataclasses.replace(
     model_overrides={"width": 8, "depth": 2},
     recipes={task: dataclasses.replace(recipe, epochs=2, batch_size=32) for task, recipe in STANDARD.recipes.items()},
     evaluation=dataclasses.replace(STANDARD.evaluation, attack_subset=24, transfer_subset=24, diagnostic_subset=8,
-                                   latency_repeats=2, throughput_batch=16, eval_batch=48),
+                                   latency_repeats=2, throughput_batch=16, eval_batch=48, pgd_steps=3,
+                                   pgd_restarts=2, apgd_steps=3, apgd_restarts=1, square_queries=10,
+                                   autoattack_targets=1),
 )
 
 

@@ -1,0 +1,313 @@
+"""Robust accuracy that cannot be fooled easily: a per-example worst case over a fixed attack suite, with sanity checks.
+
+One attack with one random start overstates robustness, and adaptive ODE solvers mask gradients (Huang et al. 2022;
+Athalye et al. 2018; Carlini et al. 2019). So an example counts as robust at a radius only if it is classified
+correctly clean and survives every attack of the suite:
+
+1. on every example: FGSM; PGD with cross-entropy (`pgd_restarts` random starts, `pgd_steps` steps, projection around
+   the clean input, clamp to [0, 1]); at the headline radius the same PGD with a fifth of the steps (the "more steps
+   never help less" check);
+2. on the survivors only, as AutoAttack does (attack budget goes where it can change the worst case): APGD with the
+   DLR margin loss (`apgd_restarts` starts), then, at the task's headline radius, AutoAttack's standard components
+   APGD-CE, APGD-T, FAB-T (white-box) and Square (`square_queries` queries, gradient-free);
+3. on the survivors of every white-box attack: transfer of PGD from a fixed-step RK4 twin (adaptive models only).
+
+Attacks run on the exact inference configuration; a model whose solver uses the adjoint is attacked through a copy
+that backpropagates directly through the solver (same solver, same tolerances), and the cosine between the two
+input gradients is recorded. Each attack's accuracy is kept too; `SanityCheck`s mark a result unreliable when the
+numbers contradict what a correct attack must satisfy. torchattacks' own `AutoAttack` class builds APGD, APGD-T and
+FAB with their 10-step defaults; the original AutoAttack runs 100, so the components are built here with the
+protocol's `apgd_steps` (100 at the standard tier).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torchattacks
+from torch import nn
+from torch.nn import functional as F
+
+import zoo
+from benchmarks.metrics import _batches, _forward, _frozen, _is_adaptive, _seeded, eps_key
+from benchmarks.protocols import Evaluation
+
+UNBOUNDED_EPS = 1.0  # a radius that reaches every image of [0, 1]: a working attack must break (nearly) everything
+UNBOUNDED_MAX_ACCURACY = 0.10
+UNBOUNDED_SUBSET = 500  # examples for the unbounded check: enough to tell 10% from 0% (one PGD run, not per eps)
+GRADIENT_SUBSET = 128
+VANISHING_FRACTION = 0.10  # more examples than this with a zero / non-finite input gradient: gradients are masked
+WHITE_BOX = ("fgsm", "pgd", "pgd_fewsteps", "apgd_dlr", "apgd_ce", "apgd_t", "fab_t")
+BLACK_BOX = ("transfer", "square")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (sensible at 0% and 100%, unlike the normal one)."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def subset_for_half_width(half_width: float, z: float = 1.959964) -> int:
+    """Examples needed so the interval is at most +- half_width at the worst case p = 0.5."""
+    return math.ceil((z / half_width) ** 2 / 4)
+
+
+def beyond_noise(against: int, towards: int, n: int) -> bool:
+    """Paired comparison of two attacks on the same examples: `against` examples contradict the expected order,
+    `towards` agree with it. A sign test at about 2 sigma, and never fewer than 3 examples or 1% of n, so a random
+    start's luck is not mistaken for masking."""
+    excess = against - towards
+    return excess > max(2.0 * math.sqrt(against + towards), 0.01 * n, 2.0)
+
+
+@dataclass
+class EpsResult:
+    """Per-example outcome at one radius. `robust` = clean-correct and survived every attack; `attacks[name]` =
+    (indices the attack ran on, survived there) in suite order."""
+
+    eps: float
+    robust: torch.Tensor
+    attacks: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    own: dict[str, float] = field(default_factory=dict)  # accuracy of each attack on its own / after it (cascade)
+    pgd_first: torch.Tensor | None = None  # PGD's first random start alone (for the more-steps check)
+
+    def survived(self, name: str, n: int) -> torch.Tensor:
+        """Full-length mask: False where `name` broke the example, True where it failed or did not run."""
+        mask = torch.ones(n, dtype=torch.bool, device=self.robust.device)
+        index, ok = self.attacks[name]
+        mask[index] = ok
+        return mask
+
+
+@dataclass
+class SuiteResult:
+    n: int
+    clean: torch.Tensor
+    by_eps: dict[float, EpsResult]
+    metrics: dict[str, float]
+    flags: list[str]
+    seconds: dict[str, float]  # wall time per attack
+
+
+class _Attacker:
+    """Runs attacks in fixed batches on given example indices; inputs are in [0, 1] and the model normalises."""
+
+    def __init__(self, target: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.target, self.x, self.y, self.batch_size, self.seed = target, x, y, batch_size, seed
+        self.seconds: dict[str, float] = {}  # wall time per attack, summed over radii (where the budget goes)
+
+    def run(self, name: str, make: Callable[[], torchattacks.Attack], index: torch.Tensor, eps: float,
+            seed_offset: int, source: nn.Module | None = None) -> tuple[torch.Tensor, float]:
+        """Survival mask on `index` (True = still correct) and the target's mean NFE on the adversarial inputs."""
+        survived, nfe = [], 0.0
+        if len(index) == 0:
+            return torch.zeros(0, dtype=torch.bool, device=self.x.device), 0.0
+        started = time.perf_counter()
+        attack = make()
+        with _frozen(source or self.target), torch.enable_grad(), _seeded(self.seed + seed_offset):
+            for part in _batches(len(index), self.batch_size):
+                rows = index[part]
+                clean = self.x[rows]
+                adversarial = attack(clean, self.y[rows]).detach()
+                # Only perturbations inside the ball count, whatever an attack returns (FAB minimises the norm).
+                adversarial = torch.min(torch.max(adversarial, clean - eps), clean + eps).clamp(0.0, 1.0)
+                with torch.no_grad():
+                    survived.append(self.target(adversarial).argmax(dim=1) == self.y[rows])
+                nfe += getattr(self.target, "nfe", 0) * len(rows) / len(index)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        return torch.cat(survived), nfe
+
+
+def _pgd(model: nn.Module, eps: float, steps: int, ev: Evaluation) -> Callable[[], torchattacks.Attack]:
+    return lambda: torchattacks.PGD(model, eps=eps, alpha=ev.pgd_alpha_factor * eps / steps, steps=steps,
+                                    random_start=True)
+
+
+def _targets(attack: torchattacks.Attack, ev: Evaluation) -> torchattacks.Attack:
+    """Target classes of APGD-T / FAB-T: AutoAttack's n_classes - 1 at most (torchattacks has no argument for it)."""
+    attack.n_target_classes = min(attack.n_target_classes, ev.autoattack_targets)
+    return attack
+
+
+def direct_gradient_model(model: nn.Module) -> nn.Module:
+    """The exact inference configuration with gradients by backpropagation through the solver, not the adjoint."""
+    if any(getattr(s, "adjoint", False) for s in getattr(model, "solvers", ())):
+        return model.manifest(adjoint=False)
+    return model
+
+
+def _input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    with _frozen(model), torch.enable_grad():
+        inputs = x.detach().clone().requires_grad_(True)
+        logits = model(inputs)
+        if loss == "margin":  # the CW margin does not saturate like cross-entropy on confident examples
+            other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -torch.inf).amax(dim=1)
+            value = (other - logits.gather(1, y[:, None]).squeeze(1)).sum()
+        else:
+            value = F.cross_entropy(logits, y, reduction="sum")
+        if not value.requires_grad:  # the model cut the input out of the graph
+            return torch.zeros_like(inputs)
+        (grad,) = torch.autograd.grad(value, inputs, allow_unused=True)
+    return torch.zeros_like(inputs) if grad is None else grad
+
+
+def vanishing_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of examples whose margin-loss input gradient is zero or non-finite (gradient attacks are blind)."""
+    grad = _input_gradients(model, x, y, "margin").flatten(1)
+    dead = ~torch.isfinite(grad).all(dim=1) | (grad.abs().sum(dim=1) == 0)
+    return dead.float().mean().item()
+
+
+def adjoint_gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Mean cosine between adjoint and direct input gradients of the CE loss; None if the model uses no adjoint."""
+    direct = direct_gradient_model(model)
+    if direct is model:
+        return None
+    a = _input_gradients(model, x, y, "ce").flatten(1)
+    b = _input_gradients(direct, x, y, "ce").flatten(1)
+    return F.cosine_similarity(a.double(), b.double(), dim=1).mean().item()
+
+
+def _twin(model: nn.Module, x: torch.Tensor, batch_size: int) -> nn.Module | None:
+    """Fixed-step RK4 twin of an adaptive model at about its cost; its gradients are clean and transfer."""
+    if not _is_adaptive(model):
+        return None
+    stage_nfe = _forward(model, x, batch_size)[2]
+    return model.manifest("rk4", [max(1, round(n / 4)) for n in stage_nfe])  # RK4: 4 evaluations a step
+
+
+def _attack_eps(attacker: _Attacker, model: nn.Module, twin: nn.Module | None, clean: torch.Tensor, eps: float,
+                headline: bool, ev: Evaluation, n_classes: int) -> tuple[EpsResult, float]:
+    n = len(clean)
+    everyone = clean.nonzero().squeeze(1)
+    result = EpsResult(eps, clean.clone())
+
+    def record(name: str, index: torch.Tensor, ok: torch.Tensor, cascade: bool) -> None:
+        result.attacks[name] = (index, ok)
+        result.robust[index[~ok]] = False
+        # Attacks on everyone: their own accuracy. Cascaded ones: the robust accuracy after them (worst case so far).
+        own = result.survived(name, n) & clean
+        result.own[name] = (result.robust if cascade else own).sum().item() / n
+
+    ok, _ = attacker.run("fgsm", lambda: torchattacks.FGSM(model, eps=eps), everyone, eps, 0)
+    record("fgsm", everyone, ok, False)
+    # PGD's restarts: each runs on the examples no earlier start broke (per-example worst case over starts).
+    index, alive, nfe = everyone, torch.ones(len(everyone), dtype=torch.bool, device=clean.device), 0.0
+    for start in range(ev.pgd_restarts):
+        remaining = index[alive]
+        ok, start_nfe = attacker.run("pgd", _pgd(model, eps, ev.pgd_steps, ev), remaining, eps, 1 + start)
+        if start == 0:
+            result.pgd_first, nfe = ok.clone(), start_nfe
+        alive[alive.clone()] = ok
+    record("pgd", everyone, alive, False)
+    if headline:  # the steps check where the number is quoted (one radius suffices to see an attack stall)
+        few = _pgd(model, eps, max(1, ev.pgd_steps // 5), ev)
+        ok, _ = attacker.run("pgd_fewsteps", few, everyone, eps, 1)  # seed offset 1: PGD's first random start
+        record("pgd_fewsteps", everyone, ok, False)
+
+    def cascade(name: str, make: Callable[[], torchattacks.Attack], offset: int, source: nn.Module | None = None,
+                ) -> None:
+        survivors = result.robust.nonzero().squeeze(1)
+        ok, _ = attacker.run(name, make, survivors, eps, offset, source)
+        record(name, survivors, ok, True)
+
+    cascade("apgd_dlr", lambda: torchattacks.APGD(model, eps=eps, steps=ev.apgd_steps, n_restarts=ev.apgd_restarts,
+                                                  loss="dlr", seed=0), 100)
+    if headline:  # AutoAttack (standard): APGD-CE, APGD-T, FAB-T, Square
+        cascade("apgd_ce", lambda: torchattacks.APGD(model, eps=eps, steps=ev.apgd_steps, loss="ce", seed=0), 101)
+        cascade("apgd_t", lambda: _targets(torchattacks.APGDT(model, eps=eps, steps=ev.apgd_steps,
+                                                              n_classes=n_classes, seed=0), ev), 102)
+        cascade("fab_t", lambda: _targets(torchattacks.FAB(model, eps=eps, steps=ev.apgd_steps, multi_targeted=True,
+                                                           n_classes=n_classes, seed=0), ev), 103)
+    # Black-box and transfer last: what they break beyond every white-box attack measures gradient masking.
+    if twin is not None:
+        cascade("transfer", _pgd(twin, eps, ev.pgd_steps, ev), 104, source=twin)
+    if headline:
+        cascade("square", lambda: torchattacks.Square(model, eps=eps, n_queries=ev.square_queries, seed=0), 105)
+    return result, nfe
+
+
+def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded: float | None,
+                  vanishing: float) -> list[str]:
+    """Reasons the numbers may overstate robustness (Athalye et al. 2018, sec. 3; Carlini et al. 2019, sec. 5)."""
+    n, reasons = len(clean), []
+
+    def broken(mask: torch.Tensor) -> torch.Tensor:
+        return clean & ~mask
+
+    ordered = sorted(by_eps.values(), key=lambda r: r.eps)
+    for result in ordered:
+        key = eps_key(result.eps)
+        fgsm, pgd = broken(result.survived("fgsm", n)), broken(result.survived("pgd", n))
+        if beyond_noise(int((fgsm & ~pgd).sum()), int((pgd & ~fgsm).sum()), n):
+            reasons.append(f"iterative-weaker-than-single-step@{key}")
+        if "pgd_fewsteps" in result.attacks:
+            long = torch.ones(n, dtype=torch.bool, device=clean.device)
+            long[result.attacks["pgd"][0]] = result.pgd_first
+            long, short = broken(long), broken(result.survived("pgd_fewsteps", n))
+            if beyond_noise(int((short & ~long).sum()), int((long & ~short).sum()), n):
+                reasons.append(f"more-steps-weaker@{key}")
+        black = sum(int((~result.attacks[name][1]).sum()) for name in BLACK_BOX if name in result.attacks)
+        if beyond_noise(black, 0, n):
+            reasons.append(f"black-box-beats-white-box@{key}")
+    for smaller, larger in zip(ordered, ordered[1:]):
+        if beyond_noise(int((larger.robust & ~smaller.robust).sum()), int((smaller.robust & ~larger.robust).sum()), n):
+            reasons.append(f"accuracy-rises-with-eps@{eps_key(larger.eps)}")
+    if unbounded is not None and unbounded > UNBOUNDED_MAX_ACCURACY:
+        reasons.append("unbounded-attack-fails")
+    if vanishing > VANISHING_FRACTION:
+        reasons.append("vanishing-input-gradients")
+    return ["unreliable", *(f"unreliable:{r}" for r in reasons)] if reasons else []
+
+
+def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_grid: Sequence[float],
+                     headline_eps: float | None, ev: Evaluation, batch_size: int, seed: int) -> SuiteResult:
+    """The whole suite on (x, y): metrics `robust@<eps>` (+ `_ci_low`/`_ci_high`), each attack's `<name>@<eps>`,
+    `attack_n`, `nfe_adversarial` (adaptive), `adjoint_grad_cosine` (adjoint models), and the sanity flags."""
+    if headline_eps is not None and not any(math.isclose(headline_eps, e) for e in eps_grid):
+        raise ValueError(f"headline eps {headline_eps} is not in the eps grid {tuple(eps_grid)}")
+    n = len(y)
+    attacked = direct_gradient_model(model)
+    outputs = _forward(model, x, batch_size)[0]
+    n_classes = outputs.shape[1]
+    clean = outputs.argmax(dim=1) == y
+    twin = _twin(model, x, batch_size)
+    attacker = _Attacker(attacked, x, y, batch_size, seed)
+    by_eps, metrics = {}, {"attack_n": float(n)}
+    for eps in sorted(eps_grid):
+        headline = headline_eps is not None and math.isclose(eps, headline_eps)
+        result, nfe = _attack_eps(attacker, attacked, twin, clean, eps, headline, ev, n_classes)
+        by_eps[eps] = result
+        key = eps_key(eps)
+        robust = int(result.robust.sum())
+        low, high = wilson_interval(robust, n)
+        metrics.update({f"robust@{key}": robust / n, f"robust_ci_low@{key}": low, f"robust_ci_high@{key}": high})
+        metrics.update({f"{name}@{key}": value for name, value in result.own.items()})
+        if twin is not None and eps == max(eps_grid):
+            metrics["nfe_adversarial"] = nfe
+    unbounded = None
+    try:
+        part = torch.arange(min(n, UNBOUNDED_SUBSET), device=x.device)
+        unbounded_pgd = _pgd(attacked, UNBOUNDED_EPS, max(1, ev.pgd_steps // 2), ev)  # eps = 1 needs few steps
+        ok, _ = attacker.run("unbounded", unbounded_pgd, part, UNBOUNDED_EPS, 7)
+        unbounded = (ok & clean[part]).sum().item() / len(part)
+        metrics["unbounded_pgd"] = unbounded
+    except zoo.SolverDidNotConverge:
+        pass  # far outside the data an adaptive solver may give up: no verdict either way
+    m = min(n, GRADIENT_SUBSET)
+    vanishing = vanishing_gradient_fraction(attacked, x[:m], y[:m])
+    metrics["vanishing_grad_fraction"] = vanishing
+    cosine = adjoint_gradient_cosine(model, x[:m], y[:m])
+    if cosine is not None:
+        metrics["adjoint_grad_cosine"] = cosine
+    return SuiteResult(n, clean, by_eps, metrics, _sanity_flags(by_eps, clean, unbounded, vanishing),
+                       attacker.seconds)
