@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 import zoo
+from benchmarks.data.tasks import DataCorruptError, DataMissingError, list_tasks
+from benchmarks.execution.runner import DEFAULT_RESULTS, LOCAL_RESULTS, RunSummary, pick_device, run_tier
 from benchmarks.protocols import PROTOCOLS, get_protocol
-from benchmarks.records import Record, RecordError, iter_records, load_record, write_atomic
-from benchmarks.reproduce import compare_stores, format_rows, tolerance_for
-from benchmarks.runner import DEFAULT_RESULTS, LOCAL_RESULTS, RunSummary, pick_device, run_tier
-from benchmarks.tasks import DataCorruptError, DataMissingError, list_tasks
+from benchmarks.reporting.reproduce import compare_stores, format_rows, tolerance_for
+from benchmarks.store.records import Record, RecordError, iter_records, load_record, write_atomic
 
 LOCAL_LEADERBOARDS = Path("local/leaderboards")
 EXIT_FAILED, EXIT_USAGE, EXIT_POSTPONED = 1, 2, 3
@@ -236,7 +236,7 @@ def results_table(records: Sequence[Record]) -> str:
 
 
 def _render_local(results: Path, out: Path) -> None:
-    from benchmarks.leaderboard import write_leaderboards  # pandas/matplotlib only when needed
+    from benchmarks.reporting.leaderboard import write_leaderboards  # pandas/matplotlib only when needed
 
     # readme=None / citation=None: a local render must never rewrite the repository's README.md or CITATION.cff.
     write_leaderboards(results, out_dir=out, readme=None, citation=None)
@@ -252,7 +252,7 @@ def _compare(results: Path, published: Path, protocol_hash: str, protocol_name: 
     tolerance = tolerance_for(protocol_name)
     print(f"\nComparison with the published records in {published} (protocol hash {protocol_hash}; tolerance of "
           f"the {protocol_name} tier: {tolerance.accuracy_points:g} points of accuracy, {tolerance.mse_relative:g} "
-          "relative MSE, or 2 standard errors of the seed spread where larger; see benchmarks/reproduce.py):")
+          "relative MSE, or 2 standard errors of the seed spread where larger; see benchmarks/reporting/reproduce.py):")
     print(format_rows(rows) if rows else "  no records of this protocol hash in the local store")
     if rows and all(row.note == "no published record of this protocol hash" for row in rows):
         print(f"  (nothing published under {protocol_hash}: `depthbench publish` then `depthbench leaderboard` "
@@ -310,7 +310,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from benchmarks.leaderboard import write_leaderboards  # pandas/matplotlib only when needed
+    from benchmarks.reporting.leaderboard import write_leaderboards  # pandas/matplotlib only when needed
 
     if not Path(args.results).is_dir():
         raise FileNotFoundError(f"no results store at {args.results}: run `depthbench run` first")
@@ -320,7 +320,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from benchmarks.check import check_model
+    from benchmarks.evaluation.check import check_model
 
     report = check_model(args.model, args.task, get_protocol(args.tier).model_overrides)
     print(report.text())
@@ -328,10 +328,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from benchmarks.evaluate import evaluate_checkpoint
+    from benchmarks.data.tasks import get_task
+    from benchmarks.execution.evaluate import evaluate_checkpoint
     from benchmarks.protocols import recipe_for
-    from benchmarks.records import save_record
-    from benchmarks.tasks import get_task
+    from benchmarks.store.records import save_record
 
     protocol = get_protocol(args.tier)
     zoo.model_card(args.model)  # an unknown model fails here, naming the known ones

@@ -7,7 +7,8 @@ models, tasks and seeds lists, its description): adding a model or a seed to a t
 made. Change a hashed field -> bump `version` (the hash changes anyway; the version tells people why).
 
 Versions: v2 (every tier) — robust accuracy is the per-example worst case over the attack suite of
-`benchmarks/attacks.py` (PGD with restarts, APGD-DLR, AutoAttack, RK4-twin transfer, Square) instead of one PGD run.
+`benchmarks/evaluation/attacks.py` (PGD with restarts, APGD-DLR, AutoAttack, RK4-twin transfer, Square) instead of
+one PGD run.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Evaluation:
     """What is measured after training, and on how much of the test set."""
 
     # First N test examples (a fixed subset, the same for every model). 2,401 keeps the 95% Wilson interval of a
-    # robust accuracy within +-2 points at worst (p = 0.5); see benchmarks/attacks.py for the suite itself.
+    # robust accuracy within +-2 points at worst (p = 0.5); see benchmarks/evaluation/attacks.py for the suite itself.
     attack_subset: int = 2500
     pgd_steps: int = 50
     pgd_alpha_factor: float = 2.5  # PGD step = factor * eps / steps
@@ -96,8 +97,8 @@ class Protocol:
 
     def hashed_fields(self) -> dict[str, Any]:
         """What the hash covers: every field that can change a record's numbers, plus the grids of each task a
-        recipe exists for (a task's eps / sigma grid lives in benchmarks/tasks.py, not here)."""
-        from benchmarks.tasks import UnknownTaskError, get_task  # tasks imports torch: only when hashing
+        recipe exists for (a task's eps / sigma grid lives in benchmarks/data/tasks.py, not here)."""
+        from benchmarks.data.tasks import UnknownTaskError, get_task  # tasks imports torch: only when hashing
 
         fields = {k: v for k, v in self.to_json().items() if k not in UNHASHED}
         grids = {}

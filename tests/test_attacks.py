@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo
-from benchmarks import attacks
+from benchmarks.data.tasks import get_task, list_tasks
+from benchmarks.evaluation import attacks
 from benchmarks.protocols import PROTOCOLS, SMOKE, STANDARD, Evaluation
-from benchmarks.tasks import get_task, list_tasks
 
 SMALL = Evaluation(attack_subset=100, pgd_steps=5, pgd_restarts=2, apgd_steps=5, apgd_restarts=1, square_queries=30,
                    autoattack_targets=1)
@@ -210,7 +210,7 @@ def test_sanity_flags_catch_inconsistent_attacks() -> None:
 
 
 def test_every_suite_metric_is_documented(resnet_suite) -> None:
-    from benchmarks.metrics import METRIC_DOCS
+    from benchmarks.evaluation.metrics import METRIC_DOCS
 
     names = set(resnet_suite.metrics) | {"transfer@0.1", "nfe_adversarial", "adjoint_grad_cosine"}
     for name in names:

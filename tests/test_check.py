@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import zoo
-from benchmarks.check import check_model
 from benchmarks.cli import main
+from benchmarks.evaluation.check import check_model
 
 TINY = {"width": 8, "depth": 2}
 

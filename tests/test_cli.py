@@ -19,11 +19,13 @@ import pytest
 import torch
 
 import zoo
-from benchmarks import cli, runner, tasks
+from benchmarks import cli
 from benchmarks.cli import main
+from benchmarks.data import tasks
+from benchmarks.data.tasks import DataCorruptError, DataMissingError
+from benchmarks.execution import runner
 from benchmarks.protocols import SMOKE, Recipe
-from benchmarks.records import Record, RecordError, iter_records, load_record, record_path, save_record
-from benchmarks.tasks import DataCorruptError, DataMissingError
+from benchmarks.store.records import Record, RecordError, iter_records, load_record, record_path, save_record
 
 
 def fake_record(protocol, task: str, model: str, seed: int, accuracy: float = 0.6, failed: bool = False) -> Record:
@@ -289,6 +291,6 @@ def test_every_record_field_is_type_checked_when_a_record_is_read() -> None:
     # A field added to Record but not to the reader's checks makes every new record read back as damaged.
     from dataclasses import fields
 
-    from benchmarks import records
+    from benchmarks.store import records
 
     assert set(records._TYPES) == {f.name for f in fields(records.Record)}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import zoo
-from benchmarks.diagnostics import jacobian_sigma, line_shape_score, trajectory_diagnostics
+from benchmarks.evaluation.diagnostics import jacobian_sigma, line_shape_score, trajectory_diagnostics
 from zoo.integrate import ODEBlock, Solver
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.leaderboard import aggregate, load_frame, render_markdown, suite_version, write_leaderboards
-from benchmarks.page import write_page
-from benchmarks.records import Record, save_record
+from benchmarks.reporting.leaderboard import aggregate, load_frame, render_markdown, suite_version, write_leaderboards
+from benchmarks.reporting.page import write_page
+from benchmarks.store.records import Record, save_record
 
 STANDARD = {"name": "standard", "version": 2, "hash": "3f2a9c1d0b7e"}
 SMOKE = {"name": "smoke", "version": 1, "hash": "aaaabbbbcccc"}

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 import zoo
-from benchmarks import metrics
+from benchmarks.data.tasks import Split, TaskData, get_task
+from benchmarks.evaluation import metrics
+from benchmarks.execution.runner import measure
 from benchmarks.protocols import SMOKE, Evaluation
-from benchmarks.runner import measure
-from benchmarks.tasks import Split, TaskData, get_task
-from benchmarks.train import TrainResult
+from benchmarks.training.train import TrainResult
 
 BATCH = 16
 TINY = dataclasses.replace(SMOKE, name="test-measure", evaluation=Evaluation(

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo
-from benchmarks import metrics, timing
+from benchmarks.evaluation import metrics, timing
 
 BATCH = 256
 

@@ -21,11 +21,11 @@ import matplotlib
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from benchmarks.leaderboard import aggregate, load_frame, render_latex, repository_url, write_leaderboards
-from benchmarks.leaderboard_render import render_citation
-from benchmarks.page import GROUPS, write_page
-from benchmarks.plots import RC, pareto_figure
-from benchmarks.records import save_record
+from benchmarks.reporting.leaderboard import aggregate, load_frame, render_latex, repository_url, write_leaderboards
+from benchmarks.reporting.page import GROUPS, write_page
+from benchmarks.reporting.plots import RC, pareto_figure
+from benchmarks.reporting.render import render_citation
+from benchmarks.store.records import save_record
 
 from data_on_disk import REPO, skip_or_fail
 from test_leaderboard import SMOKE, STANDARD, _card, _record, build
@@ -132,8 +132,8 @@ def test_pareto_labels_do_not_overlap(wide: dict) -> None:
 
 PLOT_SCRIPT = """
 import sys
-from benchmarks.leaderboard import aggregate, load_frame
-from benchmarks.plots import write_plots
+from benchmarks.reporting.leaderboard import aggregate, load_frame
+from benchmarks.reporting.plots import write_plots
 frame = load_frame(sys.argv[1])
 for key, table in aggregate(frame).items():
     write_plots(frame, table, sys.argv[2], key[0])

@@ -20,13 +20,13 @@ import pytest
 import torch
 
 import zoo
-from benchmarks import runner
-from benchmarks.check import ModelCheckFailed, check_model
 from benchmarks.cli import main
-from benchmarks.leaderboard_data import aggregate, cell, display_columns, load_frame
+from benchmarks.data.tasks import get_task
+from benchmarks.evaluation.check import ModelCheckFailed, check_model
+from benchmarks.execution import runner
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
-from benchmarks.records import save_record
-from benchmarks.tasks import get_task
+from benchmarks.reporting.tables import aggregate, cell, display_columns, load_frame
+from benchmarks.store.records import save_record
 from zoo import registry
 
 CARD = dict(
@@ -192,7 +192,7 @@ def test_a_plain_module_is_benchmarked_with_capability_metrics_not_applicable(pl
     assert cell(row, columns["nfe"])[0] == "n/a" and cell(row, columns["line_shape"])[0] == "n/a"
     assert cell(row, columns["accuracy"])[0] is not None
     # The whole leaderboard (tables, plots, page) renders with the plain model ranked among the built-ins.
-    from benchmarks.leaderboard import write_leaderboards
+    from benchmarks.reporting.leaderboard import write_leaderboards
 
     write_leaderboards(results, out_dir=tmp_path / "boards", readme=None, citation=None)
     (board,) = (tmp_path / "boards").glob("*/digits.md")

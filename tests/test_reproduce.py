@@ -7,8 +7,8 @@ import math
 import pytest
 
 from benchmarks.protocols import PROTOCOLS, SMOKE
-from benchmarks.records import Record
-from benchmarks.reproduce import TOLERANCES, Tolerance, compare_records, compare_values, tolerance_for
+from benchmarks.reporting.reproduce import TOLERANCES, Tolerance, compare_records, compare_values, tolerance_for
+from benchmarks.store.records import Record
 
 TIGHT = Tolerance(accuracy_points=1.0, mse_relative=0.1)
 

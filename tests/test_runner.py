@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import runner
 from benchmarks.cli import main
+from benchmarks.data.tasks import DataMissingError
+from benchmarks.execution import runner
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
-from benchmarks.records import iter_records
-from benchmarks.tasks import DataMissingError
+from benchmarks.store.records import iter_records
 from zoo import registry
 
 # A cheaper smoke protocol for tests: same pipeline, fewer epochs and examples.
@@ -153,7 +153,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {tests!r})
 from test_runner import QUICK, QUICK_MODELS
-from benchmarks import runner
+from benchmarks.execution import runner
 torch.set_num_threads(1)
 runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=Path({root!r}), device=torch.device("cpu"), progress=False)
 """
@@ -219,7 +219,7 @@ def test_optional_tasks_run_only_where_their_data_is_on_disk(tmp_path) -> None:
 
 
 def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, capsys) -> None:
-    from benchmarks import provenance
+    from benchmarks.store import provenance
 
     monkeypatch.setattr(provenance, "source_tree", lambda: None)
     monkeypatch.delenv("DEPTHBENCH_GIT_COMMIT", raising=False)
@@ -287,7 +287,8 @@ def test_bad_cli_input_gets_a_clear_message(argv, message, capsys, monkeypatch) 
 
 def test_auto_tier_falls_back_to_smoke_when_gpu_data_is_missing(tmp_path, monkeypatch, capsys) -> None:
     """`tox -e bench` on a fresh GPU machine must run without a download: the bundled-data tier instead."""
-    from benchmarks import cli, tasks
+    from benchmarks import cli
+    from benchmarks.data import tasks
 
     # A GPU machine as far as the choice of tier goes (the first question asked); the runs themselves are on CPU.
     answers = iter([True])

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.metrics import eps_key
+from benchmarks.data.tasks import DataMissingError, get_task
+from benchmarks.evaluation.metrics import eps_key
+from benchmarks.execution.runner import run_tier
 from benchmarks.protocols import STANDARD
-from benchmarks.records import iter_records
-from benchmarks.runner import run_tier
-from benchmarks.tasks import DataMissingError, get_task
+from benchmarks.store.records import iter_records
 
 from data_on_disk import REPO, shared_data_dir, skip_or_fail
 

@@ -14,14 +14,15 @@ import pytest
 import torch
 
 import zoo
-from benchmarks import runner, tasks
 from benchmarks.cli import main
-from benchmarks.evaluate import EVALUATED_FLAG
-from benchmarks.leaderboard import aggregate, load_frame, render_bibtex, render_citation, write_leaderboards
-from benchmarks.metrics import accuracy
+from benchmarks.data import tasks
+from benchmarks.evaluation.metrics import accuracy
+from benchmarks.execution import runner
+from benchmarks.execution.evaluate import EVALUATED_FLAG
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
-from benchmarks.provenance import model_source
-from benchmarks.records import Record, iter_records, save_record
+from benchmarks.reporting.leaderboard import aggregate, load_frame, render_bibtex, render_citation, write_leaderboards
+from benchmarks.store.provenance import model_source
+from benchmarks.store.records import Record, iter_records, save_record
 from zoo import registry
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
@@ -52,7 +53,7 @@ def test_the_hash_covers_everything_that_changes_a_number(monkeypatch) -> None:
     for change in changes:
         assert dataclasses.replace(SMOKE, **change).hash != SMOKE.hash, change
     before = SMOKE.hash
-    # A task's eps grid lives in benchmarks/tasks.py, yet changes the robust accuracies of every record.
+    # A task's eps grid lives in benchmarks/data/tasks.py, yet changes the robust accuracies of every record.
     digits = tasks.get_task("digits")
     monkeypatch.setitem(tasks._TASKS, "digits", dataclasses.replace(digits, attack_eps=(0.05, 0.1)))
     assert SMOKE.hash != before

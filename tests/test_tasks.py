@@ -1,4 +1,5 @@
-"""Tests of benchmarks.tasks: real data where the machine has it, tiny files in the real on-disk formats otherwise."""
+"""Tests of benchmarks.data.tasks: real data where the machine has it, tiny files in the real on-disk formats
+otherwise."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import tasks
-from benchmarks.tasks import (
+from benchmarks.data import tasks
+from benchmarks.data.tasks import (
     PENDULUM_DELTA,
     DataCorruptError,
     DataMissingError,

@@ -8,10 +8,10 @@ import torch
 from torch._dynamo.utils import counters
 
 import zoo
-from benchmarks import train as train_module
+from benchmarks.data.tasks import get_task
 from benchmarks.protocols import Recipe
-from benchmarks.tasks import get_task
-from benchmarks.train import augment, channels_last, evaluate, train, training_forward
+from benchmarks.training import train as train_module
+from benchmarks.training.train import augment, channels_last, evaluate, train, training_forward
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ class ModelCard:
     url: str = ""  # any other page of the paper or model (http(s))
     licence: str = ""  # of the model's implementation (SPDX identifier, e.g. MIT)
     capabilities: tuple[str, ...] = ()  # optional capabilities claimed (zoo.contract.CAPABILITIES)
-    # Numbers the authors report, compared with the reproduced ones on leaderboards (benchmarks/claims.py):
+    # Numbers the authors report, compared with the reproduced ones on leaderboards (benchmarks/reporting/claims.py):
     # {"task", "protocol", "metric", "value", "source"[, "tolerance"]}, values in the records' units.
     claims: tuple[dict[str, Any], ...] = ()
 

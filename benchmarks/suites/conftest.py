@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.tasks import get_task
-from benchmarks.timing import machine_info as describe_machine
+from benchmarks.data.tasks import get_task
+from benchmarks.evaluation.timing import machine_info as describe_machine
 
 
 def pytest_configure(config: pytest.Config) -> None:

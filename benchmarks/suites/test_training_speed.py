@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import zoo
 from benchmarks.protocols import Recipe
 from benchmarks.suites.conftest import sync
-from benchmarks.train import train
+from benchmarks.training.train import train
 
 
 def _resnet(task, device: torch.device) -> torch.nn.Module:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo
-from benchmarks.tasks import Task, get_task, list_tasks
+from benchmarks.data.tasks import Task, get_task, list_tasks
 from zoo import contract
 from zoo.cards import validate_card
 from zoo.registry import has_card
@@ -210,7 +210,7 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
         return f"nfe = {count}"
 
     def cost() -> str:
-        from benchmarks.metrics import count_flops
+        from benchmarks.evaluation.metrics import count_flops
 
         params = zoo.count_params(model)
         if params == 0:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.leaderboard_data import column_for, one_line
+from benchmarks.reporting.tables import column_for, one_line
 
 REQUIRED = ("task", "protocol", "metric", "value", "source")
 

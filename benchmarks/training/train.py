@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmarks.data.tasks import Split, Task, TaskData
 from benchmarks.protocols import Recipe
-from benchmarks.tasks import Split, Task, TaskData
 from zoo.contract import capabilities, validate_output
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.records import Record, iter_records
+from benchmarks.store.records import Record, iter_records
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 import zoo
-from benchmarks import metrics as M
+from benchmarks.data.tasks import Task, TaskData
+from benchmarks.evaluation import metrics as M
 from benchmarks.protocols import Protocol
-from benchmarks.records import Record
-from benchmarks.tasks import Task, TaskData
-from benchmarks.train import TrainResult
+from benchmarks.store.records import Record
+from benchmarks.training.train import TrainResult
 
 EVALUATED_FLAG = "evaluated-not-trained-here"
 
@@ -91,7 +91,9 @@ def evaluate_checkpoint(protocol: Protocol, task: Task, data: TaskData, model_na
 
     Bad checkpoints raise `CheckpointError` (nothing is recorded); a model that fails while being measured gives
     a failed record, as in `depthbench run`."""
-    from benchmarks import runner  # runner imports this module's callers; import late to keep the graph simple
+    from benchmarks.execution import (
+        runner,  # runner imports this module's callers; import late to keep the graph simple
+    )
 
     sha = file_sha256(checkpoint)
     state = load_state_dict(checkpoint)

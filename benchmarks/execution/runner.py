@@ -31,16 +31,16 @@ import torch
 from tqdm.auto import tqdm
 
 import zoo
-from benchmarks import metrics as M
-from benchmarks import timing
-from benchmarks.attacks import robustness_suite
-from benchmarks.check import require_passing
-from benchmarks.diagnostics import trajectory_diagnostics
+from benchmarks.data.tasks import DataMissingError, Task, TaskData, get_task
+from benchmarks.evaluation import metrics as M
+from benchmarks.evaluation import timing
+from benchmarks.evaluation.attacks import robustness_suite
+from benchmarks.evaluation.check import require_passing
+from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
-from benchmarks.provenance import git_state, model_source, now, provenance
-from benchmarks.records import Record, RecordError, load_record, record_path, save_record
-from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
-from benchmarks.train import TrainingDiverged, TrainResult, train
+from benchmarks.store.provenance import git_state, model_source, now, provenance
+from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
+from benchmarks.training.train import TrainingDiverged, TrainResult, train
 from zoo import contract
 
 DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
@@ -184,7 +184,7 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
             train_fn: Callable[[torch.nn.Module], TrainResult] | None = None) -> Record:
     """Train and measure one model; any exception becomes a failed record (interrupts propagate).
 
-    `model` and `train_fn` serve `depthbench evaluate` (benchmarks/evaluate.py): an already built model with
+    `model` and `train_fn` serve `depthbench evaluate` (benchmarks/execution/evaluate.py): an already built model with
     submitted weights, and a stand-in for training that only validates it."""
     started = now()
     phase = PhaseTimer(device)

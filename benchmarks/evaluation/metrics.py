@@ -21,8 +21,8 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-from benchmarks import timing
-from benchmarks.diagnostics import DIAGNOSTIC_DOCS
+from benchmarks.evaluation import timing
+from benchmarks.evaluation.diagnostics import DIAGNOSTIC_DOCS
 from zoo.contract import validate_output
 
 BATCH_COUPLING_TOLERANCE = 1e-6  # float64 kernels' batch-size noise is ~1e-15; adaptive coupling ~rtol
@@ -53,10 +53,10 @@ METRIC_DOCS: dict[str, str] = {
     "throughput": "inference samples per second at the benchmark batch size",
     "robust@<eps>": "HEADLINE robust accuracy: fraction of the attacked examples (the protocol's attack_subset "
     "first test examples) classified correctly clean AND under every attack of the suite (per-example worst case, "
-    "benchmarks/attacks.py): FGSM, PGD-CE with the protocol's steps and random starts, APGD with the DLR margin "
-    "loss, at the task's headline eps AutoAttack's standard components (APGD-CE, APGD-T, FAB-T, Square with the "
-    "protocol's query budget), and for adaptive solvers PGD transferred from a fixed-step RK4 twin; L-inf radius "
-    "eps in [0, 1] pixel space; attacks through the exact inference solver, backpropagating directly (never the "
+    "benchmarks/evaluation/attacks.py): FGSM, PGD-CE with the protocol's steps and random starts, APGD with the "
+    "DLR margin loss, at the task's headline eps AutoAttack's standard components (APGD-CE, APGD-T, FAB-T, Square "
+    "with the protocol's query budget), and for adaptive solvers PGD transferred from a fixed-step RK4 twin; L-inf "
+    "radius eps in [0, 1] pixel space; attacks through the exact inference solver, backpropagating directly (never the "
     "adjoint). Rows flagged `unreliable` failed a sanity check (see the flags)",
     "robust_ci_low@<eps>": "lower end of the 95% Wilson interval of robust@<eps> from attack_n examples",
     "robust_ci_high@<eps>": "upper end of the 95% Wilson interval of robust@<eps> from attack_n examples",

@@ -1,9 +1,9 @@
 """Records -> one pandas row per record -> one aggregated table per (task, protocol name, protocol hash).
 
 This is the only place where leaderboard numbers are computed, and it reads nothing but records
-(`benchmarks.records.iter_records`): every number a renderer prints is a mean / std of metric values
+(`benchmarks.store.records.iter_records`): every number a renderer prints is a mean / std of metric values
 of successful records, and every table carries the paths of the records behind each row.
-The renderers (`leaderboard_render`, `page`, `plots`) share the column set and formatting defined here,
+The renderers (`render`, `page`, `plots`) share the column set and formatting defined here,
 so the Markdown, LaTeX and HTML tables always show the same cells.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.records import iter_records
+from benchmarks.store.records import iter_records
 
 TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
 
@@ -32,8 +32,8 @@ META_COLUMNS = [
 PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "url", "bibkey", "bibtex", "variant")
 ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
-# Per-radius metrics in display order (benchmarks/attacks.py): the headline worst case and its 95% interval, each
-# attack of the suite, then noise. Tables show the worst case (with its interval) and noise; the CSV has them all.
+# Per-radius metrics in display order (benchmarks/evaluation/attacks.py): the headline worst case and its 95% interval,
+# each attack of the suite, then noise. Tables show the worst case (with its interval) and noise; the CSV has them all.
 ATTACK_KINDS = {
     "robust": ("robust", "ε"), "robust_ci_low": ("robust CI low", "ε"), "robust_ci_high": ("robust CI high", "ε"),
     "fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "pgd_fewsteps": ("PGD few steps", "ε"),
@@ -186,7 +186,7 @@ def _model_row(model: str, rows: pd.DataFrame, metrics: list[str]) -> dict[str, 
     for name in CARD_FIELDS:
         row[name] = _text(card.get(name))  # year too: "" when absent keeps the column free of NaN
     row["url"] = card_link(card)
-    row["claims"] = tuple(card.get("claims") or ())  # compared with the row's numbers by benchmarks/claims.py
+    row["claims"] = tuple(card.get("claims") or ())  # compared with the row's numbers by benchmarks/reporting/claims.py
     row["git_commits"] = tuple(sorted({commit_label(c, d) for c, d in zip(rows.git_commit, rows.git_dirty)}))
     row["devices"] = tuple(sorted({str(d) for d in rows.device if d}))
     row["started"], row["finished"] = extreme_time(rows.started, False), extreme_time(rows.finished, True)
@@ -393,7 +393,7 @@ def eval_batch_note(table: pd.DataFrame) -> str:
 
 def metric_docs() -> dict[str, str]:
     """One line per metric name, as documented next to the code that computes it."""
-    from benchmarks.metrics import METRIC_DOCS  # torch is loaded lazily: only when definitions are printed
+    from benchmarks.evaluation.metrics import METRIC_DOCS  # torch is loaded lazily: only when definitions are printed
 
     return dict(METRIC_DOCS)
 

@@ -1,6 +1,6 @@
-"""Leaderboards from records: `python -m benchmarks.leaderboard RECORDS_ROOT` regenerates every table.
+"""Leaderboards from records: `python -m benchmarks.reporting.leaderboard RECORDS_ROOT` regenerates every table.
 
-Public API (the pieces live in `leaderboard_data`, `leaderboard_render`, `plots` and `page`):
+Public API (the pieces live in `tables`, `render`, `plots` and `page`):
 
 - `load_frame(records_root)`: one pandas row per record;
 - `aggregate(frame)`: one table per (task, protocol name, protocol hash), mean/std over seeds of OK records;
@@ -33,9 +33,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.claims import render_claims_csv
-from benchmarks.leaderboard_data import TableKey, aggregate, extreme_time, find_repo_root, load_frame, parse_time
-from benchmarks.leaderboard_render import (
+from benchmarks.reporting.claims import render_claims_csv
+from benchmarks.reporting.page import write_page
+from benchmarks.reporting.plots import write_plots
+from benchmarks.reporting.render import (
     render_bibtex,
     render_citation,
     render_csv,
@@ -43,9 +44,8 @@ from benchmarks.leaderboard_render import (
     render_latex,
     render_markdown,
 )
-from benchmarks.page import write_page
-from benchmarks.plots import write_plots
-from benchmarks.records import write_atomic
+from benchmarks.reporting.tables import TableKey, aggregate, extreme_time, find_repo_root, load_frame, parse_time
+from benchmarks.store.records import write_atomic
 
 __all__ = [
     "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",

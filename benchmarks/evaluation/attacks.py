@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo
-from benchmarks.metrics import _batches, _forward, _frozen, _is_adaptive, _seeded, eps_key
+from benchmarks.evaluation.metrics import _batches, _forward, _frozen, _is_adaptive, _seeded, eps_key
 from benchmarks.protocols import Evaluation
 
 UNBOUNDED_EPS = 1.0  # a radius that reaches every image of [0, 1]: a working attack must break (nearly) everything
