@@ -28,9 +28,10 @@ import torch
 import zoo
 from benchmarks.data.tasks import DataCorruptError, DataMissingError, list_tasks
 from benchmarks.execution.runner import DEFAULT_RESULTS, LOCAL_RESULTS, RunSummary, pick_device, run_tier
+from benchmarks.io import write_atomic
 from benchmarks.protocols import PROTOCOLS, get_protocol
 from benchmarks.reporting.reproduce import compare_stores, format_rows, tolerance_for
-from benchmarks.store.records import Record, RecordError, iter_records, load_record, write_atomic
+from benchmarks.store.records import Record, RecordError, iter_records, load_record
 
 LOCAL_LEADERBOARDS = Path("local/leaderboards")
 EXIT_FAILED, EXIT_USAGE, EXIT_POSTPONED = 1, 2, 3

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 import zoo
 from benchmarks.evaluation import metrics, timing
+from benchmarks.store.machine import machine_info
 
 BATCH = 256
 
@@ -239,6 +240,6 @@ def test_latency_throughput_and_machine_info(trained, digits) -> None:
         trained.eval()
     assert set(result) == {"latency_ms", "latency_iqr_ms", "throughput"}
     assert result["latency_ms"] > 0 and result["throughput"] > 0
-    info = timing.machine_info(torch.device("cpu"))
+    info = machine_info(torch.device("cpu"))
     assert info["torch"] == torch.__version__ and info["python"] and info["cpu_count"]
     json.dumps(info)

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from benchmarks.store.records import atomic_output
+from benchmarks.io import atomic_output
 
 SPLIT_SEED = 20200805  # constant seed of every split; independent of the global RNG
 VAL_SIZE = 5000  # validation images carved from the training set of the large image tasks

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.io import write_atomic
 from benchmarks.reporting.claims import render_claims_csv
 from benchmarks.reporting.page import write_page
 from benchmarks.reporting.plots import write_plots
@@ -45,7 +46,6 @@ from benchmarks.reporting.render import (
     render_markdown,
 )
 from benchmarks.reporting.tables import TableKey, aggregate, extreme_time, find_repo_root, load_frame, parse_time
-from benchmarks.store.records import write_atomic
 
 __all__ = [
     "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from benchmarks.io import write_atomic
 from benchmarks.reporting.claims import render_claims_html
 from benchmarks.reporting.render import pipeline_check_banner
 from benchmarks.reporting.tables import (
@@ -38,7 +39,6 @@ from benchmarks.reporting.tables import (
     safe_url,
     several_commits,
 )
-from benchmarks.store.records import write_atomic
 
 # Column groups of the page, in display order, with whether they are shown by default. The default set keeps a
 # full smoke table (28 columns) within a 1400 px laptop window; the others are one click away.

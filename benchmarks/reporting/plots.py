@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
+from benchmarks.io import atomic_output
 from benchmarks.reporting.tables import attack_key
-from benchmarks.store.records import atomic_output
 
 # Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise salted with
 # a random uuid); no Software text in the PNG, so a matplotlib upgrade alone does not change every image.

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import zoo
-from benchmarks.evaluation.timing import machine_info
+from benchmarks.store.machine import machine_info
 
 PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchattacks", "numpy", "pandas", "scikit-learn")
 

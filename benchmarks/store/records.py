@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchmarks.io import write_atomic
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed")
@@ -130,32 +129,6 @@ def _schema_problem(data: Any) -> str | None:
 def record_path(root: Path, model: str, task: str, protocol_hash: str, seed: int) -> Path:
     """Where the record of one run lives: `root/<task>/<protocol hash>/<model>/seed<N>.json`."""
     return Path(root) / task / protocol_hash / model / f"seed{seed}.json"
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds it replaces `path` in one step.
-
-    Readers see either the old file or the whole new one, never a part; a failed write leaves no debris.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records, caches and tables are meant to be read by others
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (see `atomic_output`)."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def save_record(root: Path, record: Record) -> Path:

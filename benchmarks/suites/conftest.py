@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks.data.tasks import get_task
-from benchmarks.evaluation.timing import machine_info as describe_machine
+from benchmarks.store.machine import machine_info as describe_machine
 
 
 def pytest_configure(config: pytest.Config) -> None:
