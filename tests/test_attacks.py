@@ -210,8 +210,8 @@ def test_sanity_flags_catch_inconsistent_attacks() -> None:
 
 
 def test_every_suite_metric_is_documented(resnet_suite) -> None:
-    from benchmarks.evaluation.metrics import METRIC_DOCS
+    from benchmarks.specs import spec_for
 
     names = set(resnet_suite.metrics) | {"transfer@0.1", "nfe_adversarial", "adjoint_grad_cosine"}
     for name in names:
-        assert (name.split("@")[0] + "@<eps>" if "@" in name else name) in METRIC_DOCS, name
+        assert spec_for(name) is not None, name

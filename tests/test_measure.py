@@ -13,6 +13,7 @@ from benchmarks.data.tasks import Split, TaskData, get_task
 from benchmarks.evaluation import metrics
 from benchmarks.execution.runner import measure
 from benchmarks.protocols import SMOKE, Evaluation
+from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.training.train import TrainResult
 
 BATCH = 16
@@ -74,7 +75,7 @@ def test_fixed_step_nfe_stays_an_exact_count() -> None:
 
 def test_adaptive_solvers_are_flagged_batch_coupled_and_fixed_steps_are_not() -> None:
     adaptive, adaptive_flags = run(flow(zoo.Solver("dopri5", rtol=1e-5, atol=1e-5)))
-    assert "batch-coupled" in adaptive_flags and adaptive["batch_coupling"] > metrics.BATCH_COUPLING_TOLERANCE
+    assert "batch-coupled" in adaptive_flags and adaptive["batch_coupling"] > BATCH_COUPLING_TOLERANCE
     fixed, fixed_flags = run(flow(zoo.Solver("rk4", 100)))
     assert "batch-coupled" not in fixed_flags and fixed["batch_coupling"] < 1e-12
 
@@ -86,5 +87,5 @@ def test_batch_coupling_of_zoo_models(name: str, coupled: bool) -> None:
     model = zoo.create_model(name, input_shape=(1, 8, 8), num_classes=10, width=8, depth=3).eval()
     x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     coupling = metrics.batch_coupling(model, x, batch_size=32)
-    assert (coupling > metrics.BATCH_COUPLING_TOLERANCE) == coupled, coupling
+    assert (coupling > BATCH_COUPLING_TOLERANCE) == coupled, coupling
     assert next(model.parameters()).dtype == torch.float32  # measured on a float64 copy, the model is untouched

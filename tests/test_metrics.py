@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 import zoo
 from benchmarks.evaluation import metrics, timing
+from benchmarks.specs import DOCS
 from benchmarks.store.machine import machine_info
 
 BATCH = 256
@@ -82,8 +83,8 @@ def test_metric_docs_cover_every_name() -> None:
              "train_seconds", "epoch_seconds", "peak_train_memory_mb", "epochs", "latency_ms", "latency_iqr_ms",
              "throughput", "fgsm@<eps>", "pgd@<eps>", "noise@<sigma>", "dt_delta_2x", "dt_delta_half",
              "dt_fewest_nfe", "dt_speedup", "dt_order", "eval_batch", "batch_coupling"}
-    assert names <= set(metrics.METRIC_DOCS)
-    assert all(doc and "\n" not in doc for doc in metrics.METRIC_DOCS.values())
+    assert names <= set(DOCS)
+    assert all(doc and "\n" not in doc for doc in DOCS.values())
 
 
 def test_trained_model_is_clearly_better_than_chance(trained, digits) -> None:

@@ -19,6 +19,7 @@ from benchmarks.cli import main
 from benchmarks.data.tasks import DataMissingError
 from benchmarks.execution import runner
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
+from benchmarks.specs import spec_for
 from benchmarks.store.records import iter_records
 from zoo import registry
 
@@ -101,6 +102,14 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     table = (boards / "smoke/digits.md").read_text()
     assert SMOKE.hash in table and "continuousnet" in table
     assert "cff-version: 1.2.0" in (smoke_results / "CITATION.cff").read_text()
+
+
+def test_every_metric_the_smoke_tier_records_has_a_spec(smoke_results) -> None:
+    # A metric without a spec would silently stay out of the tables, plots and definitions (benchmarks/specs.py).
+    names = {name for _, r in iter_records(smoke_results / "results") for name in (*r.metrics, *r.not_applicable)}
+    assert len(names) > 30
+    missing = sorted(name for name in names if spec_for(name) is None)
+    assert not missing, f"metrics without a MetricSpec in benchmarks/specs.py: {missing}"
 
 
 @pytest.fixture(scope="module")

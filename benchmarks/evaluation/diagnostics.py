@@ -30,18 +30,6 @@ from torch import nn
 import zoo
 from zoo.integrate import Interval, depth_grid
 
-DIAGNOSTIC_DOCS: dict[str, str] = {
-    "line_shape": "line-shape score of the depth trajectories (after Gai & Zhang 2021): track length / distance "
-    "between its ends, mean over samples and stages; 1 = straight line; every model sampled at the same "
-    "track_points + 1 equally spaced depths per stage (fixed steps: step-boundary states joined by straight lines)",
-    "jacobian_sigma_max": "stiffness proxy: largest singular value of the rate function's Jacobian df/dx (an upper "
-    "bound on its spectral radius) with each stage's depth rescaled to [0, 1] (T * sigma), max over the track "
-    "points of each sample, mean over samples",
-    "jacobian_h_sigma_max": "fixed-step models: trained step size h times the (unscaled) largest singular value of "
-    "df/dx at each track point, max per sample, mean over samples; >> 1 means the trained steps are not in an ODE "
-    "solver's accurate regime",
-}
-
 
 def _norms(x: torch.Tensor) -> torch.Tensor:
     """Euclidean norm of each sample (all dimensions after the first)."""

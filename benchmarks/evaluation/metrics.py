@@ -2,7 +2,7 @@
 
 Everything here is deterministic for fixed arguments (explicit seeds, explicit generators, fixed batching) so two
 runs of the same checkpoint give the same record. Evaluation is batched and runs in the model's own dtype; only the
-attacks build autograd graphs. Metric names are documented in `METRIC_DOCS`, which the leaderboard shows.
+attacks build autograd graphs. Metric names are documented in `benchmarks/specs.py`, which the leaderboard reads.
 """
 
 from __future__ import annotations
@@ -22,77 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
 from benchmarks.evaluation import timing
-from benchmarks.evaluation.diagnostics import DIAGNOSTIC_DOCS
 from zoo.contract import validate_output
-
-BATCH_COUPLING_TOLERANCE = 1e-6  # float64 kernels' batch-size noise is ~1e-15; adaptive coupling ~rtol
-
-METRIC_DOCS: dict[str, str] = {
-    "accuracy": "test accuracy (fraction correct, 0..1) of the trained model",
-    "val_accuracy": "validation accuracy (fraction correct) used for model selection",
-    "test_mse": "test mean squared error (regression tasks), averaged over examples and output components",
-    "val_mse": "validation mean squared error (regression tasks)",
-    "params": "number of trainable parameters (shared parameters counted once)",
-    "flops": "floating-point operations of one forward pass of one sample (torch FlopCounterMode; adaptive: as run)",
-    "nfe": "rate-function evaluations of one forward pass, summed over stages (adaptive: mean over every "
-    "evaluation batch of the test set, weighted by batch size; it depends on eval_batch)",
-    "eval_batch": "evaluation batch size: examples per forward pass for every clean, noise, attack and depth-transfer "
-    "number (adaptive solvers' outputs and NFE depend on it, see batch_coupling)",
-    "batch_coupling": "max |output of an example evaluated alone - inside the evaluation batch| / (1 + max |output|) "
-    f"over the first 4 test examples, in float64; above {BATCH_COUPLING_TOLERANCE:g} the run is flagged "
-    "batch-coupled (adaptive solvers: step sizes are chosen for the whole batch)",
-    "nfe_backward": "rate-function evaluations of the adjoint backward pass per training step (0 without adjoint)",
-    "nfe_adversarial": "adaptive models: mean forward NFE on PGD examples at the largest eps (attacks can slow "
-    "adaptive solvers down)",
-    "train_seconds": "wall-clock training time in seconds, including the per-epoch validation pass",
-    "epoch_seconds": "median wall-clock seconds per training epoch, training steps only",
-    "peak_train_memory_mb": "peak GPU memory allocated during training, MiB (CUDA runs only)",
-    "epochs": "number of training epochs run",
-    "latency_ms": "median batch-1 inference latency in milliseconds (synchronised, after warmup)",
-    "latency_iqr_ms": "interquartile range of the batch-1 latency in milliseconds",
-    "throughput": "inference samples per second at the benchmark batch size",
-    "robust@<eps>": "HEADLINE robust accuracy: fraction of the attacked examples (the protocol's attack_subset "
-    "first test examples) classified correctly clean AND under every attack of the suite (per-example worst case, "
-    "benchmarks/evaluation/attacks.py): FGSM, PGD-CE with the protocol's steps and random starts, APGD with the "
-    "DLR margin loss, at the task's headline eps AutoAttack's standard components (APGD-CE, APGD-T, FAB-T, Square "
-    "with the protocol's query budget), and for adaptive solvers PGD transferred from a fixed-step RK4 twin; L-inf "
-    "radius eps in [0, 1] pixel space; attacks through the exact inference solver, backpropagating directly (never the "
-    "adjoint). Rows flagged `unreliable` failed a sanity check (see the flags)",
-    "robust_ci_low@<eps>": "lower end of the 95% Wilson interval of robust@<eps> from attack_n examples",
-    "robust_ci_high@<eps>": "upper end of the 95% Wilson interval of robust@<eps> from attack_n examples",
-    "attack_n": "number of test examples attacked",
-    "fgsm@<eps>": "accuracy under FGSM alone (torchattacks, L-inf eps in [0, 1] pixel space); clean errors count "
-    "as failures",
-    "pgd@<eps>": "accuracy under cross-entropy PGD alone (torchattacks; steps of 2.5 eps / steps, projected around "
-    "the clean image, clamped to [0, 1]); per-example worst case over the protocol's random starts",
-    "pgd_fewsteps@<eps>": "headline eps: accuracy under PGD's first random start with a fifth of the steps "
-    "(sanity check: more steps must not do worse)",
-    "apgd_dlr@<eps>": "robust accuracy after APGD with the DLR margin loss, run on the examples that survived "
-    "FGSM and PGD (cumulative: the worst case over it and every earlier attack)",
-    "apgd_ce@<eps>": "headline eps: robust accuracy after AutoAttack's APGD-CE (cumulative, as apgd_dlr)",
-    "apgd_t@<eps>": "headline eps: robust accuracy after AutoAttack's targeted APGD-DLR (cumulative)",
-    "fab_t@<eps>": "headline eps: robust accuracy after AutoAttack's targeted FAB (cumulative)",
-    "transfer@<eps>": "adaptive models: robust accuracy after PGD crafted on a fixed-step RK4 twin of the same "
-    "weights, run on the survivors of every white-box attack (cumulative)",
-    "square@<eps>": "headline eps: robust accuracy after the gradient-free Square attack (the protocol's "
-    "square_queries queries per example), run last on the survivors (cumulative; equals robust@<eps>)",
-    "unbounded_pgd": "accuracy under PGD at eps = 1 (every image reachable); above 10% marks the row unreliable",
-    "vanishing_grad_fraction": "fraction of examples with a zero or non-finite margin-loss input gradient; above "
-    "10% marks the row unreliable",
-    "adjoint_grad_cosine": "models trained with the adjoint: mean cosine similarity of adjoint and direct "
-    "(backpropagated through the solver) input gradients",
-    "noise@<sigma>": "accuracy on clamp(x + sigma * N(0, 1), 0, 1) with a fixed noise seed",
-    "dt_delta_2x": "depth transfer, trained scheme with 2x the steps: accuracy change in percentage points "
-    "(regression: mse(2x) / mse(trained) - 1); absent for adaptive models",
-    "dt_delta_half": "as dt_delta_2x with exactly half the steps in every stage (absent when some stage's trained "
-    "step count is odd: factors giving no whole number of steps are skipped, never rounded)",
-    "dt_fewest_nfe": "smallest NFE of any manifestation within 0.5 accuracy points of the trained one "
-    "(regression: mse <= 1.1 x trained)",
-    "dt_speedup": "batch-1 latency of the trained model / latency of the dt_fewest_nfe manifestation",
-    "dt_order": "least-squares slope of log(error) vs log(dt) for the trained scheme at dt <= trained dt, error "
-    "measured against a fine reference solve (about the scheme's order when the model is a smooth ODE)",
-    **DIAGNOSTIC_DOCS,
-}
 
 Kind = Literal["classification", "regression"]
 

@@ -38,6 +38,7 @@ from benchmarks.evaluation.attacks import robustness_suite
 from benchmarks.evaluation.check import require_passing
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
+from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.store.provenance import git_state, model_source, now, provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
 from benchmarks.training.train import TrainingDiverged, TrainResult, train
@@ -113,7 +114,7 @@ def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protoc
             metrics["nfe"] = nfe
         metrics["eval_batch"] = ev.eval_batch
         metrics["batch_coupling"] = M.batch_coupling(model, x_test, batch_size=ev.eval_batch)
-        if metrics["batch_coupling"] > M.BATCH_COUPLING_TOLERANCE:
+        if metrics["batch_coupling"] > BATCH_COUPLING_TOLERANCE:
             flags.append("batch-coupled")
         if any(getattr(s, "adjoint", False) for s in getattr(model, "solvers", ())):
             loss = model(x_test[:64]).float().square().mean()

@@ -28,7 +28,6 @@ from benchmarks.reporting.claims import render_claims_html
 from benchmarks.reporting.render import pipeline_check_banner
 from benchmarks.reporting.tables import (
     TableKey,
-    attack_key,
     cell,
     display_columns,
     metric_doc,
@@ -39,26 +38,17 @@ from benchmarks.reporting.tables import (
     safe_url,
     several_commits,
 )
+from benchmarks.specs import spec_for
 
 # Column groups of the page, in display order, with whether they are shown by default. The default set keeps a
 # full smoke table (28 columns) within a 1400 px laptop window; the others are one click away.
 GROUPS = {"accuracy": ("accuracy", True), "robustness": ("robustness", False), "cost": ("cost", True),
           "transfer": ("depth transfer", False), "diagnostics": ("diagnostics", False)}  # fmt: skip
-COST = {"latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb"}
-ACCURACY = {"accuracy", "test_mse", "val_accuracy", "val_mse"}
-
-
 def column_group(metric: str) -> str:
-    """The page group of a metric column (unknown metrics count as diagnostics)."""
-    if metric in ACCURACY:
-        return "accuracy"
-    if attack_key(metric) or metric.startswith(("robust", "autoattack", "attack")):
-        return "robustness"
-    if metric in COST:
-        return "cost"
-    if metric.startswith("dt_"):
-        return "transfer"
-    return "diagnostics"
+    """The page group of a metric column, from its spec (a metric without a spec counts as diagnostics)."""
+    spec = spec_for(metric)
+    return spec.group if spec else "diagnostics"
+
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:110em}

@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.specs import BY_PATTERN, DOCS
+from benchmarks.specs import SPECS as METRIC_SPECS
 from benchmarks.store.records import iter_records
 
 TableKey = tuple[str, str, str]  # (task, protocol name, protocol hash)
@@ -34,12 +36,7 @@ CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "ur
 ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
 # Per-radius metrics in display order (benchmarks/evaluation/attacks.py): the headline worst case and its 95% interval,
 # each attack of the suite, then noise. Tables show the worst case (with its interval) and noise; the CSV has them all.
-ATTACK_KINDS = {
-    "robust": ("robust", "ε"), "robust_ci_low": ("robust CI low", "ε"), "robust_ci_high": ("robust CI high", "ε"),
-    "fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "pgd_fewsteps": ("PGD few steps", "ε"),
-    "apgd_dlr": ("APGD-DLR", "ε"), "apgd_ce": ("APGD-CE", "ε"), "apgd_t": ("APGD-T", "ε"), "fab_t": ("FAB-T", "ε"),
-    "transfer": ("transfer", "ε"), "square": ("Square", "ε"), "noise": ("noise", "σ"),
-}  # fmt: skip
+ATTACK_KINDS = {s.pattern.split("@")[0]: s.attack for s in METRIC_SPECS if s.attack}  # kind -> (name, radius symbol)
 DISPLAYED_KINDS = ("robust", "noise")
 # Display order of the fixed columns; attack columns go right after the validation metric.
 HEAD_METRICS = ("accuracy", "test_mse", "val_accuracy", "val_mse")
@@ -234,41 +231,11 @@ class Column:
     note: str = ""  # what the numbers mean, printed once per table in the "Units" header line
 
 
-ACC = ("fixed", 2, 100.0, "accuracies in % (robust ε: per-example worst case over the attack suite at that L∞ "
-       "radius, with its 95% Wilson interval (CI; several seeds: mean of the bounds) from the attacked examples; "
-       "noise σ: Gaussian noise); unreliable = the suite's sanity checks failed (see flags)")
-MSE = ("sci", 3, 1.0, "MSE = mean squared error on the test / validation set")
-SIZE = ("si", 3, 1.0, "params and FLOPs (per sample, forward) with k = 1e3, M = 1e6, G = 1e9")
-SPECS = {  # metric -> (label, kind, digits, scale, note)
-    "accuracy": ("test acc. (%)", *ACC), "val_accuracy": ("val. acc. (%)", *ACC),
-    "test_mse": ("test MSE", *MSE), "val_mse": ("val. MSE", *MSE),
-    "latency_ms": ("latency (ms)", "fixed", 3, 1.0, "latency in ms (median at batch 1)"),
-    "throughput": ("throughput (samples/s)", "fixed", 0, 1.0, "throughput in samples/s (large batch)"),
-    "nfe": ("NFE", "fixed", 1, 1.0, "NFE = function evaluations per forward pass at the trained solver"),
-    "params": ("params", *SIZE), "flops": ("FLOPs", *SIZE),
-    "train_seconds": ("train time (s)", "fixed", 1, 1.0, "train time in s"),
-    "peak_train_memory_mb": ("peak train mem. (MiB)", "fixed", 1, 1.0, "peak training memory in MiB"),
-    "dt_delta_2x": ("Δ 2× steps (pt)", "signed", 2, 1.0, "Δ = change of test accuracy in points when evaluated "
-                    "with 2× / ½× the trained steps (same scheme; — where ½× is no whole number of steps)"),
-    "dt_fewest_nfe": ("fewest NFE (−0.5 pt)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
-                      "within 0.5 pt of the trained accuracy"),
-    "dt_speedup": ("speedup (×)", "fixed", 2, 1.0, "speedup = batch-1 latency at the trained setting / at that "
-                   "cheapest setting"),
-    "line_shape": ("line shape", "fixed", 3, 1.0, "line shape = length / end-to-end distance of the depth "
-                   "trajectories, every model read at the same equally spaced depths (1 = straight)"),
-    "jacobian_sigma_max": ("max T·σ(∂f/∂x)", "fixed", 2, 1.0, "T·σ(∂f/∂x) = largest singular value of the rate "
-                           "function's Jacobian, depth rescaled to [0, 1] per stage, max along depth (stiffness "
-                           "proxy)"),
-    "jacobian_h_sigma_max": ("max h·σ", "fixed", 2, 1.0, "h·σ = trained step size × σ(∂f/∂x), the "
-                             "dimensionless stiffness of the trained discretisation"),
-}  # fmt: skip
-REGRESSION_SPECS = {  # depth-transfer summaries of regression tasks are relative MSE changes, not points
-    "dt_delta_2x": ("ΔMSE 2× steps (%)", "signed", 1, 100.0, "ΔMSE = relative change of test MSE in % "
-                    "(mse(k×) / mse(trained) − 1) when evaluated with 2× / ½× the trained steps (same scheme; — "
-                    "where ½× is no whole number of steps)"),
-    "dt_fewest_nfe": ("fewest NFE (MSE ≤ 1.1×)", "fixed", 1, 1.0, "fewest NFE = cheapest evaluated solver setting "
-                      "with MSE ≤ 1.1 × the trained one"),
-}  # fmt: skip
+_ROBUST = BY_PATTERN["robust@<eps>"]  # every per-radius column (attacks, noise) is formatted as accuracies
+ACC = (_ROBUST.kind, _ROBUST.digits, _ROBUST.scale, _ROBUST.note)
+# metric -> (label, kind, digits, scale, note), from the metric specs (benchmarks/specs.py)
+SPECS = {s.pattern: (s.label, s.kind, s.digits, s.scale, s.note) for s in METRIC_SPECS if s.label}
+REGRESSION_SPECS = {s.pattern: s.regression for s in METRIC_SPECS if s.regression}  # depth transfer: relative MSE
 
 
 def column_for(metric: str, regression: bool = False) -> Column:
@@ -392,10 +359,8 @@ def eval_batch_note(table: pd.DataFrame) -> str:
 
 
 def metric_docs() -> dict[str, str]:
-    """One line per metric name, as documented next to the code that computes it."""
-    from benchmarks.evaluation.metrics import METRIC_DOCS  # torch is loaded lazily: only when definitions are printed
-
-    return dict(METRIC_DOCS)
+    """One line per metric name (pattern), from the metric specs."""
+    return dict(DOCS)
 
 
 def metric_doc(metric: str, docs: dict[str, str]) -> str:

@@ -29,7 +29,7 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
 }
 ```
 
-Metric names are documented in `benchmarks.evaluation.metrics.METRIC_DOCS`; a leaderboard column is a metric name.
+Metric names are documented in `benchmarks/specs.py`; a leaderboard column is a metric name.
 """
 
 from __future__ import annotations

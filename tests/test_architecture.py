@@ -1,0 +1,100 @@
+"""The package's layering (docs/architecture.md): each group of `benchmarks/` imports only the groups below it, and
+the report layer loads no torch (tables render on a machine without it)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "benchmarks"
+# Bottom to top, as in docs/architecture.md; a module may import its own group and the groups before it.
+LAYERS = [
+    ("benchmarks.io", "benchmarks.specs"),
+    ("benchmarks.store",),
+    ("benchmarks.data",),
+    ("benchmarks.protocols",),
+    ("benchmarks.training",),
+    ("benchmarks.evaluation",),
+    ("benchmarks.execution",),
+    ("benchmarks.reporting",),
+    ("benchmarks.cli", "benchmarks.suites"),
+]
+
+
+def layer_of(module: str) -> int | None:
+    for level, groups in enumerate(LAYERS):
+        if any(module == g or module.startswith(g + ".") for g in groups):
+            return level
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(tree: ast.AST, package: str) -> set[str]:
+    """Every benchmarks module imported anywhere in the file (also inside functions: a late import is a dependency)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import: resolve against the importing package
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}  # `from benchmarks import x` imports x
+    return {n for n in names if n == "benchmarks" or n.startswith("benchmarks.")}
+
+
+def test_layer_of_places_modules() -> None:  # guards the check below against a mapping that matches nothing
+    assert layer_of("benchmarks.reporting.tables") > layer_of("benchmarks.evaluation.metrics") > layer_of(
+        "benchmarks.store.records") > layer_of("benchmarks.specs")
+    assert layer_of("benchmarks.reportingx") is None
+
+
+def test_every_module_imports_only_lower_groups() -> None:
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 20
+    problems = []
+    for path in modules:
+        name = module_name(path)
+        level = layer_of(name)
+        if name == "benchmarks":
+            continue
+        assert level is not None, f"{name} belongs to no group of LAYERS: add it there and to docs/architecture.md"
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for target in imported(ast.parse(path.read_text(encoding="utf-8")), package):
+            target_level = layer_of(target)
+            if target_level is not None and target_level > level:
+                problems.append(f"{name} (group {level}) imports {target} (group {target_level})")
+    assert not problems, "imports against the layering:\n" + "\n".join(problems)
+
+
+def test_an_upward_import_is_caught() -> None:
+    tree = ast.parse("def f():\n    from benchmarks.reporting import tables\n")
+    found = imported(tree, "benchmarks.store")
+    assert any(layer_of(t) > layer_of("benchmarks.store.records") for t in found)
+
+
+@pytest.mark.parametrize("module", ["benchmarks.specs", "benchmarks.reporting.leaderboard", "benchmarks.reporting.page",
+                                    "benchmarks.reporting.plots", "benchmarks.reporting.claims",
+                                    "benchmarks.reporting.reproduce"])
+def test_report_layer_loads_no_torch(module: str) -> None:
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_specs_module_loads_no_pandas() -> None:
+    code = "import sys, benchmarks.specs; assert not {'torch', 'pandas'} & set(sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
