@@ -1,4 +1,4 @@
-"""`runner.measure` on a flow whose adaptive cost depends on the input: NFE over every batch, batch coupling."""
+"""`phases.measure` on a flow whose adaptive cost depends on the input: NFE over every batch, batch coupling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 import zoo
 from benchmarks.data.tasks import Split, TaskData, get_task
 from benchmarks.evaluation import metrics
-from benchmarks.execution.runner import measure
+from benchmarks.evaluation.phases import measure
 from benchmarks.protocols import SMOKE, Evaluation
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.training.train import TrainResult

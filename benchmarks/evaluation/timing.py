@@ -8,7 +8,8 @@ noise is one-sided (interrupts, clock ramps) and a single outlier should not mov
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -17,9 +18,26 @@ from torch import nn
 _MAX_RUNS = 100_000  # safety stop for `min_time` with a function that takes (almost) no time
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work: the one synchronisation every timer here (and the suites') goes through."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class PhaseTimer:
+    """Wall time per phase of a run (device-synchronised), kept in the record to show where a tier's time goes."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 def measure(
@@ -37,10 +55,10 @@ def measure(
         fn()
     times: list[float] = []
     while len(times) < repeats or (sum(times) < min_time and len(times) < _MAX_RUNS):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     ms = np.asarray(times) * 1e3
     q25, q50, q75 = np.percentile(ms, [25, 50, 75])

@@ -19,9 +19,8 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,10 @@ from tqdm.auto import tqdm
 
 import zoo
 from benchmarks.data.tasks import DataMissingError, Task, TaskData, get_task
-from benchmarks.evaluation import metrics as M
-from benchmarks.evaluation import timing
-from benchmarks.evaluation.attacks import robustness_suite
 from benchmarks.evaluation.check import require_passing
-from benchmarks.evaluation.diagnostics import trajectory_diagnostics
+from benchmarks.evaluation.phases import measure
+from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Protocol, recipe_for
-from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.store.provenance import git_state, model_source, now, provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
 from benchmarks.training.train import TrainingDiverged, TrainResult, train
@@ -66,90 +62,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class PhaseTimer:
-    """Wall time per phase of a run (device-synchronised), kept in the record to show where a tier's time goes."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.seconds = device, {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-
-
-def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
-            trained: TrainResult, phase: PhaseTimer | None = None,
-            ) -> tuple[dict[str, float], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every metric of the harness for a trained model (eval mode, fp32); also the depth-transfer entries and
-    the stiffness profile along depth that records keep beside the metrics. Metrics that need a capability the
-    model lacks (zoo/contract.py) are skipped; the record lists them as not applicable."""
-    phase = phase or PhaseTimer(device)
-    ev = protocol.evaluation
-    model.eval().float()
-    x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
-    classification = task.kind == "classification"
-    have = contract.capabilities(model)
-    metrics: dict[str, float] = {"epochs": trained.epochs, "train_seconds": trained.train_seconds,
-                                 "epoch_seconds": trained.epoch_seconds}
-    if trained.peak_memory_mb is not None:
-        metrics["peak_train_memory_mb"] = trained.peak_memory_mb
-    flags: list[str] = []
-    with phase("clean"):
-        output_shape = (task.num_classes,) if classification else tuple(y_test.shape[1:])
-        score, nfe = M.evaluate(model, x_test, y_test, kind=task.kind, batch_size=ev.eval_batch,
-                                output_shape=output_shape)
-        metrics["accuracy" if classification else "test_mse"] = score
-        metrics["val_accuracy" if classification else "val_mse"] = trained.val_metric
-        metrics["params"] = M.parameter_count(model)
-        metrics["flops"] = M.count_flops(model, x_test[:1])
-        if "nfe" in have and nfe is not None:
-            metrics["nfe"] = nfe
-        metrics["eval_batch"] = ev.eval_batch
-        metrics["batch_coupling"] = M.batch_coupling(model, x_test, batch_size=ev.eval_batch)
-        if metrics["batch_coupling"] > BATCH_COUPLING_TOLERANCE:
-            flags.append("batch-coupled")
-        if any(getattr(s, "adjoint", False) for s in getattr(model, "solvers", ())):
-            loss = model(x_test[:64]).float().square().mean()
-            loss.backward()
-            metrics["nfe_backward"] = model.nfe_backward
-            model.zero_grad(set_to_none=True)
-    with phase("latency"):
-        metrics.update(timing.latency_and_throughput(model, x_test, device=device, batch=ev.throughput_batch,
-                                                     warmup=3, repeats=ev.latency_repeats))
-    if classification and task.attack_eps:
-        xs, ys = x_test[:ev.attack_subset], y_test[:ev.attack_subset]
-        with phase("attacks"):
-            suite = robustness_suite(model, xs, ys, eps_grid=task.attack_eps, headline_eps=task.headline_eps, ev=ev,
-                                     batch_size=ev.eval_batch, seed=0)
-            metrics.update(suite.metrics)
-            flags += suite.flags
-        with phase("noise"):
-            metrics.update(M.noise_robustness(model, xs, ys, sigmas=task.noise_sigmas, batch_size=ev.eval_batch,
-                                              seed=0))
-    profile: list[dict[str, Any]] = []
-    if "trajectories" in have:
-        with phase("diagnostics"):
-            shape, profile = trajectory_diagnostics(model, x_test[:ev.diagnostic_subset], points=ev.track_points,
-                                                    iterations=ev.jacobian_iterations)
-            metrics.update(shape)
-    transfer: list[dict[str, Any]] = []
-    if "depth_transfer" in have:
-        with phase("depth_transfer"):
-            transfer, summary = M.depth_transfer(
-                model, x_test[:ev.transfer_subset], y_test[:ev.transfer_subset], kind=task.kind,
-                factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
-                batch_size=ev.eval_batch, latency_example=x_test[:1], device=device,
-                latency_repeats=max(3, ev.latency_repeats // 4))
-        metrics.update(summary)
-    return metrics, flags, transfer, profile
 
 
 def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:

@@ -46,6 +46,3 @@ def bench_data():
     return task, task.load(limit=limit)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import zoo
+from benchmarks.evaluation.timing import sync
 from benchmarks.protocols import SMOKE, STANDARD
-from benchmarks.suites.conftest import sync
 
 
 def _size(device: torch.device) -> dict:

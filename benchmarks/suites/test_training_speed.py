@@ -18,8 +18,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
+from benchmarks.evaluation.timing import sync
 from benchmarks.protocols import Recipe
-from benchmarks.suites.conftest import sync
 from benchmarks.training.train import train
 
 
