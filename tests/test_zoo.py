@@ -11,7 +11,8 @@ import torch
 
 import zoo
 from zoo import registry
-from zoo.template import ConvRate, count_params
+from zoo.layers import ConvRate
+from zoo.template import count_params
 
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar": ((3, 32, 32), 10), "pendulum": ((2,), 2)}
 FAMILIES = ["resnet", "neural-ode", "anode", "continuousnet", "continuousnet-euler", "inresnet", "inresnet-lambda"]

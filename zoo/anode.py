@@ -4,9 +4,8 @@ channels, so trajectories can go round each other instead of crossing.
 
 from __future__ import annotations
 
-from zoo.neural_ode import neural_ode_model
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel
+from zoo.template import DepthModel, neural_ode_model
 
 ANODE_CARD = ModelCard(
     name="anode",

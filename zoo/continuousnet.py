@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from zoo.basis import make_basis
 from zoo.integrate import Solver
+from zoo.layers import rate_factory
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import rate_factory
 from zoo.template import DepthModel, build_model, check_common, continuous_stage, is_image
 
 _BIBTEX = """@article{queiruga2020continuous,

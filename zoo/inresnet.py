@@ -14,8 +14,8 @@ from torch.nn import functional as F
 
 from zoo.basis import make_basis
 from zoo.integrate import Interval, Solver
+from zoo.layers import rate_factory
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import rate_factory
 from zoo.template import DepthModel, build_model, check_common, continuous_stage, is_image
 
 _BIBTEX = """@article{yang2020interpolation,

@@ -1,25 +1,12 @@
 """Neural ODE (Chen et al. 2018): one time-dependent rate function (torchdiffeq's ODEfunc) per
 stage, integrated over [0, 1] by an adaptive solver (dopri5, rtol = atol = 1e-3), optionally
-with adjoint gradients (O(1) memory in depth). Shares `neural_ode_model` with ANODE.
+with adjoint gradients (O(1) memory in depth). Built by `zoo.template.neural_ode_model`, shared with ANODE.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from zoo.integrate import ODEBlock, Solver
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import resnet
-from zoo.template import (
-    ConvRate,
-    DepthModel,
-    MLPRate,
-    build_model,
-    check_common,
-    count_params,
-    is_image,
-    matched_size,
-)
+from zoo.template import DepthModel, neural_ode_model
 
 NEURAL_ODE_CARD = ModelCard(
     name="neural-ode",
@@ -45,35 +32,6 @@ NEURAL_ODE_CARD = ModelCard(
     "ODE-Net has about a third of the ResNet's parameters); adaptive steps depend on the whole batch (torchdiffeq's "
     "error norm), so logits of one sample can change with the rest of the batch.",
 )
-
-
-def neural_ode_model(
-    input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int, channels: int | None,
-    augment: int, scheme: str, rtol: float, atol: float, adjoint: bool,
-) -> DepthModel:
-    """ODE-Net stages with `channels` (+ `augment` zero channels); channels=None matches the ResNet's params."""
-    check_common(input_shape, num_classes, width, depth, stages)
-    if not isinstance(augment, int) or augment < 0:
-        raise ValueError(f"augment must be a non-negative int, got {augment!r}")
-    solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
-    if not solver.adaptive:
-        raise ValueError(f"Neural ODEs train with an adaptive scheme; {scheme!r} is fixed-step "
-                         "(manifest() a trained model with it instead)")
-    image = is_image(input_shape)
-
-    def build(size: int) -> DepthModel:
-        def block_for(state: int) -> ODEBlock:
-            func: nn.Module = ConvRate(state, time=True, out_norm=True) if image else MLPRate(state, size, time=True)
-            return ODEBlock(func, solver, t1=1.0)
-
-        # Images: `size` is the stem width; vectors: the MLP's hidden width (the state is the input itself).
-        return build_model(input_shape, num_classes, width=size if image else width, stages=stages,
-                           block_for=block_for, augment=augment)
-
-    if channels is None:
-        with_same_budget = resnet(input_shape, num_classes, width=width, depth=depth, stages=stages)
-        channels = matched_size(build, count_params(with_same_budget), multiples=(8, 2) if image else (1,))
-    return build(channels)
 
 
 @register_model("neural-ode", NEURAL_ODE_CARD)

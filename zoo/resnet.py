@@ -8,14 +8,8 @@ code path and the benchmark compares like with like.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
-
-from zoo.basis import make_basis
-from zoo.integrate import Solver
 from zoo.registry import ModelCard, register_model
-from zoo.template import ConvRate, DepthModel, MLPRate, build_model, check_common, continuous_stage, is_image
+from zoo.template import DepthModel, residual_model
 
 RESNET_CARD = ModelCard(
     name="resnet",
@@ -43,23 +37,9 @@ RESNET_CARD = ModelCard(
 )
 
 
-def rate_factory(state: int, width: int, image: bool) -> Callable[[], nn.Module]:
-    """The residual branch shared by ResNet, ContinuousNet and In-ResNet for a stage of `state` channels."""
-    if image:
-        return lambda: ConvRate(state)
-    return lambda: MLPRate(state, width)
-
-
 @register_model("resnet", RESNET_CARD)
 def resnet(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1
 ) -> DepthModel:
     """`depth` residual blocks per stage = Euler with step 1 on a piecewise-constant basis over [0, depth]."""
-    check_common(input_shape, num_classes, width, depth, stages)
-    image = is_image(input_shape)
-
-    def block_for(state: int):
-        basis = make_basis("piecewise_constant", depth, 0.0, float(depth))
-        return continuous_stage(rate_factory(state, width, image), basis, Solver("euler", depth))
-
-    return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
+    return residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages)

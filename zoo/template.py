@@ -10,20 +10,14 @@ A family only says which rate function and solver each stage uses.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from zoo.basis import DepthBasis, DepthVarying
-from zoo.integrate import Interval, ODEBlock, Solver, Track, replace_solver
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups: per-sample statistics, so outputs never depend on the batch."""
-    return nn.GroupNorm(math.gcd(channels, 32), channels)
+from zoo.basis import DepthBasis, DepthVarying, make_basis
+from zoo.integrate import ODEBlock, Solver, Track, replace_solver
+from zoo.layers import AugmentChannels, ConvRate, MLPRate, Normalize, group_norm, rate_factory
 
 
 def is_image(input_shape: Sequence[int]) -> bool:
@@ -39,77 +33,6 @@ def check_common(input_shape: Sequence[int], num_classes: int, width: int, depth
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not is_image(input_shape) and stages != 1:
         raise ValueError("vector inputs take a single stage (stages=1)")
-
-
-class Normalize(nn.Module):
-    """Maps [0, 1] pixels to roughly zero mean inside the model, so attacks work in pixel space."""
-
-    def __init__(self, channels: int, mean: float = 0.5, std: float = 0.5) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.full((1, channels, 1, 1), mean))
-        self.register_buffer("std", torch.full((1, channels, 1, 1), std))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class ConvRate(nn.Module):
-    """Pre-activation residual branch GN-ReLU-conv3x3-GN-ReLU-conv3x3, optionally time-concatenated.
-
-    With `time=True, out_norm=True` it is torchdiffeq's ODEfunc (GN after the second convolution).
-    """
-
-    def __init__(self, channels: int, *, time: bool = False, out_norm: bool = False) -> None:
-        super().__init__()
-        extra = 1 if time else 0
-        self.time = time
-        self.norm1, self.norm2 = group_norm(channels), group_norm(channels)
-        self.conv1 = nn.Conv2d(channels + extra, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels + extra, channels, 3, padding=1)
-        self.norm3 = group_norm(channels) if out_norm else nn.Identity()
-
-    def _conv(self, conv: nn.Conv2d, t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.time:
-            x = torch.cat([torch.ones_like(x[:, :1]) * t, x], dim=1)
-        return conv(x)
-
-    def forward(self, t: float | torch.Tensor, x: torch.Tensor, interval: Interval = None) -> torch.Tensor:
-        out = self._conv(self.conv1, t, F.relu(self.norm1(x)))
-        out = self._conv(self.conv2, t, F.relu(self.norm2(out)))
-        return self.norm3(out)
-
-
-class MLPRate(nn.Module):
-    """Smooth (tanh) two-hidden-layer MLP on a state vector: smooth so RK schemes keep their order."""
-
-    def __init__(self, dim: int, hidden: int, *, time: bool = False) -> None:
-        super().__init__()
-        extra = 1 if time else 0
-        self.time = time
-        self.layers = nn.ModuleList(
-            [nn.Linear(dim + extra, hidden), nn.Linear(hidden + extra, hidden), nn.Linear(hidden + extra, dim)]
-        )
-
-    def forward(self, t: float | torch.Tensor, x: torch.Tensor, interval: Interval = None) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            if self.time:
-                x = torch.cat([torch.ones_like(x[:, :1]) * t, x], dim=1)
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = torch.tanh(x)
-        return x
-
-
-class AugmentChannels(nn.Module):
-    """ANODE's augmentation: `extra` zero channels (or features) appended to the stem's output."""
-
-    def __init__(self, extra: int) -> None:
-        super().__init__()
-        self.extra = extra
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        zeros = x.new_zeros((x.shape[0], self.extra, *x.shape[2:]))
-        return torch.cat([x, zeros], dim=1)
 
 
 class DepthModel(nn.Module):
@@ -285,3 +208,47 @@ def matched_size(build: Callable[[int], nn.Module], target: int, multiples: Sequ
 def continuous_stage(make_rate: Callable[[], nn.Module], basis: DepthBasis, solver: Solver) -> ODEBlock:
     """An ODE stage whose rate-function parameters vary in depth over the basis' interval."""
     return ODEBlock(DepthVarying(make_rate, basis), solver, t1=basis.t1, t0=basis.t0)
+
+
+def residual_model(
+    input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int
+) -> DepthModel:
+    """`depth` residual blocks per stage = Euler with step 1 on a piecewise-constant basis over [0, depth]: the
+    ResNet, and the parameter budget the Neural ODE families match."""
+    check_common(input_shape, num_classes, width, depth, stages)
+    image = is_image(input_shape)
+
+    def block_for(state: int):
+        basis = make_basis("piecewise_constant", depth, 0.0, float(depth))
+        return continuous_stage(rate_factory(state, width, image), basis, Solver("euler", depth))
+
+    return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
+
+
+def neural_ode_model(
+    input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int, channels: int | None,
+    augment: int, scheme: str, rtol: float, atol: float, adjoint: bool,
+) -> DepthModel:
+    """ODE-Net stages with `channels` (+ `augment` zero channels); channels=None matches the ResNet's params."""
+    check_common(input_shape, num_classes, width, depth, stages)
+    if not isinstance(augment, int) or augment < 0:
+        raise ValueError(f"augment must be a non-negative int, got {augment!r}")
+    solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+    if not solver.adaptive:
+        raise ValueError(f"Neural ODEs train with an adaptive scheme; {scheme!r} is fixed-step "
+                         "(manifest() a trained model with it instead)")
+    image = is_image(input_shape)
+
+    def build(size: int) -> DepthModel:
+        def block_for(state: int) -> ODEBlock:
+            func: nn.Module = ConvRate(state, time=True, out_norm=True) if image else MLPRate(state, size, time=True)
+            return ODEBlock(func, solver, t1=1.0)
+
+        # Images: `size` is the stem width; vectors: the MLP's hidden width (the state is the input itself).
+        return build_model(input_shape, num_classes, width=size if image else width, stages=stages,
+                           block_for=block_for, augment=augment)
+
+    if channels is None:
+        with_same_budget = residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages)
+        channels = matched_size(build, count_params(with_same_budget), multiples=(8, 2) if image else (1,))
+    return build(channels)
