@@ -30,24 +30,24 @@ EVIL = "<script>alert(1)</script>"
 def _card(key: str, title: str, url: str) -> dict:
     return {"name": key, "family": "ode", "title": title, "authors": "Ada Lovelace and Alan Turing", "year": 2018,
             "arxiv": "1806.07366", "url": url, "bibkey": key,
-            "bibtex": f"@inproceedings{{{key},\n  title = {{{title}}},\n  year = {{2018}}\n}}"}  # fmt: skip
+            "bibtex": f"@inproceedings{{{key},\n  title = {{{title}}},\n  year = {{2018}}\n}}"}
 
 
 def _transfer(seed: int) -> list[dict]:
     out = [{"scheme": s, "n_steps": n, "dt": 1 / n, "nfe": n * p, "accuracy": 0.9 - (1 / n) ** p, "latency_ms": n,
-            "trained": s == "rk4" and n == 4} for s, p in (("euler", 1), ("rk4", 4)) for n in (2, 4, 8)]  # fmt: skip
+            "trained": s == "rk4" and n == 4} for s, p in (("euler", 1), ("rk4", 4)) for n in (2, 4, 8)]
     return out + [{"scheme": "dopri5", "n_steps": None, "dt": None, "rtol": 1e-3, "nfe": 26, "accuracy": 0.9,
-                   "latency_ms": 3.0, "trained": False}]  # fmt: skip
+                   "latency_ms": 3.0, "trained": False}]
 
 
 def _record(model: str, seed: int, metrics: dict, card: dict, task: str = "digits", protocol: dict = STANDARD,
-            **extra) -> Record:  # fmt: skip
+            **extra) -> Record:
     prov = {"git_commit": "0123456789abcdef" * 2 + "01234567", "git_dirty": False, "device": "NVIDIA H100 80GB",
             "started": f"2025-03-0{seed + 1}T08:00:00+00:00", "finished": f"2025-03-0{seed + 1}T09:30:00+00:00",
-            "packages": PACKAGES, "command": "depthbench run", "host": "h", "python": "3.11"}  # fmt: skip
+            "packages": PACKAGES, "command": "depthbench run", "host": "h", "python": "3.11"}
     profile = [{"stage": 0, "t": t, "t0": 0.0, "t1": 3.0, "h": 1.0, "sigma": 1.0 + t + seed} for t in (0.0, 1.0, 2.0)]
     return Record(model=model, task=task, seed=seed, protocol=protocol, metrics=metrics, card=card, provenance=prov,
-                  depth_transfer=_transfer(seed), trajectory=profile if task == "digits" else [], **extra)  # fmt: skip
+                  depth_transfer=_transfer(seed), trajectory=profile if task == "digits" else [], **extra)
 
 
 def make_records(root: Path) -> Path:
@@ -63,12 +63,12 @@ def make_records(root: Path) -> Path:
     for seed, acc in enumerate((0.80, 0.84)):
         save_record(root, _record("node", seed, {"accuracy": acc, "latency_ms": 0.5, "nfe": 20, "fgsm@0.1": 0.4,
                                                  "robust@0.1": 0.35}, node_card,
-                                  flags=["unreliable", "unreliable:vanishing-input-gradients"]))  # fmt: skip
+                                  flags=["unreliable", "unreliable:vanishing-input-gradients"]))
     save_record(root, _record("node", 2, {"accuracy": 0.99}, node_card, status="failed", error="nan loss at epoch 3"))
     # a second model citing the same paper (BibTeX dedup) with hostile text everywhere it can put text
     save_record(root, _record("anode", 0, {"accuracy": 0.70, "nfe": 30, "latency_ms": 5.0},
                               dict(_card("chen2018neural", EVIL, "https://example.org/?q=<b>"), name=EVIL),
-                              flags=[EVIL]))  # fmt: skip
+                              flags=[EVIL]))
     save_record(root, _record("evil", 0, {}, _card("x", "t", "javascript:alert(1)"), status="failed", error=EVIL))
     for seed, mse in enumerate((0.010, 0.030)):
         save_record(root, _record("node", seed, {"test_mse": mse, "nfe": 12}, node_card, task="spiral", protocol=SMOKE))
@@ -79,7 +79,7 @@ def make_records(root: Path) -> Path:
 def build(base: Path) -> Path:
     make_records(base / "records")
     (base / "README.md").write_text("# demo\n\nintro\n<!-- leaderboard:start -->\nstale\n<!-- leaderboard:end -->\n"
-                                    "outro\n", encoding="utf-8")  # fmt: skip
+                                    "outro\n", encoding="utf-8")
     write_leaderboards(base / "records", base / "leaderboards", base / "README.md", base / "CITATION.cff")
     return base
 
@@ -124,7 +124,7 @@ def test_markdown_numbers_and_provenance(site: Path) -> None:
     for line in ("standard v2, hash 3f2a9c1d0b7e", "2025-03-01T08:00:00+00:00 to 2025-03-03T09:30:00+00:00",
                  "NVIDIA H100 80GB", "torch 2.4.1; torchdiffeq 0.2.4; torchattacks 3.5.1", "0123456789ab",
                  "sorted by test accuracy, descending", "seed 2: nan loss at epoch 3",
-                 "12.0 h in total over 8 runs"):  # fmt: skip
+                 "12.0 h in total over 8 runs"):
         assert line in text
     assert "[resnet](https://arxiv.org/abs/1512.03385" in text
     assert "(../../records/digits/3f2a9c1d0b7e/resnet/seed2.json)" in text
@@ -206,7 +206,7 @@ def test_bibtex_dedup_and_citation(site: Path) -> None:
 def test_outputs_are_deterministic(site: Path, tmp_path: Path) -> None:
     other = build(tmp_path)  # same records in another directory: same bytes, no absolute path leaks
     names = sorted(p.relative_to(site).as_posix() for p in site.rglob("*")
-                   if p.suffix in {".md", ".csv", ".tex", ".html", ".bib", ".cff", ".svg"})  # fmt: skip
+                   if p.suffix in {".md", ".csv", ".tex", ".html", ".bib", ".cff", ".svg"})
     assert "leaderboards/index.html" in names and "leaderboards/standard/plots/digits_depth_transfer.svg" in names
     for name in names:
         assert (site / name).read_bytes() == (other / name).read_bytes(), name
@@ -215,7 +215,7 @@ def test_outputs_are_deterministic(site: Path, tmp_path: Path) -> None:
 def test_plots_written_and_skipped(site: Path) -> None:
     plots = {p.name for p in (site / "leaderboards").rglob("*.png")}
     assert {"digits_depth_transfer.png", "digits_attacks.png", "digits_pareto_latency.png",
-            "digits_pareto_nfe.png", "spiral_depth_transfer.png", "spiral_pareto_nfe.png"} <= plots  # fmt: skip
+            "digits_pareto_nfe.png", "spiral_depth_transfer.png", "spiral_pareto_nfe.png"} <= plots
     assert "spiral_attacks.png" not in plots  # regression: no attack metrics, no attack plot
     assert "spiral_pareto_latency.png" not in plots  # no latency recorded for spiral
     assert "digits_stiffness.png" in plots and "spiral_stiffness.png" not in plots  # no profile in spiral records
@@ -254,7 +254,7 @@ def test_eval_batch_and_batch_coupling_are_shown(tmp_path: Path) -> None:
     card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
     save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5, "eval_batch": 400, "batch_coupling": 1e-16}, card))
     save_record(tmp_path, _record("node", 0, {"accuracy": 0.9, "eval_batch": 400, "batch_coupling": 1e-4}, card,
-                                  flags=["batch-coupled"]))  # fmt: skip
+                                  flags=["batch-coupled"]))
     text = render_markdown(aggregate(load_frame(tmp_path))[("digits", "standard", "3f2a9c1d0b7e")])
     assert "- **Eval batch:** 400 examples per forward pass" in text
     node_row = next(line for line in text.splitlines() if "[node]" in line)
@@ -314,7 +314,7 @@ def test_chromium_sorts_table(site: Path, tmp_path: Path) -> None:
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=90)  # fmt: skip
+                          capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     parser = _Rows(table_id)
     parser.feed(done.stdout)

@@ -33,14 +33,14 @@ from test_leaderboard import SMOKE, STANDARD, _card, _record, build
 # (model, test accuracy, latency ms, NFE) of the smoke run behind issue #9's overlapping labels
 MODELS = [("neural-ode", 0.795, 9.888, 26), ("resnet", 0.70, 1.397, 3), ("inresnet-lambda", 0.6175, 0.874, 3),
           ("inresnet", 0.615, 0.864, 3), ("continuousnet", 0.6025, 2.12, 8), ("continuousnet-euler", 0.59, 1.088, 4),
-          ("anode", 0.425, 17.832, 32)]  # fmt: skip
+          ("anode", 0.425, 17.832, 32)]
 
 
 def wide_metrics(acc: float, latency: float, nfe: int) -> dict:
     metrics = {"accuracy": acc, "val_accuracy": acc + 0.05, "latency_ms": latency, "throughput": 20000 / latency,
                "nfe": nfe, "params": 14500, "flops": 1.79e6 * nfe, "train_seconds": 3.1 * nfe,
                "dt_delta_2x": -3.0, "dt_delta_half": -40.0, "dt_fewest_nfe": 3.0, "dt_speedup": 1.0,
-               "line_shape": 1.5, "jacobian_sigma_max": 16.7, "jacobian_h_sigma_max": 5.6}  # fmt: skip
+               "line_shape": 1.5, "jacobian_sigma_max": 16.7, "jacobian_h_sigma_max": 5.6}
     for kind in ("fgsm", "pgd"):
         metrics.update({f"{kind}@{eps}": acc / (1 + 10 * eps) for eps in (0.05, 0.1, 0.2)})
     metrics.update({f"noise@{sigma}": acc - sigma / 3 for sigma in (0.1, 0.2, 0.3)})
@@ -71,7 +71,7 @@ def latex_sources(site: Path, wide: dict) -> dict[str, str]:
     texts.update({f"wide/{k[0]}": render_latex(t) for k, t in wide.items()})
     if (REPO / "results").is_dir():
         texts.update({f"results/{k[0]}-{k[1]}": render_latex(t) for k, t in aggregate(load_frame(REPO / "results"))
-                      .items()})  # fmt: skip
+                      .items()})
     return texts
 
 
@@ -98,10 +98,10 @@ def test_every_table_compiles_with_its_declared_packages(site: Path, wide: dict,
         assert packages, f"{name} does not declare its packages"
         (tmp_path / f"t{i}.tex").write_text(tex, encoding="utf-8")
         wrapper = (f"\\documentclass{{article}}\n\\usepackage{{{packages.group(1)}}}\n\\begin{{document}}\n"
-                   f"\\input{{t{i}.tex}}\n\\end{{document}}\n")  # fmt: skip
+                   f"\\input{{t{i}.tex}}\n\\end{{document}}\n")
         (tmp_path / f"doc{i}.tex").write_text(wrapper, encoding="utf-8")
         done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", f"doc{i}.tex"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+                              capture_output=True, text=True, timeout=120)
         log = (tmp_path / f"doc{i}.log").read_text(encoding="latin-1") if (tmp_path / f"doc{i}.log").exists() else ""
         assert done.returncode == 0, f"{name} does not compile:\n{done.stdout[-3000:]}"
         assert "Unicode character" not in log and "Missing character" not in log, name
@@ -145,7 +145,7 @@ def test_plot_files_are_identical_across_processes(tmp_path: Path) -> None:
     records = make_wide(tmp_path / "records")
     for run in ("a", "b"):
         subprocess.run([sys.executable, "-c", PLOT_SCRIPT, str(records), str(tmp_path / run)], check=True,
-                       cwd=REPO, timeout=300)  # fmt: skip
+                       cwd=REPO, timeout=300)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert {"digits_pareto_latency.svg", "digits_pareto_latency.png", "digits_attacks.svg"} <= set(files)
     for name in files:
@@ -197,7 +197,7 @@ def _dump(browser: str, url: str, profile: Path) -> _Page:
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            "--window-size=1400,900", f"--user-data-dir={profile}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=90)  # fmt: skip
+                          capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     page = _Page()
     page.feed(done.stdout)
@@ -232,16 +232,16 @@ def test_citation_date_and_repository(site: Path, tmp_path: Path) -> None:
     make_wide(repo / "records", STANDARD)
     subprocess.run([git, "init", "-q", str(repo)], check=True)
     subprocess.run([git, "-C", str(repo), "remote", "add", "origin", "git@github.com:example/depthbench.git"],
-                   check=True)  # fmt: skip
+                   check=True)
     assert repository_url(repo) == "https://github.com/example/depthbench"
     write_leaderboards(repo / "records", repo / "leaderboards", None, repo / "CITATION.cff")
     lines = (repo / "CITATION.cff").read_text(encoding="utf-8").splitlines()
     assert 'repository-code: "https://github.com/example/depthbench"' in lines
     assert 'url: "https://github.com/example/depthbench"' in lines and "date-released: 2025-03-01" in lines
     subprocess.run([git, "-C", str(repo), "remote", "set-url", "origin", "https://bob:s3cret@example.org/x/y.git"],
-                   check=True)  # fmt: skip
+                   check=True)
     assert repository_url(repo) == "https://example.org/x/y"  # credentials in a remote are never published
     (repo / "pyproject.toml").write_text('[project]\nname = "x"\n\n[project.urls]\nRepository = '
-                                         '"https://example.com/depthbench"\n', encoding="utf-8")  # fmt: skip
+                                         '"https://example.com/depthbench"\n', encoding="utf-8")
     assert repository_url(repo) == "https://example.com/depthbench"  # a declared URL wins over the remote
     assert "date-released" not in render_citation([], "1.0")  # no records, no date

@@ -388,7 +388,7 @@ def test_pendulum_is_the_reference_flow() -> None:
     for i in (0, 777, 1999):
         x0 = data.train.x[i].double().numpy()
         sol = solve_ivp(lambda t, s: [s[1], -np.sin(s[0])], (0, PENDULUM_DELTA), x0, method="DOP853",
-                        rtol=1e-12, atol=1e-12)  # fmt: skip
+                        rtol=1e-12, atol=1e-12)
         assert np.abs(sol.y[:, -1] - data.train.y[i].double().numpy()).max() < 1e-6
     # the library's own integrator is converged: halving its step changes nothing at 1e-10
     x = data.test.x[:50].double()

@@ -200,7 +200,7 @@ class ODEBlock(nn.Module):
         return out[-1]
 
     def _solve_adaptive(self, func: _CountingFunc, x: torch.Tensor, t: torch.Tensor, adjoint: bool | None = None
-                        ) -> torch.Tensor:  # fmt: skip
+                        ) -> torch.Tensor:
         """torchdiffeq's solve of `func` from x at t[0] to every t, with the block's solver settings."""
         solver = self.solver
         adjoint = solver.adjoint if adjoint is None else adjoint

@@ -513,7 +513,7 @@ _TASKS: dict[str, Task] = {
              "Queiruga, Erichson, Taylor & Mahoney (2020), Continuous-in-Depth Neural Networks, arXiv:2008.02389.",
              _load_pendulum),
     )
-}  # fmt: skip
+}
 
 
 def list_tasks() -> list[str]:

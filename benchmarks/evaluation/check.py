@@ -95,7 +95,7 @@ class _Runner:
 
 
 def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[str, Any],
-                 scope: str) -> frozenset[str] | None:  # fmt: skip
+                 scope: str) -> frozenset[str] | None:
     """The checks of one input shape; returns the capabilities the model offers there (None: it did not build)."""
     run = _Runner(report, scope)
     out_shape = (task.num_classes,)

@@ -46,7 +46,7 @@ def line_shape_score(track: zoo.Track) -> torch.Tensor:
 
 @torch.no_grad()  # torch.func's transforms differentiate anyway; this keeps the parameters' graph out
 def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *, iterations: int = 20,
-                   seed: int = 0) -> torch.Tensor:  # fmt: skip
+                   seed: int = 0) -> torch.Tensor:
     """Per-sample largest singular value of d func(t, x, step) / dx by `iterations` of power iteration."""
     time: float | torch.Tensor = t if step is not None else torch.tensor(t, dtype=x.dtype, device=x.device)
 
@@ -71,7 +71,7 @@ def jacobian_sigma(func: nn.Module, t: float, x: torch.Tensor, step: Interval, *
 
 
 def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: int = 8,
-                           iterations: int = 20) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
+                           iterations: int = 20) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Summary metrics (`line_shape`, `jacobian_sigma_max`, fixed-step models `jacobian_h_sigma_max`) on the
     inputs `x`, and the profile along depth: one entry per track point with the mean (unscaled) sigma over samples.
 
@@ -86,14 +86,14 @@ def trajectory_diagnostics(model: zoo.DepthModel, x: torch.Tensor, *, points: in
         shapes.append(line_shape_score(track.sample(depth_grid(block.t0, block.t1, points))))
         for k, step in enumerate(track.steps):
             sigma = jacobian_sigma(block.func, track.times[k], track.states[k], step, iterations=iterations,
-                                   seed=k).detach()  # fmt: skip
+                                   seed=k).detach()
             unit_depth = (block.t1 - block.t0) * sigma
             sigma_max = unit_depth if sigma_max is None else torch.maximum(sigma_max, unit_depth)
             h = None if step is None else step[1] - step[0]
             if fixed:
                 h_sigma_max = h * sigma if h_sigma_max is None else torch.maximum(h_sigma_max, h * sigma)
             profile.append({"stage": stage, "t": track.times[k], "t0": block.t0, "t1": block.t1, "h": h,
-                            "sigma": float(sigma.mean())})  # fmt: skip
+                            "sigma": float(sigma.mean())})
     out = {"line_shape": float(torch.stack(shapes).nanmean())}
     if sigma_max is not None:
         out["jacobian_sigma_max"] = float(sigma_max.mean())

@@ -50,7 +50,7 @@ from benchmarks.reporting.tables import TableKey, aggregate, extreme_time, find_
 __all__ = [
     "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",
     "render_markdown", "replace_readme_section", "repository_url", "suite_version", "write_leaderboards",
-]  # fmt: skip
+]
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 MANIFEST = ".generated"
@@ -83,7 +83,7 @@ def repository_url(root: Path | str) -> str | None:
                 return match.group(1)
     try:
         done = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True,
-                              text=True, timeout=10)  # fmt: skip
+                              text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     url = done.stdout.strip() if done.returncode == 0 else ""
@@ -145,7 +145,7 @@ def file_stems(tables: dict[TableKey, pd.DataFrame]) -> dict[TableKey, str]:
 
 def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderboards",
                        readme: Path | str | None = "README.md",
-                       citation: Path | str | None = "CITATION.cff") -> list[Path]:  # fmt: skip
+                       citation: Path | str | None = "CITATION.cff") -> list[Path]:
     """Regenerate every leaderboard file from the records below `records_root`; returns the paths produced.
 
     Files whose content did not change are left untouched (still listed). Relative paths are taken from the

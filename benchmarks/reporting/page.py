@@ -43,7 +43,7 @@ from benchmarks.specs import spec_for
 # Column groups of the page, in display order, with whether they are shown by default. The default set keeps a
 # full smoke table (28 columns) within a 1400 px laptop window; the others are one click away.
 GROUPS = {"accuracy": ("accuracy", True), "robustness": ("robustness", False), "cost": ("cost", True),
-          "transfer": ("depth transfer", False), "diagnostics": ("diagnostics", False)}  # fmt: skip
+          "transfer": ("depth transfer", False), "diagnostics": ("diagnostics", False)}
 def column_group(metric: str) -> str:
     """The page group of a metric column, from its spec (a metric without a spec counts as diagnostics)."""
     spec = spec_for(metric)
@@ -147,7 +147,7 @@ def _sort_value(value: object) -> str:
 def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, str]) -> list[str]:
     columns, root = display_columns(table), Path(table.attrs.get("repo_root", "."))
     heads = [("rank", "#", "number", "", "rank by the table's sort metric"), ("model", "model", "text", "t model", ""),
-             ("n", "n", "number", "", "successful seeds")]  # fmt: skip
+             ("n", "n", "number", "", "successful seeds")]
     heads += [(c.key, c.label, "number", f"g-{column_group(c.key)}", metric_doc(c.key, docs)) for c in columns]
     heads += [("flags", "flags", "text", "t", "warnings recorded by the harness, failed runs")]
     commits = several_commits(table)
@@ -157,7 +157,7 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
         if sources else []
     out = [f'<div class="wrap"><table id="{_e(table_id(key))}"><thead><tr>']
     out += [f'<th data-key="{_e(k)}" data-type="{t}" tabindex="0" class="{c}" title="{_e(doc)}">{_e(label)}</th>'
-            for k, label, t, c, doc in heads]  # fmt: skip
+            for k, label, t, c, doc in heads]
     out.append('<th class="t">records</th></tr></thead><tbody>')
     ranked = 0
     for _, row in table.iterrows():
@@ -166,7 +166,7 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
         name = f'<a href="{_e(url)}" title="{_e(row["title"])}">{model}</a>' if url else model
         rank = (str(ranked), str(ranked)) if row["seeds"] else ("", "–")  # (sort value, shown); failed-only: none
         cells = [f'<td data-sort="{rank[0]}">{rank[1]}</td>', f'<td class="t model" data-sort="{model}">{name}</td>',
-                 f'<td data-sort="{row["seeds"]}">{row["seeds"]}</td>']  # fmt: skip
+                 f'<td data-sort="{row["seeds"]}">{row["seeds"]}</td>']
         for column in columns:
             mean, std, note = cell(row, column)
             text = "—" if mean is None else _e(mean) + (f' <span class="std">± {_e(std)}</span>' if std else "")
@@ -182,7 +182,7 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
             cells.append(f'<td class="t" data-sort="{_e(source)}">{_e(source)}</td>')
         links = [f'<a href="{_href(root / p, base)}">{_e(p.rsplit("/", 1)[-1])}</a>' for p in row["records"]]
         links += [f'<a href="{_href(root / p, base)}">{_e(p.rsplit("/", 1)[-1])} (failed)</a>'
-                  for p in row["failed_records"]]  # fmt: skip
+                  for p in row["failed_records"]]
         cells.append(f'<td class="t">{" ".join(links)}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
@@ -190,7 +190,7 @@ def _table_html(key: TableKey, table: pd.DataFrame, base: Path, docs: dict[str, 
 
 
 def write_page(tables: Mapping[TableKey, pd.DataFrame], plots: Mapping[TableKey, Sequence[Path]],
-               out_path: Path | str) -> Path:  # fmt: skip
+               out_path: Path | str) -> Path:
     """Write `out_path` (one HTML file); `plots` maps a table key to image files (PNG shown, others skipped)."""
     out_path = Path(out_path)
     base, docs = out_path.parent, metric_docs()  # header tooltips: the metric definitions
@@ -208,12 +208,12 @@ def write_page(tables: Mapping[TableKey, pd.DataFrame], plots: Mapping[TableKey,
             "show it.</p>",
             '<div class="groups">Columns: ' + "".join(
                 f'<label><input type="checkbox" data-group="{g}"{" checked" if shown else ""}> {_e(label)}</label>'
-                for g, (label, shown) in GROUPS.items()) + "</div>"]  # fmt: skip
+                for g, (label, shown) in GROUPS.items()) + "</div>"]
     if not tables:
         body.append("<p>No records yet.</p>")
     body.append("<ul>" + "".join(f'<li><a href="#{_e(table_id(k))}">{_e(k[0])} — {_e(k[1])} ({_e(k[2])})</a>'
                                  + (" — pipeline check, not for citing" if pipeline_check_banner(k[1]) else "")
-                                 + "</li>" for k in tables) + "</ul>")  # fmt: skip
+                                 + "</li>" for k in tables) + "</ul>")
     for key, table in tables.items():
         task, protocol, phash = key
         body.append(f"<h2>{_e(task)} — protocol <code>{_e(protocol)}</code> (hash <code>{_e(phash)}</code>)</h2>")
@@ -223,7 +223,7 @@ def write_page(tables: Mapping[TableKey, pd.DataFrame], plots: Mapping[TableKey,
             rest = re.sub(r"`([^`]*)`", r"<code>\1</code>", _e(rest))  # _e leaves backticks alone
             body.append(f'<p class="banner" role="note">⚠ {_e(title)}: {rest}</p>')
         body.append('<ul class="prov">' + "".join(f"<li><b>{_e(label)}:</b> {_e(text)}</li>"
-                                                  for label, text in provenance(table)) + "</ul>")  # fmt: skip
+                                                  for label, text in provenance(table)) + "</ul>")
         body += _table_html(key, table, base, docs)
         claims = render_claims_html(table)  # claimed vs reproduced, where a model card claims a number
         if claims:

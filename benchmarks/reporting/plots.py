@@ -71,9 +71,9 @@ def _transfer_points(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         for e in entries:
             rows.append({"model": model, "seed": seed, "scheme": str(e.get("scheme")), "dt": e.get("dt"),
                          "rtol": e.get("rtol"), "trained": bool(e.get("trained")), "error": e.get("error"),
-                         "accuracy": e.get("accuracy"), "mse": e.get("mse")})  # fmt: skip
+                         "accuracy": e.get("accuracy"), "mse": e.get("mse")})
     points = pd.DataFrame(rows, columns=["model", "seed", "scheme", "dt", "rtol", "trained", "error", "accuracy",
-                                         "mse"])  # fmt: skip
+                                         "mse"])
     for name in ("dt", "rtol", "error", "accuracy", "mse"):
         points[name] = pd.to_numeric(points[name], errors="coerce")
     fixed = points[points.dt.notna()]
@@ -156,15 +156,15 @@ def attack_figure(table: pd.DataFrame) -> Figure | None:
                 eps = [attack_key(m)[1] for m in names]
                 ax.errorbar(eps, [100 * row[f"{m}_mean"] for m in names], capsize=2, color=colour, ls=style,
                             marker=marker, ms=4, yerr=[100 * (0 if pd.isna(row[f"{m}_std"]) else row[f"{m}_std"])
-                                                        for m in names])  # fmt: skip
+                                                        for m in names])
     handles = [Line2D([], [], color=colours[m][0], marker=colours[m][1],
                       label=m + (" (unreliable)" if "unreliable" in f else ""))
-               for m, f in zip(table.model, table["flags"])]  # fmt: skip
+               for m, f in zip(table.model, table["flags"])]
     handles += [Line2D([], [], color="grey", ls="--", label="FGSM"),
                 Line2D([], [], color="grey", label="worst case of the suite")]
     ax.legend(handles=handles, loc="best")
     ax.set(xlabel="attack radius ε", ylabel="robust accuracy (%)",
-           title=f"Robust accuracy, {table.attrs['task']} / {table.attrs['protocol']}")  # fmt: skip
+           title=f"Robust accuracy, {table.attrs['task']} / {table.attrs['protocol']}")
     ax.grid(True, alpha=0.3)
     return fig
 
@@ -175,7 +175,7 @@ def stiffness_figure(frame: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     rows = [{"model": model, "x": e["stage"] + (e["t"] - e["t0"]) / (e["t1"] - e["t0"]),
              "sigma": (e["t1"] - e["t0"]) * e["sigma"]}
             for model, entries in zip(frame.model, frame.trajectory) for e in entries
-            if e.get("sigma") is not None and e["sigma"] > 0 and e.get("t1", 0) > e.get("t0", 0)]  # fmt: skip
+            if e.get("sigma") is not None and e["sigma"] > 0 and e.get("t1", 0) > e.get("t0", 0)]
     if not rows:
         return None
     points = pd.DataFrame(rows).assign(x=lambda r: r.x.round(9))
@@ -190,7 +190,7 @@ def stiffness_figure(frame: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     for boundary in range(1, stages):
         ax.axvline(boundary, color="grey", lw=0.8, ls=":")
     ax.set(yscale="log", xlabel="depth (stage + position t/T within it)", ylabel="T·σ_max(∂f/∂x), mean over samples",
-           title=f"Stiffness along depth, {table.attrs['task']} / {table.attrs['protocol']}")  # fmt: skip
+           title=f"Stiffness along depth, {table.attrs['task']} / {table.attrs['protocol']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best")
     return fig
@@ -248,7 +248,7 @@ def _place_labels(fig: Figure, ax: Any, labels: list[str], xs: list[float], ys: 
     # A fixed iteration budget instead of adjustText's default 1 s time limit: the same input gives the same image.
     # Stronger push from the points than the default, so a name never sits on a neighbour's marker.
     adjust_text(texts, x=xs, y=ys, ax=ax, iter_lim=500, expand=(1.2, 1.6), force_static=(0.3, 0.6),
-                ensure_inside_axes=True, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})  # fmt: skip
+                ensure_inside_axes=True, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     for artist in ax.patches + ax.texts:
         artist.set_in_layout(False)
 
@@ -259,7 +259,7 @@ def write_plots(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path | str, s
     `frame` is `load_frame`'s; only the OK records of this table's (task, protocol, hash) are used."""
     at = table.attrs
     mine = frame[(frame.task == at["task"]) & (frame.protocol == at["protocol"])
-                 & (frame.protocol_hash == at["protocol_hash"]) & (frame.status == "ok")]  # fmt: skip
+                 & (frame.protocol_hash == at["protocol_hash"]) & (frame.status == "ok")]
     paths = []
     with matplotlib.rc_context(RC):  # rc applies when artists are created, not only when saving
         figures = {

@@ -30,7 +30,7 @@ META_COLUMNS = [
     "not_applicable",
     "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "model_source", "card",
     "depth_transfer", "trajectory", "record",
-]  # fmt: skip
+]
 PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "url", "bibkey", "bibtex", "variant")
 ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
@@ -42,7 +42,7 @@ DISPLAYED_KINDS = ("robust", "noise")
 HEAD_METRICS = ("accuracy", "test_mse", "val_accuracy", "val_mse")
 TAIL_METRICS = ("latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb",
                 "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup", "line_shape", "jacobian_sigma_max",
-                "jacobian_h_sigma_max")  # fmt: skip
+                "jacobian_h_sigma_max")
 
 
 def find_repo_root(start: Path) -> Path:
@@ -91,7 +91,7 @@ def load_frame(records_root: Path | str, repo_root: Path | str | None = None) ->
             "card": dict(rec.card or {}),
             "depth_transfer": list(rec.depth_transfer or []), "trajectory": list(rec.trajectory or []),
             "record": rel,
-        }  # fmt: skip
+        }
         for name, value in (rec.metrics or {}).items():
             if name in META_COLUMNS:
                 raise ValueError(f"{path}: metric name {name!r} collides with a frame column")
@@ -210,13 +210,13 @@ def aggregate(frame: pd.DataFrame) -> dict[TableKey, pd.DataFrame]:
         primary = primary_metric(metrics)
         if primary:
             table = table.sort_values([f"{primary}_mean", "model"], ascending=[primary == "test_mse", True],
-                                      na_position="last", kind="mergesort")  # fmt: skip
+                                      na_position="last", kind="mergesort")
         table = table.reset_index(drop=True)
         versions = sorted({int(v) for v in group.protocol_version.dropna()})
         table.attrs = {
             "task": task, "protocol": protocol, "protocol_hash": phash, "protocol_versions": versions,
             "metrics": metrics, "primary": primary, "repo_root": frame.attrs.get("repo_root", "."),
-        }  # fmt: skip
+        }
         tables[(task, protocol, phash)] = table
     return tables
 
@@ -347,7 +347,7 @@ def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
         ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
                   "in only k of them; — = not recorded; n/a = not applicable (the model lacks the capability)"),
         ("Units", units_note(display_columns(table))),
-    ]  # fmt: skip
+    ]
 
 
 def eval_batch_note(table: pd.DataFrame) -> str:

@@ -94,7 +94,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "task": (str,), "seed": (int,), "protocol": (dict,), "status": (str,), "error": (str, type(None)),
     "metrics": (dict,), "flags": (list,), "depth_transfer": (list,), "trajectory": (list,), "card": (dict,),
     "solver": (list,), "not_applicable": (list,), "provenance": (dict,), "schema": (int,),
-}  # fmt: skip
+}
 _REQUIRED = ("schema", "model", "task", "seed", "protocol", "status")
 
 
