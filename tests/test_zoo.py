@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import zoo
+from benchmarks.protocols import ALL_MODELS
 from zoo import registry
 from zoo.layers import ConvRate
 from zoo.template import count_params
 
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar": ((3, 32, 32), 10), "pendulum": ((2,), 2)}
-FAMILIES = ["resnet", "neural-ode", "anode", "continuousnet", "continuousnet-euler", "inresnet", "inresnet-lambda"]
+FAMILIES = list(ALL_MODELS)  # the in-tree families, listed once (benchmarks/protocols.py)
 SMALL = {"width": 8, "depth": 3}
 
 

@@ -20,12 +20,15 @@ import bisect
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 import torchdiffeq
 from torch import nn
 
 from zoo.tableaus import ADAPTIVE_METHODS, TABLEAUS, ButcherTableau, get_tableau
+
+M = TypeVar("M", bound=nn.Module)
 
 Interval = tuple[float, float] | None  # the step (t_k, t_{k+1}) a stage belongs to; None under adaptive solvers
 RateFn = Callable[[float | torch.Tensor, torch.Tensor, Interval], torch.Tensor]
@@ -235,16 +238,23 @@ class ODEBlock(nn.Module):
 
     def with_solver(self, solver: Solver) -> ODEBlock:
         """The same block (same parameter objects) discretised by another solver."""
-        twin = copy.copy(self)
-        twin._modules = dict(self._modules)
-        twin._parameters = dict(self._parameters)
-        twin._buffers = dict(self._buffers)
+        twin = shallow_twin(self)
         twin.solver = solver
         twin.nfe, twin._counter = 0, None
         return twin
 
     def extra_repr(self) -> str:
         return f"t=[{self.t0:g}, {self.t1:g}], solver={self.solver.describe()}"
+
+
+def shallow_twin(module: M) -> M:
+    """A copy of `module` that shares every parameter, buffer and submodule object but has its own registries, so
+    rebinding a submodule or attribute on the copy (another solver, other blocks) leaves the original untouched."""
+    twin = copy.copy(module)
+    twin._modules = dict(module._modules)
+    twin._parameters = dict(module._parameters)
+    twin._buffers = dict(module._buffers)
+    return twin
 
 
 def replace_solver(solver: Solver, **changes: object) -> Solver:

@@ -9,14 +9,13 @@ A family only says which rate function and solver each stage uses.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from zoo.basis import DepthBasis, DepthVarying, make_basis
-from zoo.integrate import ODEBlock, Solver, Track, replace_solver
+from zoo.integrate import ODEBlock, Solver, Track, replace_solver, shallow_twin
 from zoo.layers import AugmentChannels, ConvRate, MLPRate, Normalize, group_norm, rate_factory
 
 
@@ -107,10 +106,7 @@ class DepthModel(nn.Module):
         steps = list(n_steps) if isinstance(n_steps, Sequence) else [n_steps] * len(self.blocks)
         if len(steps) != len(self.blocks):
             raise ValueError(f"n_steps needs one entry per stage ({len(self.blocks)}), got {n_steps!r}")
-        twin = copy.copy(self)
-        twin._modules = dict(self._modules)
-        twin._parameters = dict(self._parameters)
-        twin._buffers = dict(self._buffers)
+        twin = shallow_twin(self)
         twin.blocks = nn.ModuleList(
             block.with_solver(replace_solver(block.solver, scheme=scheme, n_steps=k, rtol=rtol, atol=atol,
                                              adjoint=adjoint))
