@@ -35,7 +35,7 @@ from benchmarks.evaluation.check import require_passing
 from benchmarks.evaluation.phases import measure
 from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Protocol, recipe_for
-from benchmarks.store.provenance import git_state, model_source, now, provenance
+from benchmarks.store.provenance import git_state, model_source, now, run_provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
 from benchmarks.training.train import TrainingDiverged, TrainResult, train
 from zoo import contract
@@ -127,7 +127,7 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
             ["solver-did-not-converge"] if isinstance(error, zoo.SolverDidNotConverge) else \
             ["bad-output"] if isinstance(error, contract.ModelOutputError) else ["error"]
         record.provenance = {"traceback": traceback.format_exc(limit=8)}
-    record.provenance = {**provenance(device, started), "phase_seconds": phase.seconds,
+    record.provenance = {**run_provenance(device, started), "phase_seconds": phase.seconds,
                          "concurrent_runs": concurrent_runs, **record.provenance}
     if source is not None:
         record.provenance["model_source"] = source

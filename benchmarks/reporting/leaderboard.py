@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
-MANIFEST = ".generated"
+GENERATED_LIST = ".generated"  # the files this writer made last time (others are never deleted)
 
 
 def suite_version() -> str:
@@ -191,15 +191,15 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
 def _remove_stale(out: Path, written: list[Path]) -> None:
     """Delete files this function generated last time but not now (their records are gone), then record the list.
 
-    Only paths listed in our own manifest and inside `out` are ever removed."""
-    manifest, root = out / MANIFEST, out.resolve()
+    Only paths listed in our own listing and inside `out` are ever removed."""
+    listing, root = out / GENERATED_LIST, out.resolve()
     now = sorted(_rel(p, out) for p in written if root in Path(p).resolve().parents)
-    if manifest.exists():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
+    if listing.exists():
+        for line in listing.read_text(encoding="utf-8").splitlines():
             path = (out / line).resolve()
             if line and line not in now and root in path.parents and path.is_file():
                 path.unlink()
-    _write(manifest, "\n".join(now) + "\n", [])
+    _write(listing, "\n".join(now) + "\n", [])
 
 
 def main(argv: list[str] | None = None) -> None:

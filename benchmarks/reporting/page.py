@@ -30,10 +30,10 @@ from benchmarks.reporting.tables import (
     TableKey,
     cell,
     display_columns,
+    header_lines,
     metric_doc,
     metric_docs,
     one_line,
-    provenance,
     row_commits,
     safe_url,
     several_commits,
@@ -223,7 +223,7 @@ def write_page(tables: Mapping[TableKey, pd.DataFrame], plots: Mapping[TableKey,
             rest = re.sub(r"`([^`]*)`", r"<code>\1</code>", _e(rest))  # _e leaves backticks alone
             body.append(f'<p class="banner" role="note">⚠ {_e(title)}: {rest}</p>')
         body.append('<ul class="prov">' + "".join(f"<li><b>{_e(label)}:</b> {_e(text)}</li>"
-                                                  for label, text in provenance(table)) + "</ul>")
+                                                  for label, text in header_lines(table)) + "</ul>")
         body += _table_html(key, table, base, docs)
         claims = render_claims_html(table)  # claimed vs reproduced, where a model card claims a number
         if claims:

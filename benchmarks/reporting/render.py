@@ -20,17 +20,17 @@ import pandas as pd
 
 from benchmarks.protocols import SMOKE
 from benchmarks.reporting.tables import (
-    PACKAGES,
+    HEADER_PACKAGES,
     TableKey,
     cell,
     column_for,
     display_columns,
     extreme_time,
+    header_lines,
     metric_doc,
     metric_docs,
     one_line,
     parse_time,
-    provenance,
     row_commits,
     safe_url,
     several_commits,
@@ -102,7 +102,7 @@ def render_markdown(table: pd.DataFrame, link_base: str = "", heading_level: int
     if banner:
         title, rest = banner.split(": ", 1)
         lines += [f"> **⚠ {title}:** {_md_text(rest)}", ""]
-    lines += [f"- **{label}:** {_md_text(text)}" for label, text in provenance(table)]
+    lines += [f"- **{label}:** {_md_text(text)}" for label, text in header_lines(table)]
     has_notes = any(_notes(row) for _, row in table.iterrows())
     commits = several_commits(table)
     sources = any(row["sources"] for _, row in table.iterrows())  # a plugin's distribution, when one is shown
@@ -193,7 +193,7 @@ def render_csv(table: pd.DataFrame) -> str:
     header += [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "n")]
     header += ["flags", "failures", "title", "url", "bibkey", "git_commits", "model_source", "devices", "started",
                "finished", "run_seconds", "concurrent_runs"]
-    header += list(PACKAGES) + ["records", "failed_records"]
+    header += list(HEADER_PACKAGES) + ["records", "failed_records"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -209,7 +209,7 @@ def render_csv(table: pd.DataFrame) -> str:
                    row["bibkey"], " ".join(row["git_commits"]), "; ".join(row["sources"]), "; ".join(row["devices"]),
                    row["started"] or "",
                    row["finished"] or "", _num(row["run_seconds"]), row["concurrent_runs"]]
-        values += [" ".join(row["packages"].get(name, ())) for name in PACKAGES]
+        values += [" ".join(row["packages"].get(name, ())) for name in HEADER_PACKAGES]
         values += [" ".join(row["records"]), " ".join(row["failed_records"])]
         writer.writerow(values)
     return out.getvalue()
@@ -265,7 +265,7 @@ def render_latex(table: pd.DataFrame) -> str:
     if banner:
         title, rest = banner.split(": ", 1)
         lines.append(f"% {title.upper()}: {_latex_comment(rest)}")
-    lines += [f"% {label}: {_latex_comment(text)}" for label, text in provenance(table)]
+    lines += [f"% {label}: {_latex_comment(text)}" for label, text in header_lines(table)]
     label = re.sub(r"[^A-Za-z0-9-]+", "-", f"{at['task']}-{at['protocol']}-{at['protocol_hash']}")
     spec = "lr" + "r" * len(columns) + ("l" if has_notes else "")
     head = ["Model", "$n$"] + [latex_escape(c.label) for c in columns] + (["Flags"] if has_notes else [])

@@ -31,7 +31,7 @@ META_COLUMNS = [
     "git_commit", "git_dirty", "device", "started", "finished", "concurrent_runs", "packages", "model_source", "card",
     "depth_transfer", "trajectory", "record",
 ]
-PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
+HEADER_PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "url", "bibkey", "bibtex", "variant")
 ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
 # Per-radius metrics in display order (benchmarks/evaluation/attacks.py): the headline worst case and its 95% interval,
@@ -319,14 +319,14 @@ def row_commits(row: Any) -> str:
     return " ".join(short_commit(c) for c in row["git_commits"])
 
 
-def provenance(table: pd.DataFrame) -> list[tuple[str, str]]:
+def header_lines(table: pd.DataFrame) -> list[tuple[str, str]]:
     """Header lines (label, plain text) shared by every renderer: where the numbers of this table come from."""
     at = table.attrs
     versions = "/".join(f"v{v}" for v in at.get("protocol_versions", [])) or "version not recorded"
     starts = extreme_time(table.started, False) or "unknown"
     ends = extreme_time(table.finished, True) or "unknown"
     packages = []
-    for name in PACKAGES:
+    for name in HEADER_PACKAGES:
         found = {v for p in table.packages for v in p.get(name, ())}
         packages.append(f"{name} {_versions(found)}")
     ok, failed = int(table.seeds.sum()), int(table.failed.sum())

@@ -18,7 +18,8 @@ import torch
 import zoo
 from benchmarks.store.machine import machine_info
 
-PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchattacks", "numpy", "pandas", "scikit-learn")
+RECORDED_PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchattacks", "numpy", "pandas",
+                     "scikit-learn")
 
 
 def now() -> str:
@@ -63,7 +64,7 @@ def git_state() -> dict[str, Any]:
 
 def package_versions() -> dict[str, str]:
     versions = {}
-    for name in PACKAGES:
+    for name in RECORDED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -101,7 +102,7 @@ def device_description(device: torch.device) -> str:
     return f"CPU: {info['cpu']}, {info['torch_threads']} threads"
 
 
-def provenance(device: torch.device, started: str, command: list[str] | None = None) -> dict[str, Any]:
+def run_provenance(device: torch.device, started: str, command: list[str] | None = None) -> dict[str, Any]:
     return {
         **git_state(),
         "command": " ".join(command if command is not None else sys.argv),
