@@ -28,7 +28,7 @@ from benchmarks.reporting.render import render_citation
 from benchmarks.store.records import save_record
 
 from data_on_disk import REPO, skip_or_fail
-from test_leaderboard import SMOKE, STANDARD, _card, _record, build
+from leaderboard_records import SMOKE, STANDARD, _card, _record, build
 
 # (model, test accuracy, latency ms, NFE) of the smoke run behind issue #9's overlapping labels
 MODELS = [("neural-ode", 0.795, 9.888, 26), ("resnet", 0.70, 1.397, 3), ("inresnet-lambda", 0.6175, 0.874, 3),
