@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 import zoo
 from benchmarks.evaluation import metrics, timing
+from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.specs import DOCS
 from benchmarks.store.machine import machine_info
 
@@ -136,7 +137,7 @@ def test_noise_accuracy_decreases_with_sigma(trained, digits) -> None:
 
 def test_depth_transfer_of_the_trained_resnet(trained, digits) -> None:
     _, _, x, y = digits
-    entries, summary = metrics.depth_transfer(trained, x, y, kind="classification", batch_size=BATCH,
+    entries, summary = depth_transfer(trained, x, y, kind="classification", batch_size=BATCH,
                                               latency_example=x[:1], latency_repeats=2)
     mine = [e for e in entries if e["trained"]]
     assert len(mine) == 1
@@ -157,7 +158,7 @@ def test_depth_transfer_evaluates_exactly_the_factors_it_reports(digits, depth: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=depth).eval()
-    entries, summary = metrics.depth_transfer(model, x[:32], y[:32], kind="classification", batch_size=32,
+    entries, summary = depth_transfer(model, x[:32], y[:32], kind="classification", batch_size=32,
                                               factors=(0.5, 1.0, 2.0), schemes=("euler", "rk4"))
     for scheme in ("euler", "rk4"):
         steps = sorted(e["n_steps"] for e in entries if e["scheme"] == scheme)
@@ -172,7 +173,7 @@ def test_depth_transfer_of_an_adaptive_model(digits) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=4, channels=4).eval()
-    entries, summary = metrics.depth_transfer(model, x[:64], y[:64], kind="classification", batch_size=64)
+    entries, summary = depth_transfer(model, x[:64], y[:64], kind="classification", batch_size=64)
     adaptive = [e for e in entries if e["scheme"] == "dopri5"]
     assert sorted(e["rtol"] for e in adaptive) == [1e-4, 1e-3, 1e-2, 1e-1]  # the trained 1e-3 appears once
     assert [e["rtol"] for e in entries if e["trained"]] == [1e-3]
@@ -193,7 +194,7 @@ def test_solver_failures_are_recorded_not_raised(digits) -> None:
         model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=4, channels=4).eval()
     for block in model.blocks:
         block.solver = dataclasses.replace(block.solver, max_num_steps=2)
-    entries, summary = metrics.depth_transfer(model, x[:16], y[:16], kind="classification", batch_size=16,
+    entries, summary = depth_transfer(model, x[:16], y[:16], kind="classification", batch_size=16,
                                               tolerances=(1e-4,), schemes=("euler",))
     failed = [e for e in entries if "failed" in e]
     assert failed and all(e["accuracy"] is None and e["scheme"] == "dopri5" for e in failed)
@@ -207,7 +208,7 @@ def test_dt_order_of_a_smooth_continuousnet_is_four() -> None:
         model = zoo.create_model("continuousnet", input_shape=(2,), num_classes=2, width=16, depth=2)
     model = model.double().eval()
     x = torch.rand(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
-    entries, summary = metrics.depth_transfer(model, x, x, kind="regression", batch_size=64)
+    entries, summary = depth_transfer(model, x, x, kind="regression", batch_size=64)
     assert abs(summary["dt_order"] - 4.0) < 0.3  # self-convergence of RK4 on a smooth flow
     assert all(e["mse"] is not None and "accuracy" not in e for e in entries)
     assert {"dt_delta_2x", "dt_fewest_nfe"} <= set(summary)

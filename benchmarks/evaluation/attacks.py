@@ -41,6 +41,7 @@ UNBOUNDED_MAX_ACCURACY = 0.10
 UNBOUNDED_SUBSET = 500  # examples for the unbounded check: enough to tell 10% from 0% (one PGD run, not per eps)
 GRADIENT_SUBSET = 128
 VANISHING_FRACTION = 0.10  # more examples than this with a zero / non-finite input gradient: gradients are masked
+TWIN_SCHEME = "rk4"  # adaptive models are also attacked through a fixed-step twin of this scheme at about their cost
 WHITE_BOX = ("fgsm", "pgd", "pgd_fewsteps", "apgd_dlr", "apgd_ce", "apgd_t", "fab_t")
 BLACK_BOX = ("transfer", "square")
 
@@ -182,7 +183,8 @@ def _twin(model: nn.Module, x: torch.Tensor, batch_size: int) -> nn.Module | Non
     if not _is_adaptive(model):
         return None
     stage_nfe = _forward(model, x, batch_size)[2]
-    return model.manifest("rk4", [max(1, round(n / 4)) for n in stage_nfe])  # RK4: 4 evaluations a step
+    cost = zoo.Solver(TWIN_SCHEME, 1).fixed_cost  # function evaluations of one step
+    return model.manifest(TWIN_SCHEME, [max(1, round(n / cost)) for n in stage_nfe])
 
 
 def _attack_eps(attacker: _Attacker, model: nn.Module, twin: nn.Module | None, clean: torch.Tensor, eps: float,

@@ -11,9 +11,8 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
-import numpy as np
 import torch
 import torchattacks
 from torch import nn
@@ -21,7 +20,6 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-from benchmarks.evaluation import timing
 from zoo.contract import validate_output
 
 Kind = Literal["classification", "regression"]
@@ -207,139 +205,3 @@ def noise_robustness(
                 correct += (model(noisy).argmax(dim=1) == y[part]).sum().item()
         results[f"noise@{eps_key(sigma)}"] = correct / len(x)
     return results
-
-
-class _Config(NamedTuple):
-    """One manifestation: a fixed-step scheme with steps per stage, or an adaptive scheme with tolerances."""
-
-    scheme: str
-    steps: tuple[int, ...] | None = None
-    rtol: float | None = None
-    atol: float | None = None
-
-    def build(self, model: nn.Module) -> nn.Module:
-        if self.steps is None:
-            return model.manifest(self.scheme, rtol=self.rtol, atol=self.atol)
-        return model.manifest(self.scheme, list(self.steps))
-
-
-def _trained_config(model: nn.Module) -> _Config:
-    first = model.solvers[0]  # zoo families use one scheme (and tolerance) for every stage
-    if first.adaptive:
-        return _Config(first.scheme, None, first.rtol, first.atol)
-    return _Config(first.scheme, tuple(s.n_steps for s in model.solvers))
-
-
-def _scaled(config: _Config, factor: float, scheme: str | None = None) -> _Config | None:
-    """`config` with `factor` times its steps in every stage, or None where that is no whole number of steps.
-
-    Rounding would evaluate another factor than the one a result is labelled with (half of 3 steps is not 2)."""
-    steps = [n * factor for n in config.steps]
-    if any(k < 1 - 1e-9 or abs(k - round(k)) > 1e-9 for k in steps):
-        return None
-    return _Config(scheme or config.scheme, tuple(round(k) for k in steps))
-
-
-def _grid(trained: _Config, factors: Sequence[float], schemes: Sequence[str],
-          tolerances: Sequence[float], n_stages: int) -> list[_Config]:
-    configs = {trained: None}  # an ordered set: the trained configuration first, every configuration once
-    if trained.steps is None:
-        configs.update({_Config("dopri5", None, tol, tol): None for tol in tolerances})
-        configs.update({_Config(s, (n,) * n_stages): None for s in schemes for n in (1, 2, 4, 8)})
-    else:
-        for scheme in dict.fromkeys([*schemes, trained.scheme]):  # dt_delta_* and dt_order need the trained scheme
-            configs.update({c: None for f in factors if (c := _scaled(trained, f, scheme)) is not None})
-    return list(configs)
-
-
-def depth_transfer(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: Kind,
-    factors: Sequence[float] = (0.25, 0.5, 1, 2, 4), schemes: Sequence[str] = ("euler", "midpoint", "rk4", "rk4_38"),
-    tolerances: Sequence[float] = (1e-1, 1e-2, 1e-3, 1e-4), batch_size: int,
-    latency_example: torch.Tensor | None = None, device: torch.device | None = None, latency_repeats: int = 5,
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Evaluate the trained parameters under other schemes, step counts and tolerances ("manifestations").
-
-    A model that learned an ODE keeps its accuracy when re-discretised and its error falls at the scheme's order;
-    one that learned a particular discrete map does not. Fixed-step models are evaluated at each of `factors` times
-    their trained steps where that is a whole number of steps in every stage (other factors are skipped, not
-    rounded); each entry's `factor` is its steps / the trained steps (None against an adaptive trained model).
-    Returns the grid entries and the dt_* summary metrics.
-    """
-    if kind not in ("classification", "regression"):
-        raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
-    device = torch.device(device) if device is not None else x.device
-    trained = _trained_config(model)
-    configs = _grid(trained, factors, schemes, tolerances, len(model.blocks))
-    if trained.steps is None:
-        reference_config = _Config("dopri5", None, 1e-6, 1e-6)
-    else:
-        finest = [max(c.steps[i] for c in configs) for i in range(len(model.blocks))]
-        reference_config = _Config("rk4", tuple(2 * n for n in finest))
-    try:
-        reference = _forward(reference_config.build(model), x, batch_size)[0]
-    except zoo.SolverDidNotConverge:
-        reference = None  # errors stay unknown; the entries themselves are still worth having
-    metric = "accuracy" if kind == "classification" else "mse"
-    one = latency_example[:1].to(device) if latency_example is not None else None
-    block = model.blocks[0]
-    entries = []
-    for config in configs:
-        manifest = model if config == trained else config.build(model)
-        entry: dict[str, Any] = {
-            "scheme": config.scheme, "n_steps": config.steps[0] if config.steps else None,
-            "dt": (block.t1 - block.t0) / config.steps[0] if config.steps else None, "rtol": config.rtol,
-            "factor": config.steps[0] / trained.steps[0] if config.steps and trained.steps else None,
-            "nfe": None, metric: None, "error": None, "latency_ms": None, "trained": config == trained,
-        }
-        entries.append(entry)
-        try:
-            outputs, nfe, _ = _forward(manifest, x, batch_size)
-        except zoo.SolverDidNotConverge as error:
-            entry["failed"] = f"solver did not converge: {error}"
-            continue
-        entry["nfe"] = round(nfe) if config.steps else nfe
-        if not torch.isfinite(outputs).all():
-            entry["failed"] = "non-finite outputs"
-            continue
-        entry[metric] = _accuracy_of(outputs, y) if metric == "accuracy" else _mse_of(outputs, y)
-        if reference is not None:
-            entry["error"] = (outputs - reference).abs().flatten(1).amax(dim=1).double().mean().item()
-        if latency_example is not None:
-            with torch.no_grad():
-                stats = timing.measure(lambda m=manifest: m(one), device=device, warmup=1, repeats=latency_repeats)
-            entry["latency_ms"] = stats["median_ms"]
-    return entries, _summary(entries, configs, trained, metric)
-
-
-def _summary(entries: list[dict[str, Any]], configs: list[_Config], trained: _Config, metric: str) -> dict[str, float]:
-    by_config = dict(zip(configs, entries))
-    base = by_config[trained]
-    summary: dict[str, float] = {}
-    if "failed" in base:
-        return summary
-    ok = [e for e in entries if "failed" not in e]
-    if trained.steps is not None:
-        for name, factor in (("dt_delta_2x", 2.0), ("dt_delta_half", 0.5)):
-            other = by_config.get(_scaled(trained, factor))
-            if other is None or other is base or "failed" in other:
-                continue
-            if metric == "accuracy":
-                summary[name] = 100.0 * (other[metric] - base[metric])
-            elif base[metric] > 0:
-                summary[name] = other[metric] / base[metric] - 1.0
-    if metric == "accuracy":
-        good = [e for e in ok if e[metric] >= base[metric] - 0.005 - 1e-12]
-    else:
-        good = [e for e in ok if e[metric] <= 1.1 * base[metric]]
-    cheapest = min(good, key=lambda e: (e["nfe"], not e["trained"]))  # ties: no speedup to claim
-    summary["dt_fewest_nfe"] = cheapest["nfe"]
-    if base["latency_ms"] and cheapest["latency_ms"]:
-        summary["dt_speedup"] = base["latency_ms"] / cheapest["latency_ms"]
-    if trained.steps is not None:
-        points = {e["dt"]: e["error"] for e in ok if e["scheme"] == trained.scheme
-                  and e["dt"] <= base["dt"] * (1 + 1e-9) and e["error"] and math.isfinite(e["error"])}
-        if len(points) >= 2:
-            slope = np.polyfit(np.log(list(points)), np.log(list(points.values())), 1)[0]
-            summary["dt_order"] = float(slope)
-    return summary

@@ -17,6 +17,7 @@ from benchmarks.data.tasks import Task, TaskData
 from benchmarks.evaluation import metrics as M
 from benchmarks.evaluation import timing
 from benchmarks.evaluation.attacks import robustness_suite
+from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Evaluation, Protocol
@@ -107,7 +108,7 @@ def _diagnostics(r: Run) -> None:  # on the first diagnostic_subset test example
 
 def _depth_transfer(r: Run) -> None:  # on the first transfer_subset test examples
     ev = r.ev
-    r.transfer, summary = M.depth_transfer(
+    r.transfer, summary = depth_transfer(
         r.model, r.x_test[:ev.transfer_subset], r.y_test[:ev.transfer_subset], kind=r.task.kind,
         factors=ev.transfer_factors, schemes=ev.transfer_schemes, tolerances=ev.transfer_tolerances,
         batch_size=ev.eval_batch, latency_example=r.x_test[:1], device=r.device,
