@@ -159,9 +159,10 @@ def test_a_plain_module_with_a_dict_card_registers_and_passes_the_check(plugins)
 
 QUICK = dataclasses.replace(
     SMOKE, name="test-plugins", recipes={"digits": Recipe(epochs=1, batch_size=64, lr=1e-2)},
-    evaluation=Evaluation(attack_subset=50, pgd_steps=2, transfer_subset=50, latency_repeats=2, throughput_batch=16,
-                          eval_batch=200, diagnostic_subset=16),
-    model_overrides={}, data_limit=300,
+    evaluation=Evaluation(attack_subset=50, pgd_steps=2, pgd_restarts=1, apgd_steps=2, apgd_restarts=1,
+                          square_queries=5, autoattack_targets=1, transfer_subset=50, latency_repeats=2,
+                          throughput_batch=16, eval_batch=200, diagnostic_subset=16),
+    model_overrides={"width": 8, "depth": 2}, data_limit=300,
 )
 
 

@@ -30,7 +30,8 @@ EXAMPLE = Path(__file__).parent / "example_plugin"
 TINY = dataclasses.replace(
     SMOKE, name="test-tiny", tasks=("digits",), seeds=(0,), data_limit=300,
     recipes={"digits": Recipe(epochs=1, batch_size=32, lr=1e-2)},
-    evaluation=Evaluation(attack_subset=50, pgd_steps=2, transfer_subset=50, transfer_factors=(1.0, 2.0),
+    evaluation=Evaluation(attack_subset=50, pgd_steps=2, pgd_restarts=1, apgd_steps=2, apgd_restarts=1,
+                          square_queries=5, autoattack_targets=1, transfer_subset=50, transfer_factors=(1.0, 2.0),
                           transfer_schemes=("euler",), transfer_tolerances=(1e-2,), latency_repeats=2,
                           throughput_batch=16, eval_batch=100, diagnostic_subset=16, track_points=4,
                           jacobian_iterations=3),
