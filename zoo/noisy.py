@@ -1,0 +1,87 @@
+"""Noise-injected ResNet / neural SDE (Liu et al. 2019; Wang et al. 2019): x_{k+1} = x_k + h f_k(x_k) + sigma
+sqrt(h) eps_k, the Euler-Maruyama step of dx = f(t, x) dt + sigma dW with additive noise.
+
+Noise is drawn only in training mode, or, in eval mode, from an explicit generator given with `set_noise`
+(seeded by the caller: a stochastic evaluation is then repeatable). Without one, eval mode is the drift alone: the
+deterministic ResNet the noise trained, which is what depth transfer re-discretises.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from zoo.basis import DepthVarying, make_basis
+from zoo.integrate import Interval, ODEBlock, Solver
+from zoo.registry import ModelCard, register_model
+from zoo.resnet import rate_factory
+from zoo.template import DepthModel, build_model, check_common, is_image
+
+_BIBTEX = """@article{liu2019neural,
+  title = {Neural {SDE}: Stabilizing Neural {ODE} Networks with Stochastic Noise},
+  author = {Liu, Xuanqing and Xiao, Tesi and Si, Si and Cao, Qin and Kumar, Sanjiv and Hsieh, Cho-Jui},
+  journal = {arXiv preprint arXiv:1906.02355},
+  year = {2019}
+}"""
+
+NOISY_CARD = ModelCard(
+    name="resnet-sde", family="neural-sde", title="Neural SDE: Stabilizing Neural ODE Networks with Stochastic Noise",
+    authors="Xuanqing Liu, Tesi Xiao, Si Si, Qin Cao, Sanjiv Kumar, Cho-Jui Hsieh", year=2019, arxiv="1906.02355",
+    bibkey="liu2019neural", bibtex=_BIBTEX, venue="arXiv preprint arXiv:1906.02355", licence="MIT",
+    capabilities=("nfe", "depth_transfer", "trajectories"),
+    variant="the zoo's ResNet (GN pre-activation blocks, Euler h = 1) with additive Gaussian noise sigma sqrt(h) "
+    "eps, sigma = 0.1, at every step in training; the drift alone in eval mode unless a seeded generator is given",
+    differences="Additive noise on a ResNet's Euler-Maruyama steps (as in Wang et al. 2019, 'ResNets Ensemble via "
+    "the Feynman-Kac Formalism', arXiv:1811.10745) rather than Liu et al.'s dropout/multiplicative diffusion in "
+    "an adaptive-solver Neural ODE; no test-time ensemble: eval is the deterministic drift by default (set_noise "
+    "draws from a seeded generator instead); the harness does not yet flag or average stochastic evaluations.",
+)
+
+
+class NoisyRate(nn.Module):
+    """f(t, x) + sigma / sqrt(h) eps: an Euler step of size h then adds sigma sqrt(h) eps (Euler-Maruyama)."""
+
+    def __init__(self, drift: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.drift, self.sigma = drift, sigma
+        self.generator: torch.Generator | None = None  # eval-mode noise source (None: no noise in eval)
+
+    def forward(self, t: float | torch.Tensor, x: torch.Tensor, interval: Interval = None) -> torch.Tensor:
+        out = self.drift(t, x, interval)
+        noisy = self.sigma > 0 and (self.training or self.generator is not None)
+        if not noisy or interval is None:  # adaptive solvers (manifestations) integrate the drift alone
+            return out
+        h = interval[1] - interval[0]
+        eps = torch.randn(out.shape, generator=self.generator, device=out.device, dtype=out.dtype)
+        return out + (self.sigma / math.sqrt(h)) * eps
+
+
+class NoisyModel(DepthModel):
+    def set_noise(self, generator: torch.Generator | None) -> None:
+        """Draw eval-mode noise from `generator` (seed it for a repeatable stochastic evaluation); None: drift only."""
+        for block in self.blocks:
+            block.func.generator = generator
+
+
+def resnet_sde_model(input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int,
+                     sigma: float) -> DepthModel:  # fmt: skip
+    check_common(input_shape, num_classes, width, depth, stages)
+    if not (isinstance(sigma, int | float) and sigma >= 0):
+        raise ValueError(f"sigma (the noise level) must be a number >= 0, got {sigma!r}")
+    image = is_image(input_shape)
+
+    def block_for(state: int) -> ODEBlock:
+        basis = make_basis("piecewise_constant", depth, 0.0, float(depth))
+        drift = DepthVarying(rate_factory(state, width, image), basis)
+        return ODEBlock(NoisyRate(drift, float(sigma)), Solver("euler", depth), t1=float(depth))
+
+    model = build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
+    return NoisyModel(model.stem, list(model.blocks), list(model.transitions), model.head)
+
+
+@register_model("resnet-sde", NOISY_CARD)
+def resnet_sde(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
+               sigma: float = 0.1) -> DepthModel:  # fmt: skip
+    return resnet_sde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, sigma=sigma)

@@ -1,0 +1,227 @@
+"""PDE-motivated residual networks (Ruthotto & Haber 2019): stable by construction.
+
+Both families use the symmetric layer F(t, y) = -K(t)^T relu(K(t) y + b(t)), whose Jacobian -K^T D K (D the 0/1
+relu mask) is symmetric negative semi-definite whatever the weights:
+
+- parabolic  dy/dt = F(t, y): a gradient flow, so the ODE is non-expansive (two inputs never move apart) and
+  forward Euler keeps that whenever h ||K||^2 <= 2;
+- hyperbolic d^2y/dt^2 = F(t, y), y'(0) = 0: a conservative (wave-like) system whose linearisation has imaginary
+  eigenvalues, discretised by the paper's leapfrog Y_{j+1} = 2 Y_j - Y_{j-1} + h^2 F_j(Y_j) (kick-drift form with
+  a half-step velocity: one force evaluation per step, and exactly reversible).
+
+Each layer holds one K (the ResNet's block holds two convolutions), so a `depth`-block size class gets 2 * depth
+layers of step h = 1 on [0, 2 * depth], and the width is chosen to match the ResNet's parameter count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from zoo.basis import DepthVarying, make_basis
+from zoo.integrate import Interval, ODEBlock, Solver, Track
+from zoo.registry import ModelCard, register_model
+from zoo.resnet import resnet
+from zoo.template import DepthModel, build_model, check_common, continuous_stage, count_params, is_image, matched_size
+
+LEAPFROG = "leapfrog"
+
+_BIBTEX = """@article{ruthotto2019deep,
+  title = {Deep Neural Networks Motivated by Partial Differential Equations},
+  author = {Ruthotto, Lars and Haber, Eldad},
+  journal = {Journal of Mathematical Imaging and Vision},
+  volume = {62},
+  pages = {352--364},
+  year = {2020},
+  eprint = {1804.04272},
+  archivePrefix = {arXiv}
+}"""
+
+_DIFFERENCES = (
+    "No normalisation layer inside F (the paper's N(.) would break the symmetric negative semi-definite "
+    "Jacobian the stability argument rests on); relu for sigma; the zoo's shared stem, strided-conv transitions "
+    "and GroupNorm head around the PDE stages instead of the paper's opening/pooling layers; step h = 1 with "
+    "2 x depth layers per stage (one K per layer) and width matched to the ResNet's parameter count."
+)
+
+
+def _card(name: str, variant: str) -> ModelCard:
+    return ModelCard(name=name, family="pde-resnet", title="Deep Neural Networks Motivated by Partial Differential "
+                     "Equations", authors="Lars Ruthotto, Eldad Haber", year=2020, arxiv="1804.04272",
+                     bibkey="ruthotto2019deep", bibtex=_BIBTEX, variant=variant, differences=_DIFFERENCES,
+                     venue="Journal of Mathematical Imaging and Vision", licence="MIT",
+                     capabilities=("nfe", "depth_transfer", "trajectories"))
+
+
+class SymmetricLayer(nn.Module):
+    """F(t, y) = -K^T relu(K y + b): a 3x3 convolution and its adjoint (images), or a linear map (vectors)."""
+
+    def __init__(self, state: int, hidden: int, image: bool) -> None:
+        super().__init__()
+        self.image = image
+        self.K = nn.Conv2d(state, hidden, 3, padding=1) if image else nn.Linear(state, hidden)
+
+    def forward(self, t: float | torch.Tensor, y: torch.Tensor, interval: Interval = None) -> torch.Tensor:
+        z = F.relu(self.K(y))
+        if self.image:
+            return -F.conv_transpose2d(z, self.K.weight, padding=1)
+        return -z @ self.K.weight  # K^T z for row vectors
+
+
+@dataclass(frozen=True)
+class PartitionedSolver(Solver):
+    """A Solver that also knows the leapfrog scheme for second-order systems (1 force evaluation per step).
+
+    Any other scheme behaves exactly as `Solver` and integrates the equivalent first-order system (y, v); being a
+    subclass, `replace_solver` (hence `manifest`) keeps it, so a hyperbolic model can go back to leapfrog."""
+
+    def __post_init__(self) -> None:
+        if self.scheme != LEAPFROG:
+            super().__post_init__()
+            return
+        if not isinstance(self.n_steps, int) or isinstance(self.n_steps, bool) or self.n_steps < 1:
+            raise ValueError(f"leapfrog needs n_steps, a positive int, got {self.n_steps!r}")
+        if self.adjoint:
+            raise ValueError("the adjoint method is only used with adaptive schemes (fixed steps backprop directly)")
+
+    @property
+    def fixed_cost(self) -> int | None:
+        return self.n_steps if self.scheme == LEAPFROG else super().fixed_cost
+
+
+class SecondOrderRate(nn.Module):
+    """The first-order form of y'' = force(t, y): d(y, v)/dt = (v, force(t, y)), y and v stacked on dim 1."""
+
+    def __init__(self, force: nn.Module) -> None:
+        super().__init__()
+        self.force = force
+
+    def forward(self, t: float | torch.Tensor, z: torch.Tensor, interval: Interval = None) -> torch.Tensor:
+        y, v = z.chunk(2, dim=1)
+        return torch.cat([v, self.force(t, y, interval)], dim=1)
+
+
+def leapfrog(force: nn.Module, y: torch.Tensor, v: torch.Tensor, t0: float, t1: float, n_steps: int,
+             states: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Kick-drift leapfrog: v_{j+1/2} = v_{j-1/2} + h F_j(y_j), y_{j+1} = y_j + h v_{j+1/2}; (y_n, v_{n-1/2})."""
+    h = (t1 - t0) / n_steps
+    for k in range(n_steps):
+        start = t0 + k * h
+        end = t1 if k == n_steps - 1 else t0 + (k + 1) * h
+        v = v + h * force(start, y, (start, end))
+        y = y + h * v
+        if states is not None:
+            states.append(torch.cat([y, v], dim=1))
+    return y, v
+
+
+def leapfrog_backward(force: nn.Module, y: torch.Tensor, v: torch.Tensor, t0: float, t1: float,
+                      n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The leapfrog run backwards: from (y_n, v_{n-1/2}) back to (y_0, v_{-1/2}) (exact up to rounding)."""
+    h = (t1 - t0) / n_steps
+    for k in reversed(range(n_steps)):
+        start = t0 + k * h
+        end = t1 if k == n_steps - 1 else t0 + (k + 1) * h
+        y = y - h * v
+        v = v - h * force(start, y, (start, end))
+    return y, v
+
+
+class SecondOrderBlock(ODEBlock):
+    """y(t1) from y(t0) = input and y'(t0) = 0 under y'' = force(t, y); `func` is the first-order form on (y, v)."""
+
+    def __init__(self, force: nn.Module, solver: Solver, t1: float, t0: float = 0.0) -> None:
+        super().__init__(SecondOrderRate(force), solver, t1, t0)
+
+    def _start(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([y, torch.zeros_like(y)], dim=1)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.solver.scheme != LEAPFROG:
+            return super().forward(self._start(y)).chunk(2, dim=1)[0]
+        self._counter, self.nfe = None, self.solver.n_steps
+        if torch.is_autocast_enabled(y.device.type):
+            y = y.float()  # as ODEBlock: the state accumulates in fp32
+        return leapfrog(self.func.force, y, torch.zeros_like(y), self.t0, self.t1, self.solver.n_steps)[0]
+
+    def trajectory(self, y: torch.Tensor, points: int = 8) -> Track:
+        """States (y, v) stacked on dim 1 (the rate function's state), at every step boundary."""
+        if self.solver.scheme != LEAPFROG:
+            return super().trajectory(self._start(y), points)
+        n = self.solver.n_steps
+        h = (self.t1 - self.t0) / n
+        states = [self._start(y)]
+        leapfrog(self.func.force, y, torch.zeros_like(y), self.t0, self.t1, n, states)
+        times = [self.t0 + k * h for k in range(n)] + [self.t1]
+        return Track(times, states, [(times[k], times[k + 1]) for k in range(n)])
+
+
+class SecondOrderModel(DepthModel):
+    """A DepthModel whose stages carry (y, v): tracks hold both, transitions read the position y."""
+
+    def tracks(self, x: torch.Tensor, points: int = 8) -> list[Track]:
+        x = self.stem(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            out.append(block.trajectory(x, points))
+            x = out[-1].states[-1].chunk(2, dim=1)[0]
+            if i < len(self.transitions):
+                x = self.transitions[i](x)
+        return out
+
+
+def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
+              kind: str, hidden: int | None, scheme: str | None, n_steps: int | None) -> DepthModel:  # fmt: skip
+    """2 * depth layers of F (parabolic: forward Euler; hyperbolic: leapfrog), h = 1; hidden=None matches params."""
+    check_common(input_shape, num_classes, width, depth, stages)
+    image = is_image(input_shape)
+    layers = 2 * depth
+    steps = layers if n_steps is None else n_steps
+    if kind == "parabolic":
+        solver = Solver(scheme or "euler", steps)
+    else:
+        solver = PartitionedSolver(scheme or LEAPFROG, steps)
+
+    def build(size: int) -> DepthModel:
+        def block_for(state: int) -> ODEBlock:
+            # Images: K maps the stage's channels to themselves (size sets the stem width); vectors: K lifts the
+            # state to `size` hidden features.
+            def make() -> nn.Module:
+                return SymmetricLayer(state, state if image else size, image)
+
+            basis = make_basis("piecewise_constant", layers, 0.0, float(layers))
+            if kind == "parabolic":
+                return continuous_stage(make, basis, solver)
+            return SecondOrderBlock(DepthVarying(make, basis), solver, t1=float(layers))
+
+        model = build_model(input_shape, num_classes, width=size if image else width, stages=stages,
+                            block_for=block_for)
+        if kind == "hyperbolic":
+            model = SecondOrderModel(model.stem, list(model.blocks), list(model.transitions), model.head)
+        return model
+
+    if hidden is None:
+        target = count_params(resnet(input_shape, num_classes, width=width, depth=depth, stages=stages))
+        hidden = matched_size(build, target, multiples=(8, 2) if image else (1,))
+    return build(hidden)
+
+
+@register_model("pde-parabolic", _card(
+    "pde-parabolic", "parabolic ResNet y' = -K(t)^T relu(K(t) y + b(t)): forward Euler, 2 x depth layers of h = 1"))
+def pde_parabolic(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
+                  stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:  # fmt: skip
+    return pde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, kind="parabolic",
+                     hidden=hidden, scheme=None, n_steps=n_steps)
+
+
+@register_model("pde-hyperbolic", _card(
+    "pde-hyperbolic", "hyperbolic ResNet y'' = -K(t)^T relu(K(t) y + b(t)), y'(0) = 0: leapfrog, 2 x depth layers "
+    "of h = 1"))
+def pde_hyperbolic(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
+                   stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:  # fmt: skip
+    return pde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, kind="hyperbolic",
+                     hidden=hidden, scheme=None, n_steps=n_steps)
