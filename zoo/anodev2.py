@@ -21,9 +21,9 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from zoo.integrate import Interval, ODEBlock, Solver
+from zoo.layers import ConvRate, MLPRate
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import resnet
-from zoo.template import ConvRate, DepthModel, MLPRate, build_model, check_common, count_params, is_image, matched_size
+from zoo.template import DepthModel, build_model, check_common, count_params, is_image, matched_size, residual_model
 
 _BIBTEX = """@article{zhang2019anodev2,
   title = {{ANODEV2}: A Coupled Neural {ODE} Evolution Framework},
@@ -108,7 +108,7 @@ def anodev2_model(input_shape: Sequence[int], num_classes: int, *, width: int, d
                            block_for=block_for)
 
     if channels is None:
-        target = count_params(resnet(input_shape, num_classes, width=width, depth=depth, stages=stages))
+        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
         channels = matched_size(build, target, multiples=(8, 2, 1) if image else (1,))
     return build(channels)
 

@@ -25,8 +25,17 @@ from torch.nn import functional as F
 from zoo.basis import DepthVarying, make_basis
 from zoo.integrate import Interval, ODEBlock, Solver, Track
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import resnet
-from zoo.template import DepthModel, build_model, check_common, continuous_stage, count_params, is_image, matched_size
+from zoo.template import (
+    DepthModel,
+    SecondOrderModel,
+    build_model,
+    check_common,
+    continuous_stage,
+    count_params,
+    is_image,
+    matched_size,
+    residual_model,
+)
 
 LEAPFROG = "leapfrog"
 
@@ -160,20 +169,6 @@ class SecondOrderBlock(ODEBlock):
         return Track(times, states, [(times[k], times[k + 1]) for k in range(n)])
 
 
-class SecondOrderModel(DepthModel):
-    """A DepthModel whose stages carry (y, v): tracks hold both, transitions read the position y."""
-
-    def tracks(self, x: torch.Tensor, points: int = 8) -> list[Track]:
-        x = self.stem(x)
-        out = []
-        for i, block in enumerate(self.blocks):
-            out.append(block.trajectory(x, points))
-            x = out[-1].states[-1].chunk(2, dim=1)[0]
-            if i < len(self.transitions):
-                x = self.transitions[i](x)
-        return out
-
-
 def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
               kind: str, hidden: int | None, scheme: str | None, n_steps: int | None) -> DepthModel:  # fmt: skip
     """2 * depth layers of F (parabolic: forward Euler; hyperbolic: leapfrog), h = 1; hidden=None matches params."""
@@ -205,7 +200,7 @@ def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth
         return model
 
     if hidden is None:
-        target = count_params(resnet(input_shape, num_classes, width=width, depth=depth, stages=stages))
+        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
         hidden = matched_size(build, target, multiples=(8, 2) if image else (1,))
     return build(hidden)
 

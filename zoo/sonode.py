@@ -13,10 +13,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from zoo.integrate import Interval, ODEBlock, Solver, Track
-from zoo.pde import SecondOrderModel
+from zoo.layers import group_norm
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import resnet
-from zoo.template import DepthModel, build_model, check_common, count_params, group_norm, is_image, matched_size
+from zoo.template import (
+    DepthModel,
+    SecondOrderModel,
+    build_model,
+    check_common,
+    count_params,
+    is_image,
+    matched_size,
+    residual_model,
+)
 
 _BIBTEX = """@inproceedings{norcliffe2020second,
   title = {On Second Order Behaviour in Augmented Neural {ODE}s},
@@ -119,7 +127,7 @@ def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
         return SecondOrderModel(model.stem, list(model.blocks), list(model.transitions), model.head)
 
     if channels is None:
-        target = count_params(resnet(input_shape, num_classes, width=width, depth=depth, stages=stages))
+        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
         channels = matched_size(build, target, multiples=(8, 2, 1) if image else (1,))
     return build(channels)
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from zoo.basis import DepthVarying, make_basis
 from zoo.integrate import ODEBlock, Solver, integrate_fixed
+from zoo.layers import rate_factory
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import rate_factory
 from zoo.template import DepthModel, build_model, check_common, is_image
 
 _BIBTEX = """@misc{hudson2023measuring,

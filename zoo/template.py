@@ -131,6 +131,20 @@ class DepthModel(nn.Module):
         return self
 
 
+class SecondOrderModel(DepthModel):
+    """A DepthModel whose stages carry (y, v): tracks hold both, transitions read the position y."""
+
+    def tracks(self, x: torch.Tensor, points: int = 8) -> list[Track]:
+        x = self.stem(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            out.append(block.trajectory(x, points))
+            x = out[-1].states[-1].chunk(2, dim=1)[0]
+            if i < len(self.transitions):
+                x = self.transitions[i](x)
+        return out
+
+
 def build_model(
     input_shape: Sequence[int],
     num_classes: int,

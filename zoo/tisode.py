@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from zoo.integrate import ODEBlock, Solver
+from zoo.layers import ConvRate, MLPRate
 from zoo.registry import ModelCard, register_model
-from zoo.resnet import resnet
-from zoo.template import ConvRate, DepthModel, MLPRate, build_model, check_common, count_params, is_image, matched_size
+from zoo.template import DepthModel, build_model, check_common, count_params, is_image, matched_size, residual_model
 
 _BIBTEX = """@inproceedings{yan2020robustness,
   title = {On Robustness of Neural Ordinary Differential Equations},
@@ -95,7 +95,7 @@ def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
         return TisODEModel(model.stem, list(model.blocks), list(model.transitions), model.head)
 
     if channels is None:
-        target = count_params(resnet(input_shape, num_classes, width=width, depth=depth, stages=stages))
+        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
         channels = matched_size(build, target, multiples=(8, 2, 1) if image else (1,))  # small widths need odd sizes
     return build(channels)
 
