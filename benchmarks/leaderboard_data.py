@@ -38,7 +38,8 @@ ATTACK_KINDS = {
     "robust": ("robust", "ε"), "robust_ci_low": ("robust CI low", "ε"), "robust_ci_high": ("robust CI high", "ε"),
     "fgsm": ("FGSM", "ε"), "pgd": ("PGD", "ε"), "pgd_fewsteps": ("PGD few steps", "ε"),
     "apgd_dlr": ("APGD-DLR", "ε"), "apgd_ce": ("APGD-CE", "ε"), "apgd_t": ("APGD-T", "ε"), "fab_t": ("FAB-T", "ε"),
-    "transfer": ("transfer", "ε"), "square": ("Square", "ε"), "noise": ("noise", "σ"),
+    "transfer": ("transfer", "ε"),
+    "transfer_resnet": ("transfer from ResNet", "ε"), "square": ("Square", "ε"), "noise": ("noise", "σ"),
 }  # fmt: skip
 DISPLAYED_KINDS = ("robust", "noise")
 # Display order of the fixed columns; attack columns go right after the validation metric.

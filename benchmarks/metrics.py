@@ -74,6 +74,9 @@ METRIC_DOCS: dict[str, str] = {
     "fab_t@<eps>": "headline eps: robust accuracy after AutoAttack's targeted FAB (cumulative)",
     "transfer@<eps>": "adaptive models: robust accuracy after PGD crafted on a fixed-step RK4 twin of the same "
     "weights, run on the survivors of every white-box attack (cumulative)",
+    "transfer_resnet@<eps>": "robust accuracy after PGD crafted on the zoo's resnet of the same task, protocol size, "
+    "recipe and seed (the resnet row's model; not run on the resnet itself), run on the survivors of every "
+    "white-box attack (cumulative)",
     "square@<eps>": "headline eps: robust accuracy after the gradient-free Square attack (the protocol's "
     "square_queries queries per example), run last on the survivors (cumulative; equals robust@<eps>)",
     "unbounded_pgd": "accuracy under PGD at eps = 1 (every image reachable); above 10% marks the row unreliable",

@@ -39,6 +39,7 @@ from benchmarks.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.provenance import git_state, model_source, now, provenance
 from benchmarks.records import Record, RecordError, load_record, record_path, save_record
+from benchmarks.surrogate import SURROGATE_MODEL, resnet_surrogate
 from benchmarks.tasks import DataMissingError, Task, TaskData, get_task
 from benchmarks.train import TrainingDiverged, TrainResult, train
 from zoo import contract
@@ -85,7 +86,7 @@ class PhaseTimer:
 
 
 def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
-            trained: TrainResult, phase: PhaseTimer | None = None,
+            trained: TrainResult, phase: PhaseTimer | None = None, model_name: str | None = None, seed: int = 0,
             ) -> tuple[dict[str, float], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Every metric of the harness for a trained model (eval mode, fp32); also the depth-transfer entries and
     the stiffness profile along depth that records keep beside the metrics. Metrics that need a capability the
@@ -126,8 +127,11 @@ def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protoc
     if classification and task.attack_eps:
         xs, ys = x_test[:ev.attack_subset], y_test[:ev.attack_subset]
         with phase("attacks"):
+            # Transfer from the same-size ResNet of the same seed (cached; None when this model is that ResNet).
+            resnet = resnet_surrogate(task, data, protocol, seed, device, model_name)
             suite = robustness_suite(model, xs, ys, eps_grid=task.attack_eps, headline_eps=task.headline_eps, ev=ev,
-                                     batch_size=ev.eval_batch, seed=0)
+                                     batch_size=ev.eval_batch, seed=0,
+                                     surrogates=None if resnet is None else {SURROGATE_MODEL: resnet})
             metrics.update(suite.metrics)
             flags += suite.flags
         with phase("noise"):
@@ -201,7 +205,8 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         with phase("train"):
             trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
                             on_epoch=on_epoch) if train_fn is None else train_fn(model)
-        metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase)
+        metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase,
+                                                      model_name=model_name, seed=seed)
         record.metrics, bad = _finite(metrics)
         record.flags = flags + bad
         record.depth_transfer = transfer
