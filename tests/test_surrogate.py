@@ -9,6 +9,8 @@ from test_attacks import SMALL, Quantised, digits, one_thread, resnet  # noqa: F
 
 import zoo
 from benchmarks import attacks, surrogate
+from benchmarks.leaderboard_data import attack_key
+from benchmarks.metrics import METRIC_DOCS
 from benchmarks.protocols import SMOKE, recipe_for
 from benchmarks.runner import seed_everything
 from benchmarks.tasks import get_task
@@ -80,6 +82,7 @@ def test_the_resnet_transfer_is_inside_the_worst_case(resnet, digits) -> None:  
         assert not (result.robust & ~survived).any()  # worst case <= the transfer attack, per example
         assert suite.metrics[f"robust@{key}"] <= suite.metrics[f"transfer_resnet@{key}"]
     assert "transfer_resnet@0.1" not in _suite(other, digits, None).metrics
+    assert "transfer_resnet@<eps>" in METRIC_DOCS and attack_key("transfer_resnet@0.1") is not None  # CSV column
 
 
 def test_a_surrogate_that_breaks_what_white_box_missed_flags_the_row(resnet, digits) -> None:  # noqa: F811
