@@ -7,8 +7,8 @@ models, tasks and seeds lists, its description): adding a model or a seed to a t
 made. Change a hashed field -> bump `version` (the hash changes anyway; the version tells people why).
 
 Versions: v2 (every tier) — robust accuracy is the per-example worst case over the attack suite of
-`benchmarks/evaluation/attacks.py` (PGD with restarts, APGD-DLR, AutoAttack, RK4-twin transfer, Square) instead of
-one PGD run.
+`benchmarks/evaluation/attacks.py` (PGD with restarts, APGD-DLR, AutoAttack, RK4-twin and ResNet transfer,
+Square) instead of one PGD run.
 """
 
 from __future__ import annotations

@@ -265,6 +265,15 @@ SPECS: tuple[MetricSpec, ...] = (
         higher_is_better=True,
         shown='csv',
         group='robustness'),
+    MetricSpec('transfer_resnet@<eps>',
+        "robust accuracy after PGD crafted on the zoo's resnet of the same task, protocol size, recipe and seed"
+        " (the resnet row's model; not run on the resnet itself), run on the survivors of every white-box attack"
+        ' (cumulative)',
+        attack=('transfer from ResNet', 'ε'),
+        **_ACC,
+        higher_is_better=True,
+        shown='csv',
+        group='robustness'),
     MetricSpec('square@<eps>',
         "headline eps: robust accuracy after the gradient-free Square attack (the protocol's "
         'square_queries queries per example), run last on the survivors (cumulative; equals robust@<eps>)',

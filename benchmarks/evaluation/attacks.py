@@ -10,7 +10,8 @@ correctly clean and survives every attack of the suite:
 2. on the survivors only, as AutoAttack does (attack budget goes where it can change the worst case): APGD with the
    DLR margin loss (`apgd_restarts` starts), then, at the task's headline radius, AutoAttack's standard components
    APGD-CE, APGD-T, FAB-T (white-box) and Square (`square_queries` queries, gradient-free);
-3. on the survivors of every white-box attack: transfer of PGD from a fixed-step RK4 twin (adaptive models only).
+3. on the survivors of every white-box attack: transfer of PGD from a fixed-step RK4 twin (adaptive models only)
+   and from each of `surrogates` (`transfer_<name>`: the same-size ResNet of benchmarks/surrogate.py).
 
 Attacks run on the exact inference configuration; a model whose solver uses the adjoint is attacked through a copy
 that backpropagates directly through the solver (same solver, same tolerances), and the cosine between the two
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +44,11 @@ GRADIENT_SUBSET = 128
 VANISHING_FRACTION = 0.10  # more examples than this with a zero / non-finite input gradient: gradients are masked
 TWIN_SCHEME = "rk4"  # adaptive models are also attacked through a fixed-step twin of this scheme at about their cost
 WHITE_BOX = ("fgsm", "pgd", "pgd_fewsteps", "apgd_dlr", "apgd_ce", "apgd_t", "fab_t")
-BLACK_BOX = ("transfer", "square")
+BLACK_BOX = ("transfer", "square")  # and every `transfer_<surrogate>` (see `_is_black_box`)
+
+
+def _is_black_box(name: str) -> bool:
+    return name in BLACK_BOX or name.startswith("transfer_")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -188,7 +193,8 @@ def _twin(model: nn.Module, x: torch.Tensor, batch_size: int) -> nn.Module | Non
 
 
 def _attack_eps(attacker: _Attacker, model: nn.Module, twin: nn.Module | None, clean: torch.Tensor, eps: float,
-                headline: bool, ev: Evaluation, n_classes: int) -> tuple[EpsResult, float]:
+                headline: bool, ev: Evaluation, n_classes: int,
+                surrogates: Mapping[str, nn.Module] = {}) -> tuple[EpsResult, float]:  # noqa: B006 - never mutated
     n = len(clean)
     everyone = clean.nonzero().squeeze(1)
     result = EpsResult(eps, clean.clone())
@@ -233,6 +239,8 @@ def _attack_eps(attacker: _Attacker, model: nn.Module, twin: nn.Module | None, c
     # Black-box and transfer last: what they break beyond every white-box attack measures gradient masking.
     if twin is not None:
         cascade("transfer", _pgd(twin, eps, ev.pgd_steps, ev), 104, source=twin)
+    for offset, (name, surrogate) in enumerate(sorted(surrogates.items())):
+        cascade(f"transfer_{name}", _pgd(surrogate, eps, ev.pgd_steps, ev), 106 + offset, source=surrogate)
     if headline:
         cascade("square", lambda: torchattacks.Square(model, eps=eps, n_queries=ev.square_queries, seed=0), 105)
     return result, nfe
@@ -258,7 +266,7 @@ def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded
             long, short = broken(long), broken(result.survived("pgd_fewsteps", n))
             if beyond_noise(int((short & ~long).sum()), int((long & ~short).sum()), n):
                 reasons.append(f"more-steps-weaker@{key}")
-        black = sum(int((~result.attacks[name][1]).sum()) for name in BLACK_BOX if name in result.attacks)
+        black = sum(int((~ok).sum()) for name, (_, ok) in result.attacks.items() if _is_black_box(name))
         if beyond_noise(black, 0, n):
             reasons.append(f"black-box-beats-white-box@{key}")
     for smaller, larger in zip(ordered, ordered[1:]):
@@ -272,9 +280,11 @@ def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded
 
 
 def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_grid: Sequence[float],
-                     headline_eps: float | None, ev: Evaluation, batch_size: int, seed: int) -> SuiteResult:
+                     headline_eps: float | None, ev: Evaluation, batch_size: int, seed: int,
+                     surrogates: Mapping[str, nn.Module] | None = None) -> SuiteResult:
     """The whole suite on (x, y): metrics `robust@<eps>` (+ `_ci_low`/`_ci_high`), each attack's `<name>@<eps>`,
-    `attack_n`, `nfe_adversarial` (adaptive), `adjoint_grad_cosine` (adjoint models), and the sanity flags."""
+    `attack_n`, `nfe_adversarial` (adaptive), `adjoint_grad_cosine` (adjoint models), and the sanity flags.
+    `surrogates` (name -> model on the same inputs) add the transfer attacks `transfer_<name>@<eps>`."""
     if headline_eps is not None and not any(math.isclose(headline_eps, e) for e in eps_grid):
         raise ValueError(f"headline eps {headline_eps} is not in the eps grid {tuple(eps_grid)}")
     n = len(y)
@@ -287,7 +297,7 @@ def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_
     by_eps, metrics = {}, {"attack_n": float(n)}
     for eps in sorted(eps_grid):
         headline = headline_eps is not None and math.isclose(eps, headline_eps)
-        result, nfe = _attack_eps(attacker, attacked, twin, clean, eps, headline, ev, n_classes)
+        result, nfe = _attack_eps(attacker, attacked, twin, clean, eps, headline, ev, n_classes, surrogates or {})
         by_eps[eps] = result
         key = eps_key(eps)
         robust = int(result.robust.sum())

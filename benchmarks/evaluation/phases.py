@@ -19,6 +19,7 @@ from benchmarks.evaluation import timing
 from benchmarks.evaluation.attacks import robustness_suite
 from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
+from benchmarks.evaluation.surrogate import SURROGATE_MODEL, resnet_surrogate
 from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Evaluation, Protocol
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
@@ -38,6 +39,10 @@ class Run:
     x_test: torch.Tensor
     y_test: torch.Tensor
     have: frozenset[str]  # the model's capabilities (zoo/contract.py)
+    data: TaskData  # for the ResNet surrogate of the transfer attack (trained on the same splits)
+    protocol: Protocol
+    model_name: str | None = None  # the registered name (None: a model not from the registry)
+    seed: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     transfer: list[dict[str, Any]] = field(default_factory=list)  # depth-transfer entries of the record
@@ -88,8 +93,11 @@ def _attacked(r: Run) -> bool:
 
 def _attacks(r: Run) -> None:  # on the first attack_subset test examples
     xs, ys = r.x_test[:r.ev.attack_subset], r.y_test[:r.ev.attack_subset]
+    # Transfer from the same-size ResNet of the same seed (cached; None when this model is that ResNet).
+    resnet = resnet_surrogate(r.task, r.data, r.protocol, r.seed, r.device, r.model_name)
     suite = robustness_suite(r.model, xs, ys, eps_grid=r.task.attack_eps, headline_eps=r.task.headline_eps, ev=r.ev,
-                             batch_size=r.ev.eval_batch, seed=0)
+                             batch_size=r.ev.eval_batch, seed=0,
+                             surrogates=None if resnet is None else {SURROGATE_MODEL: resnet})
     r.metrics.update(suite.metrics)
     r.flags += suite.flags
 
@@ -127,7 +135,7 @@ PHASES: tuple[Phase, ...] = (
 
 
 def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protocol, device: torch.device,
-            trained: TrainResult, phase: PhaseTimer | None = None,
+            trained: TrainResult, phase: PhaseTimer | None = None, model_name: str | None = None, seed: int = 0,
             ) -> tuple[dict[str, float], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Every metric of the harness for a trained model (eval mode, fp32); also the depth-transfer entries and
     the stiffness profile along depth that records keep beside the metrics. Metrics that need a capability the
@@ -136,7 +144,8 @@ def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protoc
     model.eval().float()
     run = Run(model=model, task=task, ev=protocol.evaluation, device=device, trained=trained,
               x_test=data.test.inputs().to(device), y_test=data.test.y.to(device),
-              have=frozenset(contract.capabilities(model)),
+              have=frozenset(contract.capabilities(model)), data=data, protocol=protocol, model_name=model_name,
+              seed=seed,
               metrics={"epochs": trained.epochs, "train_seconds": trained.train_seconds,
                        "epoch_seconds": trained.epoch_seconds})
     if trained.peak_memory_mb is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import random
 import sys
 import tempfile
 import time
@@ -25,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -37,7 +35,7 @@ from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.store.provenance import git_state, model_source, now, run_provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
-from benchmarks.training.train import TrainingDiverged, TrainResult, train
+from benchmarks.training.train import TrainingDiverged, TrainResult, seed_everything, train
 from zoo import contract
 
 DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
@@ -56,12 +54,6 @@ class RunSummary:
     failures: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> why, for the runs that failed
     redone: list[Path] = field(default_factory=list)  # damaged records found and run again
     failed_before: list[Path] = field(default_factory=list)  # skipped records of runs that failed earlier
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
@@ -114,7 +106,8 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         with phase("train"):
             trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
                             on_epoch=on_epoch) if train_fn is None else train_fn(model)
-        metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase)
+        metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase,
+                                                      model_name=model_name, seed=seed)
         record.metrics, bad = _finite(metrics)
         record.flags = flags + bad
         record.depth_transfer = transfer

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,6 +27,12 @@ from benchmarks.data.tasks import Split, Task, TaskData
 from benchmarks.protocols import Recipe
 from zoo.contract import capabilities, validate_output
 
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's global generators, as the runner seeds every run (and its surrogate)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 class TrainingDiverged(RuntimeError):
     """The training loss or validation metric became NaN or infinite."""
