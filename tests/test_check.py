@@ -12,29 +12,12 @@ from benchmarks.evaluation.check import check_model
 TINY = {"width": 8, "depth": 2}
 
 
-def _counter_keys_leak() -> bool:
-    """The known adaptive-model bug being fixed in zoo/integrate.py (helper d2-fixes): a forward registers the
-    NFE counter as a submodule, so state_dict gains duplicate `_counter` keys and checkpoints do not load."""
-    model = zoo.create_model("neural-ode", input_shape=(2,), num_classes=2, **TINY)
-    with torch.no_grad():
-        model(torch.randn(2, 2))
-    return any("_counter" in key for key in model.state_dict())
-
-
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_every_registered_model_passes_the_check(name: str) -> None:
     report = check_model(name, ["digits", "pendulum"], TINY)
-    failures = {(c.name, c.scope): c.detail for c in report.failures}
-    if failures and contract_bug_only(failures):
-        pytest.xfail("state_dict gains `_counter` keys after an adaptive forward (fix pending in zoo/integrate.py)")
     assert report.ok, report.text()
     assert sum(c.scope == "card" for c in report.checks) == 1
     assert {c.scope for c in report.checks} >= {"digits (1, 8, 8)", "pendulum (2,)", "card"}
-
-
-def contract_bug_only(failures: dict) -> bool:
-    return _counter_keys_leak() and all(name == "state_dict round trip" and "_counter" in detail
-                                        for (name, _), detail in failures.items())
 
 
 def test_the_check_builds_every_task_input_shape() -> None:
@@ -46,7 +29,7 @@ def test_the_check_builds_every_task_input_shape() -> None:
 
 
 def test_the_state_dict_round_trip_catches_keys_added_by_a_forward(monkeypatch) -> None:
-    """What the check reports for the `_counter` leak, shown on a fixed-step model that leaks a submodule."""
+    """What the check reports for state born in forward (adaptive models once leaked their NFE counter so)."""
     original = zoo.DepthModel.forward
 
     def leaky(self, x):
