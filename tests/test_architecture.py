@@ -98,3 +98,31 @@ def test_specs_module_loads_no_pandas() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+ZOO = PACKAGE.parent / "zoo"
+ENGINE = {"zoo", "zoo.tableaus", "zoo.integrate", "zoo.basis", "zoo.layers", "zoo.template", "zoo.contract",
+          "zoo.cards", "zoo.registry"}
+
+
+def zoo_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return {n for n in names if n.split(".")[0] in ("zoo", "benchmarks")}
+
+
+def test_zoo_families_import_only_the_engine_and_zoo_nothing_of_benchmarks() -> None:
+    problems = []
+    for path in sorted(ZOO.glob("*.py")):
+        name = "zoo" if path.stem == "__init__" else f"zoo.{path.stem}"
+        for target in zoo_imports(path):
+            if target.startswith("benchmarks"):
+                problems.append(f"{name} imports {target}: zoo sits below benchmarks")
+            elif name not in ENGINE and target not in ENGINE:
+                problems.append(f"family {name} imports family {target}: shared pieces belong in the engine")
+    assert not problems, "\n".join(problems)
+    assert len(list(ZOO.glob("*.py"))) > len(ENGINE)  # the families are there to be checked
