@@ -373,6 +373,12 @@ SPECS: tuple[MetricSpec, ...] = (
         shown='table',
         group='diagnostics'),
 )
+# Column order of the tables: these, then the per-radius columns (after the validation metric), then the tail.
+# Every spec shown in the table (other than per-radius ones) is in one of them (tests/test_architecture.py).
+TABLE_HEAD = ("accuracy", "test_mse", "val_accuracy", "val_mse")
+TABLE_TAIL = ("latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb",
+              "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup", "line_shape", "jacobian_sigma_max",
+              "jacobian_h_sigma_max")
 BY_PATTERN: dict[str, MetricSpec] = {s.pattern: s for s in SPECS}
 DOCS: dict[str, str] = {s.pattern: s.doc for s in SPECS}  # `depthbench list` and the tables' definitions
 

@@ -126,3 +126,11 @@ def test_zoo_families_import_only_the_engine_and_zoo_nothing_of_benchmarks() -> 
                 problems.append(f"family {name} imports family {target}: shared pieces belong in the engine")
     assert not problems, "\n".join(problems)
     assert len(list(ZOO.glob("*.py"))) > len(ENGINE)  # the families are there to be checked
+
+
+def test_every_table_column_has_its_place_in_the_column_order() -> None:
+    # A spec shown in the tables but missing from the order would silently stay out of them.
+    from benchmarks.specs import SPECS, TABLE_HEAD, TABLE_TAIL
+
+    shown = {s.pattern for s in SPECS if s.shown == "table" and not s.attack}
+    assert shown == set(TABLE_HEAD) | set(TABLE_TAIL)

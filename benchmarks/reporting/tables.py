@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.specs import BY_PATTERN, DOCS
+from benchmarks.specs import BY_PATTERN, DOCS, TABLE_HEAD, TABLE_TAIL
 from benchmarks.specs import SPECS as METRIC_SPECS
 from benchmarks.store.records import iter_records
 
@@ -37,12 +37,8 @@ ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
 # Per-radius metrics in display order (benchmarks/evaluation/attacks.py): the headline worst case and its 95% interval,
 # each attack of the suite, then noise. Tables show the worst case (with its interval) and noise; the CSV has them all.
 ATTACK_KINDS = {s.pattern.split("@")[0]: s.attack for s in METRIC_SPECS if s.attack}  # kind -> (name, radius symbol)
-DISPLAYED_KINDS = ("robust", "noise")
-# Display order of the fixed columns; attack columns go right after the validation metric.
-HEAD_METRICS = ("accuracy", "test_mse", "val_accuracy", "val_mse")
-TAIL_METRICS = ("latency_ms", "throughput", "nfe", "params", "flops", "train_seconds", "peak_train_memory_mb",
-                "dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup", "line_shape", "jacobian_sigma_max",
-                "jacobian_h_sigma_max")
+DISPLAYED_KINDS = tuple(kind for kind, spec in ((s.pattern.split("@")[0], s) for s in METRIC_SPECS if s.attack)
+                        if spec.shown == "table")  # the worst case and noise; single attacks go to the CSV
 
 
 def find_repo_root(start: Path) -> Path:
@@ -126,7 +122,7 @@ def order_metrics(names: Any) -> list[str]:
     """Leaderboard order: primary, validation, attacks by kind then radius, cost columns, then the rest by name."""
     names = set(names)
     attacks = sorted((n for n in names if attack_key(n)), key=lambda n: (attack_key(n), n))
-    fixed = [n for n in HEAD_METRICS if n in names] + attacks + [n for n in TAIL_METRICS if n in names]
+    fixed = [n for n in TABLE_HEAD if n in names] + attacks + [n for n in TABLE_TAIL if n in names]
     return fixed + sorted(names - set(fixed))
 
 
@@ -255,7 +251,7 @@ def display_columns(table: pd.DataFrame) -> list[Column]:
     """The leaderboard column set, restricted to metrics some OK record of this table actually has."""
     present = set(table.attrs.get("metrics", []))
     keep = [m for m in order_metrics(present)
-            if m in HEAD_METRICS or m in TAIL_METRICS or (attack_key(m) and m.split("@")[0] in DISPLAYED_KINDS)]
+            if m in TABLE_HEAD or m in TABLE_TAIL or (attack_key(m) and m.split("@")[0] in DISPLAYED_KINDS)]
     return [column_for(m, regression=table.attrs.get("primary") == "test_mse") for m in keep]
 
 
