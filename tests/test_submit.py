@@ -126,10 +126,15 @@ def test_a_tier_runs_its_models_then_every_installed_plugin_by_default(example_p
 @pytest.mark.slow
 def test_the_example_plugin_goes_from_pip_install_to_a_cited_leaderboard_row(example_plugin, tmp_path) -> None:
     results = tmp_path / "results"
-    summary = runner.run_tier(TINY, models=["example-heun-net"], results_dir=results, device=torch.device("cpu"),
-                              progress=False)
-    assert len(summary.written) == 1 and not summary.failed
-    (_, record), = iter_records(results)
+    summary = runner.run_tier(TINY, models=["example-heun-net", "example-mlp"], results_dir=results,
+                              device=torch.device("cpu"), progress=False)
+    assert len(summary.written) == 2 and not summary.failed
+    records = {r.model: r for _, r in iter_records(results)}
+    # The plain nn.Module: benchmarked, with the metrics it has no capability for recorded as not applicable.
+    plain = records["example-mlp"]
+    assert plain.status == "ok" and "accuracy" in plain.metrics and "robust@0.1" in plain.metrics
+    assert "nfe" in plain.not_applicable and plain.depth_transfer == [] and plain.solver == []
+    record = records["example-heun-net"]
     assert record.status == "ok" and record.metrics["accuracy"] > 0.1  # one epoch on 300 digits: above chance
     # depth 3 on the hat basis: 2 elements, one step each
     assert record.solver == [{"scheme": "heun", "n_steps": 2, "rtol": 1e-3, "atol": 1e-3, "adjoint": False,
@@ -139,6 +144,7 @@ def test_the_example_plugin_goes_from_pip_install_to_a_cited_leaderboard_row(exa
     table = (tmp_path / "boards" / "test-tiny" / "digits.md").read_text()
     assert "| model code |" in table and f"depthbench-example 0.1.0 (git {example_plugin[:12]})" in table
     assert "[example-heun-net](https://arxiv.org/abs/2008.02389" in table
+    assert "| n/a |" in next(line for line in table.splitlines() if "[example-mlp]" in line)
     page = (tmp_path / "boards" / "index.html").read_text()
     assert f"depthbench-example 0.1.0 (git {example_plugin[:12]})</td>" in page
     bib = (tmp_path / "boards" / "references.bib").read_text()
