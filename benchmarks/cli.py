@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     conv = commands.add_parser("convergence", help="the convergence test (Queiruga et al. 2020) on the pendulum task, "
                                "on CPU: results/convergence/pendulum.json and leaderboards/convergence/pendulum.*")
     conv.add_argument("--seeds", type=int, default=3)
-    conv.add_argument("--steps", type=int, default=500, help="training steps per (scheme, seed)")
+    conv.add_argument("--steps", type=int, default=1000, help="training steps per (scheme, seed)")
     conv.add_argument("--n-train", type=int, default=8, help="training step count, a multiple of 8")
     conv.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
     conv.add_argument("--results", type=Path, default=Path("results/convergence"))

@@ -57,6 +57,7 @@ def test_convergence_command_writes_json_table_and_plot(tmp_path: Path) -> None:
     assert result["provenance"]["device"].startswith("CPU")
     md = (out / "pendulum.md").read_text()
     assert md == table(result)
+    assert f"at commit {result['provenance']['git_commit'][:12]}" in md
     assert md.count("\n| ") == 1 + 9  # header + one row per (train, eval) pair
     assert (out / "pendulum.png").stat().st_size > 0 and (out / "pendulum.svg").stat().st_size > 0
 

@@ -79,7 +79,7 @@ def train_rate(scheme: str, n_steps: int, seed: int, x: torch.Tensor, y: torch.T
     return rate
 
 
-def run(seeds: int = 3, n_train: int = 8, steps: int = 500, limit: int | None = None) -> dict[str, Any]:
+def run(seeds: int = 3, n_train: int = 8, steps: int = 1000, limit: int | None = None) -> dict[str, Any]:
     """Train every scheme for every seed, evaluate every (train, eval) scheme pair over the Δt sweep.
 
     Returns plain JSON data: per pair, the RMSE per seed and Δt, and per seed the observed order and dip flag.

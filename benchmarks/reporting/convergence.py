@@ -40,8 +40,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"# Convergence test on {result['task']} ({result['reference']})",
         "",
-        f"Produced by `{prov.get('command', '?')}` at commit {str(prov.get('commit', '?'))[:12]}"
-        f"{' (dirty)' if prov.get('dirty') else ''} on {prov.get('device', '?')}, {prov.get('finished', '?')}.",
+        f"Produced by `{prov.get('command', '?')}` at commit {str(prov.get('git_commit', '?'))[:12]}"
+        f"{' (dirty)' if prov.get('git_dirty') else ''} on {prov.get('device', '?')}, {prov.get('finished', '?')}.",
         f"Error: {result['error']}. Training Δt = {result['train_dt']:g} ({result['n_train']} steps over "
         f"{result['train_dt'] * result['n_train']:g}); {result['seeds']} seeds; observed order = slope of log RMSE vs "
         f"log Δt over Δt ≤ training Δt; dip = RMSE at Δt/2 and Δt/4 both ≥ {result['dip_margin']:g} x RMSE at the "
