@@ -141,6 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="data root (default: $DEPTHBENCH_DATA or ~/.cache/depthbench/data)")
     evaluate.add_argument("--device", help="torch device (default: the tier's)")
 
+    conv = commands.add_parser("convergence", help="the convergence test (Queiruga et al. 2020) on the pendulum task, "
+                               "on CPU: results/convergence/pendulum.json and leaderboards/convergence/pendulum.*")
+    conv.add_argument("--seeds", type=int, default=3)
+    conv.add_argument("--steps", type=int, default=1000, help="training steps per (scheme, seed)")
+    conv.add_argument("--n-train", type=int, default=8, help="training step count, a multiple of 8")
+    conv.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
+    conv.add_argument("--results", type=Path, default=Path("results/convergence"))
+    conv.add_argument("--out", type=Path, default=Path("leaderboards/convergence"))
+
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
 
@@ -320,6 +329,24 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convergence(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmarks.evaluation.convergence import run as run_convergence
+    from benchmarks.reporting.convergence import render
+    from benchmarks.store.provenance import now, run_provenance
+
+    started = now()
+    result = run_convergence(seeds=args.seeds, n_train=args.n_train, steps=args.steps, limit=args.limit)
+    result["provenance"] = run_provenance(torch.device("cpu"), started)
+    path = Path(args.results) / f"{result['task']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    written = render(path, args.out)
+    print(f"depthbench: wrote {path} and {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from benchmarks.evaluation.check import check_model
 
@@ -387,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _evaluate(args)
             if args.command == "leaderboard":
                 return _leaderboard(args)
+            if args.command == "convergence":
+                return _convergence(args)
             return _list()
         except (ValueError, KeyError, DataMissingError, DataCorruptError, OSError, RuntimeError) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
