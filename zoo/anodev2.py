@@ -92,7 +92,7 @@ class EvolvingRate(nn.Module):
 
 
 def anodev2_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
-                  channels: int | None) -> DepthModel:  # fmt: skip
+                  channels: int | None) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
     image = is_image(input_shape)
     solver = Solver("euler", depth)
@@ -115,5 +115,5 @@ def anodev2_model(input_shape: Sequence[int], num_classes: int, *, width: int, d
 
 @register_model("anodev2", ANODEV2_CARD)
 def anodev2(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
-            channels: int | None = None) -> DepthModel:  # fmt: skip
+            channels: int | None = None) -> DepthModel:
     return anodev2_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels)

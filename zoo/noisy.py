@@ -66,7 +66,7 @@ class NoisyModel(DepthModel):
 
 
 def resnet_sde_model(input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int,
-                     sigma: float) -> DepthModel:  # fmt: skip
+                     sigma: float) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
     if not (isinstance(sigma, int | float) and sigma >= 0):
         raise ValueError(f"sigma (the noise level) must be a number >= 0, got {sigma!r}")
@@ -83,5 +83,5 @@ def resnet_sde_model(input_shape: tuple[int, ...], num_classes: int, *, width: i
 
 @register_model("resnet-sde", NOISY_CARD)
 def resnet_sde(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
-               sigma: float = 0.1) -> DepthModel:  # fmt: skip
+               sigma: float = 0.1) -> DepthModel:
     return resnet_sde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, sigma=sigma)

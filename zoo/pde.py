@@ -115,7 +115,7 @@ class SecondOrderRate(nn.Module):
 
 
 def leapfrog(force: nn.Module, y: torch.Tensor, v: torch.Tensor, t0: float, t1: float, n_steps: int,
-             states: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+             states: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Kick-drift leapfrog: v_{j+1/2} = v_{j-1/2} + h F_j(y_j), y_{j+1} = y_j + h v_{j+1/2}; (y_n, v_{n-1/2})."""
     h = (t1 - t0) / n_steps
     for k in range(n_steps):
@@ -129,7 +129,7 @@ def leapfrog(force: nn.Module, y: torch.Tensor, v: torch.Tensor, t0: float, t1: 
 
 
 def leapfrog_backward(force: nn.Module, y: torch.Tensor, v: torch.Tensor, t0: float, t1: float,
-                      n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                      n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The leapfrog run backwards: from (y_n, v_{n-1/2}) back to (y_0, v_{-1/2}) (exact up to rounding)."""
     h = (t1 - t0) / n_steps
     for k in reversed(range(n_steps)):
@@ -170,7 +170,7 @@ class SecondOrderBlock(ODEBlock):
 
 
 def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
-              kind: str, hidden: int | None, scheme: str | None, n_steps: int | None) -> DepthModel:  # fmt: skip
+              kind: str, hidden: int | None, scheme: str | None, n_steps: int | None) -> DepthModel:
     """2 * depth layers of F (parabolic: forward Euler; hyperbolic: leapfrog), h = 1; hidden=None matches params."""
     check_common(input_shape, num_classes, width, depth, stages)
     image = is_image(input_shape)
@@ -208,7 +208,7 @@ def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth
 @register_model("pde-parabolic", _card(
     "pde-parabolic", "parabolic ResNet y' = -K(t)^T relu(K(t) y + b(t)): forward Euler, 2 x depth layers of h = 1"))
 def pde_parabolic(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
-                  stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:  # fmt: skip
+                  stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:
     return pde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, kind="parabolic",
                      hidden=hidden, scheme=None, n_steps=n_steps)
 
@@ -217,6 +217,6 @@ def pde_parabolic(input_shape: tuple[int, ...], num_classes: int, *, width: int 
     "pde-hyperbolic", "hyperbolic ResNet y'' = -K(t)^T relu(K(t) y + b(t)), y'(0) = 0: leapfrog, 2 x depth layers "
     "of h = 1"))
 def pde_hyperbolic(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
-                   stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:  # fmt: skip
+                   stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:
     return pde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, kind="hyperbolic",
                      hidden=hidden, scheme=None, n_steps=n_steps)

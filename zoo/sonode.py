@@ -109,7 +109,7 @@ class SONODEBlock(ODEBlock):
 
 
 def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
-                 channels: int | None, scheme: str, rtol: float, atol: float, adjoint: bool) -> DepthModel:  # fmt: skip
+                 channels: int | None, scheme: str, rtol: float, atol: float, adjoint: bool) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
     solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
     if not solver.adaptive:
@@ -135,6 +135,6 @@ def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
 @register_model("sonode", SONODE_CARD)
 def sonode(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
            channels: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
-           adjoint: bool = False) -> DepthModel:  # fmt: skip
+           adjoint: bool = False) -> DepthModel:
     return sonode_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels,
                         scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint)

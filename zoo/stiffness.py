@@ -53,7 +53,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def sigma_max(rate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, iterations: int = 3,
-              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-sample largest singular value of d rate(x) / dx, differentiable in rate's parameters (x is detached)."""
     x = x.detach()
     v = _unit(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
@@ -76,7 +76,7 @@ class StiffnessPenalisedBlock(ODEBlock):
     """A fixed-step block that, in training mode, also estimates sigma_max(df/dx) at every step's start."""
 
     def __init__(self, func: nn.Module, solver: Solver, t1: float, *, weight: float, samples: int,
-                 iterations: int) -> None:  # fmt: skip
+                 iterations: int) -> None:
         super().__init__(func, solver, t1)
         self.weight, self.samples, self.iterations = weight, samples, iterations
         self.penalty: torch.Tensor | None = None
@@ -109,7 +109,7 @@ class StiffnessModel(DepthModel):
 @register_model("resnet-stiffness", STIFFNESS_CARD)
 def resnet_stiffness(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
                      stages: int = 1, stiffness_weight: float = 0.01, samples: int = 8,
-                     iterations: int = 3) -> DepthModel:  # fmt: skip
+                     iterations: int = 3) -> DepthModel:
     """The ResNet (same parameters, same count) with the stiffness penalty as its regulariser."""
     check_common(input_shape, num_classes, width, depth, stages)
     if not (isinstance(stiffness_weight, int | float) and stiffness_weight >= 0):

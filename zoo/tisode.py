@@ -75,7 +75,7 @@ class TisODEModel(DepthModel):
 
 
 def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
-                 channels: int | None, weight: float, scheme: str, rtol: float, atol: float) -> DepthModel:  # fmt: skip
+                 channels: int | None, weight: float, scheme: str, rtol: float, atol: float) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
     if not (isinstance(weight, int | float) and weight >= 0):
         raise ValueError(f"weight (the steady-state regulariser's) must be a number >= 0, got {weight!r}")
@@ -103,6 +103,6 @@ def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
 @register_model("tisode", TISODE_CARD)
 def tisode(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
            channels: int | None = None, weight: float = 0.1, scheme: str = "dopri5", rtol: float = 1e-3,
-           atol: float = 1e-3) -> DepthModel:  # fmt: skip
+           atol: float = 1e-3) -> DepthModel:
     return tisode_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels,
                         weight=weight, scheme=scheme, rtol=rtol, atol=atol)
