@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from zoo.integrate import Interval, ODEBlock, Solver
 from zoo.layers import ConvRate, MLPRate
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, build_model, check_common, count_params, is_image, matched_size, residual_model
+from zoo.template import DepthModel, build_matched, build_model, check_common, is_image
 
 _BIBTEX = """@article{zhang2019anodev2,
   title = {{ANODEV2}: A Coupled Neural {ODE} Evolution Framework},
@@ -107,10 +107,8 @@ def anodev2_model(input_shape: Sequence[int], num_classes: int, *, width: int, d
         return build_model(input_shape, num_classes, width=size if image else width, stages=stages,
                            block_for=block_for)
 
-    if channels is None:
-        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
-        channels = matched_size(build, target, multiples=(8, 2, 1) if image else (1,))
-    return build(channels)
+    return build_matched(build, channels, input_shape, num_classes, width=width, depth=depth, stages=stages,
+                         multiples=(8, 2, 1) if image else (1,))
 
 
 @register_model("anodev2", ANODEV2_CARD)

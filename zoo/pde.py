@@ -28,13 +28,11 @@ from zoo.registry import ModelCard, register_model
 from zoo.template import (
     DepthModel,
     SecondOrderModel,
+    build_matched,
     build_model,
     check_common,
     continuous_stage,
-    count_params,
     is_image,
-    matched_size,
-    residual_model,
 )
 
 LEAPFROG = "leapfrog"
@@ -199,10 +197,8 @@ def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth
             model = SecondOrderModel(model.stem, list(model.blocks), list(model.transitions), model.head)
         return model
 
-    if hidden is None:
-        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
-        hidden = matched_size(build, target, multiples=(8, 2) if image else (1,))
-    return build(hidden)
+    return build_matched(build, hidden, input_shape, num_classes, width=width, depth=depth, stages=stages,
+                         multiples=(8, 2) if image else (1,))
 
 
 @register_model("pde-parabolic", _card(

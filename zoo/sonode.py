@@ -15,16 +15,7 @@ from torch.nn import functional as F
 from zoo.integrate import Interval, ODEBlock, Solver, Track
 from zoo.layers import group_norm
 from zoo.registry import ModelCard, register_model
-from zoo.template import (
-    DepthModel,
-    SecondOrderModel,
-    build_model,
-    check_common,
-    count_params,
-    is_image,
-    matched_size,
-    residual_model,
-)
+from zoo.template import DepthModel, SecondOrderModel, build_matched, build_model, check_common, is_image
 
 _BIBTEX = """@inproceedings{norcliffe2020second,
   title = {On Second Order Behaviour in Augmented Neural {ODE}s},
@@ -126,10 +117,8 @@ def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
                             block_for=block_for)
         return SecondOrderModel(model.stem, list(model.blocks), list(model.transitions), model.head)
 
-    if channels is None:
-        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
-        channels = matched_size(build, target, multiples=(8, 2, 1) if image else (1,))
-    return build(channels)
+    return build_matched(build, channels, input_shape, num_classes, width=width, depth=depth, stages=stages,
+                         multiples=(8, 2, 1) if image else (1,))
 
 
 @register_model("sonode", SONODE_CARD)

@@ -258,7 +258,15 @@ def neural_ode_model(
         return build_model(input_shape, num_classes, width=size if image else width, stages=stages,
                            block_for=block_for, augment=augment)
 
-    if channels is None:
-        with_same_budget = residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages)
-        channels = matched_size(build, count_params(with_same_budget), multiples=(8, 2) if image else (1,))
-    return build(channels)
+    return build_matched(build, channels, input_shape, num_classes, width=width, depth=depth, stages=stages,
+                         multiples=(8, 2) if image else (1,))
+
+
+def build_matched(build: Callable[[int], DepthModel], size: int | None, input_shape: Sequence[int], num_classes: int,
+                  *, width: int, depth: int, stages: int, multiples: Sequence[int]) -> DepthModel:
+    """`build(size)`; with size None, at the size whose parameter count is closest to the ResNet of this size
+    class (`residual_model`), so every family is compared at the same parameter budget."""
+    if size is None:
+        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
+        size = matched_size(build, target, multiples=multiples)
+    return build(size)

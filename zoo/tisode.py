@@ -17,7 +17,7 @@ from torch import nn
 from zoo.integrate import ODEBlock, Solver
 from zoo.layers import ConvRate, MLPRate
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, build_model, check_common, count_params, is_image, matched_size, residual_model
+from zoo.template import DepthModel, build_matched, build_model, check_common, is_image
 
 _BIBTEX = """@inproceedings{yan2020robustness,
   title = {On Robustness of Neural Ordinary Differential Equations},
@@ -94,10 +94,8 @@ def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
                             block_for=block_for)
         return TisODEModel(model.stem, list(model.blocks), list(model.transitions), model.head)
 
-    if channels is None:
-        target = count_params(residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages))
-        channels = matched_size(build, target, multiples=(8, 2, 1) if image else (1,))  # small widths need odd sizes
-    return build(channels)
+    return build_matched(build, channels, input_shape, num_classes, width=width, depth=depth, stages=stages,
+                         multiples=(8, 2, 1) if image else (1,))  # small widths need odd sizes
 
 
 @register_model("tisode", TISODE_CARD)
