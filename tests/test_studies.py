@@ -1,0 +1,97 @@
+"""The studies of issue #15 (benchmarks/studies/): the hooks they add to the engine, their measurements on
+tiny settings, and `depthbench study` end to end (writing a study file and its table)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+import zoo
+from benchmarks.cli import main
+from benchmarks.data.tasks import get_task
+from benchmarks.protocols import Recipe
+from benchmarks.store.studies import read_study
+from benchmarks.studies import refinement
+from benchmarks.training.train import train
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    task = get_task("digits")
+    return task, task.load(limit=200)
+
+
+def _coarse(task) -> zoo.DepthModel:
+    torch.manual_seed(0)
+    return zoo.create_model("continuousnet", input_shape=task.input_shape, num_classes=10, width=8, depth=4,
+                            n_basis=2, n_steps=1)
+
+
+def test_refine_at_epochs_refines_exactly_at_the_switch(digits) -> None:
+    # lr 0: the weights only change by the refinement itself, so after training the model must be the coarse
+    # model's ODE on twice... four times the steps, i.e. exactly the same theta(t) on the refined grid.
+    task, data = digits
+    model = _coarse(task)
+    before = copy.deepcopy(model)
+    recipe = Recipe(epochs=3, batch_size=32, lr=0.0, schedule="constant")
+    result = train(model, data, task, recipe, device=CPU, seed=0, refine_at_epochs=(2, 3))
+    assert model.solvers[0].n_steps == 4 and model.blocks[0].func.basis.n_elements == 4
+    assert result.best_epoch == 3  # the kept checkpoint is of the final depth
+    x = data.test.inputs()[:16]
+    with torch.no_grad():
+        expected = before.manifest("rk4", 4)(x)
+        got = model(x)
+        assert not torch.allclose(before(x), got, atol=1e-4)  # the grid did change (1 -> 4 steps) ...
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)  # ... the function of depth did not
+
+
+def test_refine_at_epochs_keeps_training_and_the_schedule(digits) -> None:
+    task, data = digits
+    model = _coarse(task)
+    recipe = Recipe(epochs=4, batch_size=32, lr=1e-2)  # one-cycle: the schedule must continue across the switch
+    result = train(model, data, task, recipe, device=CPU, seed=0, refine_at_epochs=(3,))
+    losses = [entry["loss"] for entry in result.history]
+    assert losses[-1] < losses[0]
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in _coarse(task).parameters())
+
+
+def test_refine_at_epochs_outside_the_recipe_is_refused(digits) -> None:
+    task, data = digits
+    with pytest.raises(ValueError, match="refine_at_epochs must lie in 2..2"):
+        train(_coarse(task), data, task, Recipe(epochs=2, batch_size=32), device=CPU, seed=0, refine_at_epochs=(1,))
+
+
+def test_refinement_schedule_splits_epochs_into_equal_stages() -> None:
+    assert refinement.schedule(8) == [3, 5, 7]
+    assert refinement.schedule(4, 2) == [3]
+    with pytest.raises(ValueError, match="equal stages"):
+        refinement.schedule(6)
+
+
+def test_study_command_writes_the_refinement_file_and_table(tmp_path, monkeypatch) -> None:
+    # The recipe shortened to 4 epochs (one per stage) on 200 examples per split: the command, not the result.
+    monkeypatch.setattr(refinement, "study_recipe",
+                        lambda task: dataclasses.replace(Recipe(epochs=4, batch_size=32, lr=5e-3)))
+    code = main(["study", "refinement", "--seeds", "0", "1", "--limit", "200", "--results", str(tmp_path / "r"),
+                 "--out", str(tmp_path / "l")])
+    assert code == 0
+    study = read_study(tmp_path / "r" / "refinement" / "digits.json")
+    assert study["tier"] == "cpu-study" and study["seeds"] == [0, 1]
+    for key in ("refined_accuracy", "full_accuracy", "refined_train_seconds", "full_train_seconds"):
+        assert study["summary"][key]["n"] == 2
+        assert all(0 < v for v in study["summary"][key]["values"])
+    assert {row["final_steps"] for row in study["rows"]} == {8}
+    assert study["details"]["refine_at_epochs"] == [2, 3, 4]
+    table = (tmp_path / "l" / "refinement" / "digits.md").read_text()
+    assert "refined_accuracy" in table and "1 -> 2 -> 4 -> 8" in table
+    assert (tmp_path / "l" / "refinement" / "digits.csv").read_text().startswith("arm,")
+
+
+def test_study_command_refuses_an_unknown_task(capsys) -> None:
+    assert main(["study", "refinement", "--task", "pendulum"]) == 2
+    assert "the studies run on digits" in capsys.readouterr().err
