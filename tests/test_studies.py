@@ -14,7 +14,7 @@ from benchmarks.cli import main
 from benchmarks.data.tasks import get_task
 from benchmarks.protocols import Recipe
 from benchmarks.store.studies import read_study
-from benchmarks.studies import refinement
+from benchmarks.studies import compression, refinement
 from benchmarks.training.train import train
 
 CPU = torch.device("cpu")
@@ -95,3 +95,33 @@ def test_study_command_writes_the_refinement_file_and_table(tmp_path, monkeypatc
 def test_study_command_refuses_an_unknown_task(capsys) -> None:
     assert main(["study", "refinement", "--task", "pendulum"]) == 2
     assert "the studies run on digits" in capsys.readouterr().err
+
+
+def _entry(scheme: str, steps: int, acc: float, nfe: int, trained: bool = False, **extra) -> dict:
+    return {"scheme": scheme, "n_steps": steps, "accuracy": acc, "nfe": nfe, "trained": trained, **extra}
+
+
+def test_cheapest_is_the_fewest_nfe_within_half_a_point() -> None:
+    entries = [_entry("rk4", 8, 0.90, 32, trained=True), _entry("rk4", 2, 0.896, 8), _entry("euler", 2, 0.894, 2),
+               _entry("midpoint", 1, 0.95, 2, failed="non-finite outputs"), _entry("rk4", 16, 0.91, 64)]
+    trained, best = compression.cheapest(entries)
+    assert trained["n_steps"] == 8 and (best["scheme"], best["n_steps"]) == ("rk4", 2)  # 0.894 is 0.6 pt below
+    tie = [_entry("euler", 8, 0.9, 8, trained=True), _entry("rk4", 2, 0.9, 8)]
+    assert compression.cheapest(tie)[1]["trained"]  # a tie claims no compression
+
+
+def test_study_command_writes_the_compression_file_with_the_papers_column(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(compression, "study_recipe", lambda task: Recipe(epochs=2, batch_size=32, lr=5e-3))
+    monkeypatch.setattr(compression, "MODELS", {"continuousnet": {}, "resnet": {}})
+    monkeypatch.setattr(compression, "LATENCY_REPEATS", 3)
+    code = main(["study", "compression", "--seeds", "0", "--limit", "200", "--results", str(tmp_path / "r"),
+                 "--out", str(tmp_path / "l")])
+    assert code == 0
+    study = read_study(tmp_path / "r" / "compression" / "digits.json")
+    assert set(study["summary"]) == {"trained_accuracy", "compressed_accuracy", "latency_speedup", "nfe_ratio"}
+    assert study["summary"]["nfe_ratio"]["mean"] >= 1
+    assert study["summary"]["compressed_accuracy"]["mean"] >= study["summary"]["trained_accuracy"]["mean"] - 0.005
+    assert [row["model"] for row in study["rows"]] == ["continuousnet", "resnet"]
+    assert all(row["cheapest_latency_ms"] > 0 for row in study["rows"])
+    table = (tmp_path / "l" / "compression" / "digits.md").read_text()
+    assert "Queiruga et al. 2020 (CIFAR-10, their numbers)" in table and "0.9228 (RK4-3/8, 6-6-6 steps)" in table
