@@ -104,7 +104,7 @@ def test_specs_module_loads_no_pandas() -> None:
 
 ZOO = PACKAGE.parent / "zoo"
 ENGINE = {"zoo", "zoo.tableaus", "zoo.integrate", "zoo.basis", "zoo.layers", "zoo.template", "zoo.contract",
-          "zoo.cards", "zoo.registry"}
+          "zoo.cards", "zoo.registry", "zoo.penalty"}
 
 
 def zoo_imports(path: Path) -> set[str]:

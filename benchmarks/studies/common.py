@@ -12,7 +12,7 @@ import torch
 import zoo
 from benchmarks.data.tasks import Task, TaskData, get_task
 from benchmarks.protocols import SMOKE, Recipe, recipe_for
-from benchmarks.store.provenance import run_provenance
+from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.studies import write_study
 from benchmarks.training.train import TrainResult, seed_everything, train
 
@@ -57,9 +57,15 @@ def build_and_train(name: str, task: Task, data: TaskData, recipe: Recipe, seed:
     return model, result
 
 
+def provenance(device: torch.device) -> dict[str, Any]:
+    """The run's provenance taken when it starts: the git state of the code that runs (the checkout may change
+    while a study trains); `save` adds the finishing time."""
+    return run_provenance(device, now())
+
+
 def save(results: Path, *, study: str, task: str, seeds: Sequence[int], per_seed: Mapping[str, Sequence[float]],
-         rows: Sequence[Mapping[str, Any]], device: torch.device, started: str, details: Mapping[str, Any],
+         rows: Sequence[Mapping[str, Any]], provenance: Mapping[str, Any], details: Mapping[str, Any],
          figure: str | None = None) -> Path:
     """The study file, with the recipe and the run's provenance."""
     return write_study(results, study=study, task=task, tier=TIER, seeds=seeds, per_seed=per_seed, rows=rows,
-                       provenance=run_provenance(device, started), figure=figure, details=details)
+                       provenance={**provenance, "finished": now()}, figure=figure, details=details)

@@ -21,15 +21,16 @@ import torch
 
 from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.protocols import SMOKE
-from benchmarks.store.provenance import now
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, save, study_recipe
+from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
 
 STUDY = "compression"
 DEPTH = 8
 # Fixed-step models: these multiples of the trained steps (8 -> 1, 2, 3, 4, 5, 6, 8, 16 steps); fractions such as
 # 3/8 and 6/8 reach step counts like the paper's 32 -> 6.
 FACTORS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0, 2.0)
-MODELS = {"continuousnet": {}, "continuousnet-euler": {}, "resnet": {}}
+# n_basis = DEPTH + 1 hat functions: DEPTH elements, so the RK4 model takes DEPTH steps (Euler: 2 x DEPTH), like the
+# ResNet's DEPTH blocks, and the fractional factors give whole step counts.
+MODELS = {"continuousnet": {"n_basis": DEPTH + 1}, "continuousnet-euler": {"n_basis": DEPTH + 1}, "resnet": {}}
 HEADLINE = "continuousnet"  # the RK4-trained model the summary quantities are of
 TOLERANCE = 0.005  # 0.5 pt of accuracy
 LATENCY_REPEATS = 30
@@ -53,9 +54,10 @@ def cheapest(entries: Sequence[dict[str, Any]], tolerance: float = TOLERANCE) ->
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, models: dict[str, dict[str, Any]] | None = None) -> Path:
     """Train every model for every seed, find its cheapest manifestation; write `results/compression/<task>.json`."""
-    started, clock = now(), time.perf_counter()
+    clock = time.perf_counter()
     seeds = check_seeds(seeds)
     device = device or torch.device("cpu")
+    started = provenance(device)
     models = MODELS if models is None else models
     if HEADLINE not in models:
         raise ValueError(f"the compression study summarises {HEADLINE}; include it in the models")
@@ -87,7 +89,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                     per_seed[key].append(value)
     details = {"columns": ["model", "seed", "trained", "trained_accuracy", "trained_nfe", "trained_latency_ms",
                            "cheapest", "cheapest_accuracy", "cheapest_nfe", "cheapest_latency_ms", "nfe_ratio",
-                           "latency_speedup"],
+                           "latency_speedup", "cheapest_scheme", "cheapest_steps"],
                "headline_model": HEADLINE, "models": list(models), "width": WIDTH, "depth": DEPTH,
                "recipe": dataclasses.asdict(recipe), "factors": list(FACTORS), "schemes": list(schemes),
                "tolerance": TOLERANCE, "latency": f"batch-1 median of {LATENCY_REPEATS} (1 warm-up), one thread",
@@ -96,5 +98,5 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                        f"within {TOLERANCE * 100:g} pt of the trained accuracy on the whole test set, over "
                        f"{', '.join(schemes)} at {', '.join(f'{f:g}' for f in FACTORS)} x the trained steps; latency "
                        "is batch-1, median after a warm-up; the paper's column is CIFAR-10, not measured here"}
-    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, device=device,
-                started=started, details=details)
+    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
+                details=details)

@@ -7,9 +7,11 @@ through `odeint` (direct backprop: every stage's activations are kept, O(steps))
 ODE solved backwards, O(1) in steps). The peak is measured
 
 - on CUDA, in-process from the allocator: `torch.cuda.max_memory_allocated` minus what was allocated before;
-- on CPU, in a fresh child process per point (`python -m benchmarks.studies.memory --probe ...`): its peak resident
-  set (`ru_maxrss`) after the pass minus the peak before it (model, input and a one-step warm-up that loads the
-  kernels). A child's own peak cannot be lowered, so every point needs its own process.
+- on CPU, in a fresh child process per point (`python -m benchmarks.studies.memory --probe ...`, so no allocator
+  pool of an earlier point is reused): after the model, the input and a one-step warm-up (kernels, pools), the
+  child resets its peak resident set to the current one (Linux `/proc/self/clear_refs`), runs the pass and reports
+  the peak (`VmHWM`) minus the resident set before it. (`ru_maxrss` alone is not enough: after `exec` Linux keeps
+  the forking parent's peak in it, so a child of a large process reports nothing.)
 
 The slope of peak bytes against steps (least squares over the sweep) is the memory cost of one more step.
 Parameters: the registry's `resnet` (DEPTH blocks) and `neural-ode` with the ResNet's width (one block's weights for
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import resource
@@ -35,8 +38,7 @@ import torchdiffeq
 from torch import nn
 
 from benchmarks.evaluation.metrics import accuracy
-from benchmarks.store.provenance import now
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, save, study_recipe
+from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
 from zoo.layers import ConvRate
 
 STUDY = "memory"
@@ -85,9 +87,34 @@ def probe_here(mode: str, n_steps: int, shape: Sequence[int], seed: int, device:
         _pass(func, x, mode, n_steps)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    gc.collect()
+    if _reset_peak():
+        before = _status_bytes("VmRSS")  # the peak now equals the current resident set
+        _pass(func, x, mode, n_steps)
+        return _status_bytes("VmHWM") - before
+    # No /proc (not Linux): the process's peak so far. After exec Linux keeps the forking parent's peak in ru_maxrss,
+    # which is why the /proc path comes first; elsewhere the warm-up above is what sets the baseline.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _pass(func, x, mode, n_steps)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux reports KiB
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * scale
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak resident set to its current one (Linux >= 4.0: /proc/self/clear_refs, value 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _status_bytes("VmHWM")
+    except (OSError, KeyError):
+        return False
+    return True
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    raise KeyError(field)
 
 
 def peak_bytes(mode: str, n_steps: int, shape: Sequence[int], seed: int, device: torch.device) -> int:
@@ -117,9 +144,10 @@ def sweep(seed: int, device: torch.device, steps: Sequence[int] = STEPS, shape: 
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, steps: Sequence[int] = STEPS, shape: Sequence[int] = SHAPE) -> Path:
     """The step sweep for every seed and mode, and the ODE-Net vs ResNet comparison on `task_name`."""
-    started, clock = now(), time.perf_counter()
+    clock = time.perf_counter()
     seeds = check_seeds(seeds)
     device = device or torch.device("cpu")
+    started = provenance(device)
     task, data = load(task_name, limit)
     recipe = study_recipe(task_name)
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
@@ -149,8 +177,8 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                "note": f"Peak training memory above baseline vs steps ({measure}); slopes are bytes per extra step "
                        f"(least squares over {', '.join(map(str, steps))} steps). ODE-Net: neural-ode (dopri5, "
                        f"adaptive) with the ResNet's width {WIDTH}; ResNet: {DEPTH} blocks; both the study recipe"}
-    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, device=device,
-                started=started, details=details)
+    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
+                details=details)
 
 
 def _main(argv: Sequence[str] | None = None) -> None:

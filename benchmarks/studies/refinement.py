@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.evaluation.metrics import accuracy
-from benchmarks.store.provenance import now
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, save, study_recipe
+from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
 
 STUDY = "refinement"
 DEPTH = 8  # the stage's depth interval [0, 8], and the final number of elements and RK4 steps
@@ -37,9 +36,10 @@ def schedule(epochs: int, stages: int = STAGES) -> list[int]:
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, epochs: int | None = None) -> Path:
     """Train both arms for every seed; write `results/refinement/<task>.json`."""
-    started, clock = now(), time.perf_counter()
+    clock = time.perf_counter()
     seeds = check_seeds(seeds)
     device = device or torch.device("cpu")
+    started = provenance(device)
     task, data = load(task_name, limit)
     recipe = study_recipe(task_name)
     if epochs is not None:
@@ -73,8 +73,8 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
         "note": "train_seconds: train()'s wall clock over all epochs (refinements and validation included); "
                 "the refined arm keeps the best validation epoch after its last refinement; after a refinement "
                 "the optimizer is new and the learning-rate schedule continues"}
-    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, device=device,
-                started=started, details=details)
+    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
+                details=details)
 
 
 def _steps(first: int, refine_at: Sequence[int]) -> str:
