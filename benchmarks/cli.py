@@ -360,11 +360,12 @@ def _convergence(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     import importlib
 
-    from benchmarks.reporting.studies import render
+    from benchmarks.reporting.studies import FIGURES, render
 
     torch.set_num_threads(1)  # small models; one thread keeps timings comparable on a shared CPU
     module = importlib.import_module(f"benchmarks.studies.{args.name}")
-    path = module.run(args.task, args.seeds, args.results, limit=args.limit)
+    figure = f"{(args.out / args.name / args.task).as_posix()}.png" if args.name in FIGURES else None
+    path = module.run(args.task, args.seeds, args.results, limit=args.limit, figure=figure)
     written = render(path, args.out / args.name)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out / args.name}", file=sys.stderr)
     return 0

@@ -218,3 +218,19 @@ def test_study_command_writes_the_stiffness_file(tmp_path, monkeypatch) -> None:
         "accuracy", "robust_accuracy", "stiffness", "transfer_error")}
     assert study["summary"]["plain_robust_accuracy"]["mean"] <= study["summary"]["plain_accuracy"]["mean"] + 0.1
     assert [row["arm"] for row in study["rows"]] == ["plain", "penalised"]
+
+
+def test_study_command_writes_the_memory_file_and_figure(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(memory, "study_recipe", lambda task: Recipe(epochs=1, batch_size=32, lr=5e-3))
+    monkeypatch.setattr(memory, "STEPS", (2, 6))
+    monkeypatch.setattr(memory, "SHAPE", (16, 8, 16, 16))
+    code = main(["study", "memory", "--seeds", "0", "--limit", "100", "--results", str(tmp_path / "r"),
+                 "--out", str(tmp_path / "l")])
+    assert code == 0
+    study = read_study(tmp_path / "r" / "memory" / "digits.json")
+    summary = study["summary"]
+    assert summary["direct_peak_bytes_slope"]["mean"] > summary["adjoint_peak_bytes_slope"]["mean"]
+    assert summary["odenet_params"]["mean"] < summary["resnet_params"]["mean"]  # one block's weights vs six
+    assert study["figure"] == f"{(tmp_path / 'l' / 'memory' / 'digits').as_posix()}.png"
+    assert (tmp_path / "l" / "memory" / "digits.png").stat().st_size > 0
+    assert len([r for r in study["rows"] if r["kind"] == "sweep"]) == 4

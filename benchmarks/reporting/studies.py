@@ -96,7 +96,9 @@ def memory_figure(study: dict[str, Any]) -> Figure | None:
             ax.plot(steps, means, marker=marker, label=f"{mode} backprop")
         ax.set_xlabel("RK4 steps (depth)")
         ax.set_ylabel("peak training memory above baseline (MiB)")
-        ax.set_title(f"{study['details'].get('measure', 'peak memory')} (mean over seeds)")
+        ax.set_title(f"Peak training memory, {study['task']} study (mean over {len(study['seeds'])} seeds)")
+        ax.text(0.02, 0.6, study["details"].get("measure", ""), transform=ax.transAxes, fontsize=6, color="grey",
+                wrap=True)
         ax.legend()
         fig.tight_layout()
     return fig

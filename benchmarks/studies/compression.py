@@ -52,7 +52,7 @@ def cheapest(entries: Sequence[dict[str, Any]], tolerance: float = TOLERANCE) ->
 
 
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
-        limit: int | None = None, models: dict[str, dict[str, Any]] | None = None) -> Path:
+        limit: int | None = None, figure: str | None = None, models: dict[str, dict[str, Any]] | None = None) -> Path:
     """Train every model for every seed, find its cheapest manifestation; write `results/compression/<task>.json`."""
     clock = time.perf_counter()
     seeds = check_seeds(seeds)
@@ -99,4 +99,4 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                        f"{', '.join(schemes)} at {', '.join(f'{f:g}' for f in FACTORS)} x the trained steps; latency "
                        "is batch-1, median after a warm-up; the paper's column is CIFAR-10, not measured here"}
     return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
-                details=details)
+                details=details, figure=figure)

@@ -142,8 +142,10 @@ def sweep(seed: int, device: torch.device, steps: Sequence[int] = STEPS, shape: 
 
 
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
-        limit: int | None = None, steps: Sequence[int] = STEPS, shape: Sequence[int] = SHAPE) -> Path:
+        limit: int | None = None, figure: str | None = None, steps: Sequence[int] | None = None,
+        shape: Sequence[int] | None = None) -> Path:
     """The step sweep for every seed and mode, and the ODE-Net vs ResNet comparison on `task_name`."""
+    steps, shape = STEPS if steps is None else steps, SHAPE if shape is None else shape
     clock = time.perf_counter()
     seeds = check_seeds(seeds)
     device = device or torch.device("cpu")
@@ -178,7 +180,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                        f"(least squares over {', '.join(map(str, steps))} steps). ODE-Net: neural-ode (dopri5, "
                        f"adaptive) with the ResNet's width {WIDTH}; ResNet: {DEPTH} blocks; both the study recipe"}
     return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
-                details=details)
+                details=details, figure=figure)
 
 
 def _main(argv: Sequence[str] | None = None) -> None:

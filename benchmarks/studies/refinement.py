@@ -34,7 +34,7 @@ def schedule(epochs: int, stages: int = STAGES) -> list[int]:
 
 
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
-        limit: int | None = None, epochs: int | None = None) -> Path:
+        limit: int | None = None, figure: str | None = None, epochs: int | None = None) -> Path:
     """Train both arms for every seed; write `results/refinement/<task>.json`."""
     clock = time.perf_counter()
     seeds = check_seeds(seeds)
@@ -74,7 +74,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                 "the refined arm keeps the best validation epoch after its last refinement; after a refinement "
                 "the optimizer is new and the learning-rate schedule continues"}
     return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
-                details=details)
+                details=details, figure=figure)
 
 
 def _steps(first: int, refine_at: Sequence[int]) -> str:

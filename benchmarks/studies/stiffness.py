@@ -49,7 +49,7 @@ def transfer_error(entries: Sequence[dict]) -> float:
 
 
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
-        limit: int | None = None, weight: float = WEIGHT) -> Path:
+        limit: int | None = None, figure: str | None = None, weight: float = WEIGHT) -> Path:
     """Train both arms for every seed and measure them; write `results/stiffness/<task>.json`."""
     clock = time.perf_counter()
     seeds = check_seeds(seeds)
@@ -100,4 +100,4 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                        "steps); stiffness = T x sigma_max of the rate Jacobian along the test trajectories (mean over "
                        f"{DIAGNOSTIC_SUBSET} examples of the max over depth)"}
     return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
-                details=details)
+                details=details, figure=figure)
