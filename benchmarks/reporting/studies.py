@@ -97,8 +97,9 @@ def memory_figure(study: dict[str, Any]) -> Figure | None:
         ax.set_xlabel("RK4 steps (depth)")
         ax.set_ylabel("peak training memory above baseline (MiB)")
         ax.set_title(f"Peak training memory, {study['task']} study (mean over {len(study['seeds'])} seeds)")
-        ax.text(0.02, 0.6, study["details"].get("measure", ""), transform=ax.transAxes, fontsize=6, color="grey",
-                wrap=True)
+        # bottom right: above the flat adjoint line, below the rising direct one
+        ax.text(0.98, 0.12, study["details"].get("measure", ""), transform=ax.transAxes, fontsize=6, color="grey",
+                ha="right")
         ax.legend()
         fig.tight_layout()
     return fig
