@@ -34,6 +34,7 @@ from benchmarks.reporting.reproduce import compare_stores, format_rows, toleranc
 from benchmarks.store.records import Record, RecordError, iter_records, load_record
 
 LOCAL_LEADERBOARDS = Path("local/leaderboards")
+STUDIES = ("refinement", "compression", "memory", "stiffness")
 EXIT_FAILED, EXIT_USAGE, EXIT_POSTPONED = 1, 2, 3
 
 
@@ -149,6 +150,15 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
     conv.add_argument("--results", type=Path, default=Path("results/convergence"))
     conv.add_argument("--out", type=Path, default=Path("leaderboards/convergence"))
+
+    study = commands.add_parser("study", help="a study of issue #15 on CPU, minutes: results/<study>/<task>.json and "
+                                "leaderboards/<study>/<task>.md/.csv (and .png)")
+    study.add_argument("name", choices=STUDIES, help="which study")
+    study.add_argument("--task", default="digits", help="task to run it on (default: digits)")
+    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    study.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
+    study.add_argument("--results", type=Path, default=Path("results"), help="study files go to RESULTS/<study>/")
+    study.add_argument("--out", type=Path, default=Path("leaderboards"), help="tables go to OUT/<study>/")
 
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
@@ -347,6 +357,20 @@ def _convergence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    import importlib
+
+    from benchmarks.reporting.studies import FIGURES, render
+
+    torch.set_num_threads(1)  # small models; one thread keeps timings comparable on a shared CPU
+    module = importlib.import_module(f"benchmarks.studies.{args.name}")
+    figure = f"{(args.out / args.name / args.task).as_posix()}.png" if args.name in FIGURES else None
+    path = module.run(args.task, args.seeds, args.results, limit=args.limit, figure=figure)
+    written = render(path, args.out / args.name)
+    print(f"depthbench: wrote {path} and {len(written)} files under {args.out / args.name}", file=sys.stderr)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from benchmarks.evaluation.check import check_model
 
@@ -416,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _leaderboard(args)
             if args.command == "convergence":
                 return _convergence(args)
+            if args.command == "study":
+                return _study(args)
             return _list()
         except (ValueError, KeyError, DataMissingError, DataCorruptError, OSError, RuntimeError) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -20,6 +20,7 @@ LAYERS = [
     ("benchmarks.training",),
     ("benchmarks.evaluation",),
     ("benchmarks.execution",),
+    ("benchmarks.studies",),
     ("benchmarks.reporting",),
     ("benchmarks.cli", "benchmarks.suites"),
 ]
@@ -85,7 +86,8 @@ def test_an_upward_import_is_caught() -> None:
 
 @pytest.mark.parametrize("module", ["benchmarks.specs", "benchmarks.reporting.leaderboard", "benchmarks.reporting.page",
                                     "benchmarks.reporting.plots", "benchmarks.reporting.claims",
-                                    "benchmarks.reporting.reproduce", "benchmarks.reporting.convergence"])
+                                    "benchmarks.reporting.reproduce", "benchmarks.reporting.convergence",
+                                    "benchmarks.reporting.studies"])
 def test_report_layer_loads_no_torch(module: str) -> None:
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
@@ -102,7 +104,7 @@ def test_specs_module_loads_no_pandas() -> None:
 
 ZOO = PACKAGE.parent / "zoo"
 ENGINE = {"zoo", "zoo.tableaus", "zoo.integrate", "zoo.basis", "zoo.layers", "zoo.template", "zoo.contract",
-          "zoo.cards", "zoo.registry"}
+          "zoo.cards", "zoo.registry", "zoo.penalty"}
 
 
 def zoo_imports(path: Path) -> set[str]:

@@ -6,22 +6,17 @@ the largest singular value of the rate function's Jacobian at each layer's input
 spectral radius the stiffness ratio is built on. sigma_max comes from a few power iterations on J^T J (forward-
 and reverse-mode products, no Jacobian is formed) with the singular vectors held fixed; the last step,
 |J^T u| for the left singular vector u, is taken with a graph, so the penalty is differentiable in the layer's
-parameters (the state itself is detached: each layer is penalised for its own Jacobian).
+parameters (the state itself is detached: each layer is penalised for its own Jacobian). The penalty is the
+engine's (`zoo/penalty.py`), which any fixed-step model can train with.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-
-import torch
-from torch import nn
-
-from zoo.basis import DepthVarying, make_basis
-from zoo.integrate import ODEBlock, Solver, integrate_fixed
-from zoo.layers import rate_factory
+from zoo.penalty import StiffnessModel, StiffnessPenalisedBlock, check_penalty, penalise_stiffness, sigma_max
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, build_model, check_common, is_image
+from zoo.template import DepthModel, check_common, residual_model
+
+__all__ = ["STIFFNESS_CARD", "StiffnessModel", "StiffnessPenalisedBlock", "resnet_stiffness", "sigma_max"]
 
 _BIBTEX = """@misc{hudson2023measuring,
   title = {Measuring Stiffness in Residual Neural Networks},
@@ -44,87 +39,12 @@ STIFFNESS_CARD = ModelCard(
 )
 
 
-def _norms(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).norm(dim=1)
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / _norms(x).clamp_min(torch.finfo(x.dtype).tiny).view((-1,) + (1,) * (x.dim() - 1))
-
-
-def sigma_max(rate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, iterations: int = 3,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample largest singular value of d rate(x) / dx, differentiable in rate's parameters (x is detached)."""
-    x = x.detach()
-    v = _unit(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch's first forward-mode call scripts its decompositions (a deprecated API): not ours to fix
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-        _, pull_back = torch.func.vjp(rate, x)
-        for _ in range(iterations):
-            _, jv = torch.func.jvp(rate, (x,), (v,))
-            v = _unit(pull_back(jv)[0])
-        _, jv = torch.func.jvp(rate, (x,), (v,))
-        u = _unit(jv)
-    with torch.enable_grad():
-        inputs = x.clone().requires_grad_(True)
-        (jtu,) = torch.autograd.grad(rate(inputs), inputs, grad_outputs=u, create_graph=True)
-    return _norms(jtu)  # |J^T u| = sigma_max once u, v are the top singular pair
-
-
-class StiffnessPenalisedBlock(ODEBlock):
-    """A fixed-step block that, in training mode, also estimates sigma_max(df/dx) at every step's start."""
-
-    def __init__(self, func: nn.Module, solver: Solver, t1: float, *, weight: float, samples: int,
-                 iterations: int) -> None:
-        super().__init__(func, solver, t1)
-        self.weight, self.samples, self.iterations = weight, samples, iterations
-        self.penalty: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.weight > 0) or self.solver.adaptive:
-            self.penalty = None
-            return super().forward(x)
-        solver, states = self.solver, [x]
-        self.nfe = solver.fixed_cost
-        out = integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau, states)
-        h = (self.t1 - self.t0) / solver.n_steps
-        sigmas = []
-        for k, state in enumerate(states[:-1]):
-            start = self.t0 + k * h
-            step = (start, start + h)
-            sigmas.append(sigma_max(lambda z, t=start, s=step: self.func(t, z, s), state[:self.samples],
-                                    iterations=self.iterations).mean())
-        self.penalty = self.weight * torch.stack(sigmas).mean()
-        return out
-
-
-class StiffnessModel(DepthModel):
-    def regulariser(self) -> torch.Tensor:
-        """The stiffness penalty of the last training forward (0 after an eval forward)."""
-        terms = [block.penalty for block in self.blocks if getattr(block, "penalty", None) is not None]
-        return torch.stack(terms).sum() if terms else next(self.parameters()).new_zeros(())
-
-
 @register_model("resnet-stiffness", STIFFNESS_CARD)
 def resnet_stiffness(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
                      stages: int = 1, stiffness_weight: float = 0.01, samples: int = 8,
                      iterations: int = 3) -> DepthModel:
     """The ResNet (same parameters, same count) with the stiffness penalty as its regulariser."""
     check_common(input_shape, num_classes, width, depth, stages)
-    if not (isinstance(stiffness_weight, int | float) and stiffness_weight >= 0):
-        raise ValueError(f"stiffness_weight must be a number >= 0, got {stiffness_weight!r}")
-    for name, value in (("samples", samples), ("iterations", iterations)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    image = is_image(input_shape)
-
-    def block_for(state: int) -> ODEBlock:
-        basis = make_basis("piecewise_constant", depth, 0.0, float(depth))
-
-        return StiffnessPenalisedBlock(DepthVarying(rate_factory(state, width, image), basis), Solver("euler", depth),
-                                       float(depth), weight=float(stiffness_weight), samples=samples,
-                                       iterations=iterations)
-
-    model = build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
-    return StiffnessModel(model.stem, list(model.blocks), list(model.transitions), model.head)
+    check_penalty(stiffness_weight, samples, iterations)
+    model = residual_model(input_shape, num_classes, width=width, depth=depth, stages=stages)
+    return penalise_stiffness(model, float(stiffness_weight), samples=samples, iterations=iterations)

@@ -15,7 +15,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +141,24 @@ def _schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+
+def _refined(model: nn.Module, recipe: Recipe, scheduler: Scheduler, total_steps: int,
+             channels_last_layout: bool) -> tuple[nn.Module, torch.optim.Optimizer, Scheduler]:
+    """Refine `model` in place; a new optimizer over its new parameters, with the schedule's state carried over."""
+    model.refine()
+    if channels_last_layout:
+        channels_last(model)
+    optimizer = _optimizer(model, recipe)
+    state, rates = scheduler.state_dict(), scheduler.get_last_lr()
+    scheduler = _schedule(optimizer, recipe, total_steps)
+    scheduler.load_state_dict(state)
+    for group, rate in zip(optimizer.param_groups, rates):  # the rate the old schedule had reached
+        group["lr"] = rate
+    return training_forward(model, recipe), optimizer, scheduler
+
+
 def train(
     model: nn.Module,
     data: TaskData,
@@ -150,8 +168,19 @@ def train(
     device: torch.device,
     seed: int,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    refine_at_epochs: Collection[int] = (),
 ) -> TrainResult:
-    """Train `model` (already on `device`) with `recipe`; leaves it holding the best-validation weights."""
+    """Train `model` (already on `device`) with `recipe`; leaves it holding the best-validation weights.
+
+    `refine_at_epochs` (refinement training, Queiruga et al. 2020): before each of these epochs `model.refine()`
+    doubles its depth basis and steps, representing the same theta(t). The new parameters get a fresh optimizer
+    (their moments would not match the new coefficients); the learning-rate schedule continues where it was, so the
+    recipe's schedule spans all epochs as for a model trained at full depth. The checkpoint kept is the best of the
+    epochs after the last refinement (earlier ones have another parameter shape).
+    """
+    if any(not 2 <= e <= recipe.epochs for e in refine_at_epochs):
+        raise ValueError(f"refine_at_epochs must lie in 2..{recipe.epochs} (the recipe's epochs), got "
+                         f"{sorted(refine_at_epochs)}")
     image = len(task.input_shape) == 3
     cuda = device.type == "cuda"
     if image and cuda:
@@ -177,6 +206,10 @@ def train(
     history, epoch_times = [], []
     started = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
+        if epoch in refine_at_epochs:
+            forward, optimizer, scheduler = _refined(model, recipe, scheduler, recipe.epochs * steps_per_epoch,
+                                                   image and cuda)
+            best_metric, best_state, best_epoch = None, None, 0
         model.train()
         epoch_start = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
