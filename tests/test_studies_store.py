@@ -39,3 +39,12 @@ def test_damaged_file_names_the_field(tmp_path):
     path.write_text("{not json")
     with pytest.raises(StudyFileError, match="cannot read"):
         read_study(path)
+
+
+def test_recorded_command_names_no_checkout_directory():
+    from benchmarks.store.provenance import retyped_command
+
+    assert retyped_command(["/work/wt/x/benchmarks/cli.py", "study", "memory"]) == "depthbench study memory"
+    installed = "/home/u/.tox/py/bin/depthbench"
+    assert retyped_command([installed, "run", "--tier", "smoke"]) == "depthbench run --tier smoke"
+    assert retyped_command(["pytest", "-k", "a b"]) == "pytest -k 'a b'"

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -102,10 +103,20 @@ def device_description(device: torch.device) -> str:
     return f"CPU: {info['cpu']}, {info['torch_threads']} threads"
 
 
+def retyped_command(argv: list[str]) -> str:
+    """The command as a user retypes it: `depthbench ...` whether it ran as the installed script (argv[0] is that
+    script's absolute path) or as `python -m benchmarks.cli` (argv[0] is this checkout's cli.py); a record should
+    not name the directory of whoever produced it."""
+    program = Path(argv[0]) if argv else Path("depthbench")
+    if program.name == "depthbench" or program.parts[-2:] == ("benchmarks", "cli.py"):
+        return shlex.join(["depthbench", *argv[1:]])
+    return shlex.join(argv)
+
+
 def run_provenance(device: torch.device, started: str, command: list[str] | None = None) -> dict[str, Any]:
     return {
         **git_state(),
-        "command": " ".join(command if command is not None else sys.argv),
+        "command": retyped_command(list(command if command is not None else sys.argv)),
         "device": device_description(device),
         "host": platform.node(),
         "python": platform.python_version(),
