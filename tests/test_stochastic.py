@@ -18,6 +18,7 @@ from benchmarks.protocols import SMOKE, Evaluation, Recipe
 from benchmarks.reporting.leaderboard import aggregate, load_frame, render_markdown
 from benchmarks.store.records import save_record
 from benchmarks.training.train import TrainResult, train
+
 from leaderboard_records import _card, _record
 
 TIMING = {"latency_ms", "latency_iqr_ms", "throughput", "dt_speedup"}

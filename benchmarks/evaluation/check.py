@@ -4,10 +4,11 @@ For every distinct input shape of the tasks asked for, on random inputs: the mod
 floating tensor of the task's shape, finite in train and eval mode; eval forwards are deterministic; input
 gradients are non-zero; a sample's output does not depend on the rest of its batch (unless the model declares
 `batch_coupled = True`); a model declaring `stochastic = True` must instead give the same eval forward under the
-same seed of torch's global RNG (and its comparisons below run under one), its batch invariance is not judged; `manifest()` reproduces the model and shares its parameters when depth transfer is
-offered, and `tracks()` gives one track per stage when trajectories are; adaptive models report NFE;
-parameters and FLOPs can be counted; `state_dict` round-trips into a fresh build; once: the model card is valid
-and claims only capabilities the model has. `depthbench run` runs this first and refuses a model that fails.
+same seed of torch's global RNG (and its comparisons below run under one), its batch invariance is not judged;
+`manifest()` reproduces the model and shares its parameters when depth transfer is offered, and `tracks()` gives
+one track per stage when trajectories are; adaptive models report NFE; parameters and FLOPs can be counted;
+`state_dict` round-trips into a fresh build; once: the model card is valid and claims only capabilities the model
+has. `depthbench run` runs this first and refuses a model that fails.
 """
 
 from __future__ import annotations
