@@ -245,6 +245,16 @@ def test_stiffness_penalty_is_differentiable_and_training_on_it_lowers_sigma() -
     assert model.regulariser().item() == 0.0
 
 
+def test_stiffness_penalty_trains_under_bf16_autocast() -> None:
+    """The standard tier trains with bf16 autocast: the penalty's forward-mode products must still run."""
+    model = build("resnet-stiffness", **SIZES["smoke"]).train()
+    x = torch.rand(8, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(x).float(), torch.arange(8) % 10) + model.regulariser()
+    loss.backward()
+    assert torch.isfinite(model.regulariser()) and model.regulariser() > 0
+
+
 # --------------------------------------------------------------- noise-injected ResNet / neural SDE
 
 
