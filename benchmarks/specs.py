@@ -204,6 +204,12 @@ SPECS: tuple[MetricSpec, ...] = (
         'number of test examples attacked',
         shown='csv',
         group='robustness'),
+    MetricSpec('eot_draws',
+        'stochastic models only (flagged stochastic): every attack of the suite differentiates the mean logits of '
+        'this many draws of the random forward (expectation over transformation) and each adversarial input is '
+        'judged on one seeded draw',
+        shown='csv',
+        group='robustness'),
     MetricSpec('fgsm@<eps>',
         'accuracy under FGSM alone (torchattacks, L-inf eps in [0, 1] pixel space); clean errors count as'
         ' failures',

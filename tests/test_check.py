@@ -64,3 +64,31 @@ def test_check_cli_prints_the_report_and_sets_the_exit_code(capsys) -> None:
     assert "depthbench check inresnet: PASS" in out and "[pendulum (2,)] state_dict round trip" in out
     assert main(["check", "resnet-9000"]) == 2
     assert "unknown model 'resnet-9000'" in capsys.readouterr().err
+
+
+def test_randomness_in_eval_fails_unless_declared_stochastic_and_seed_reproducible(monkeypatch) -> None:
+    original = zoo.DepthModel.forward
+
+    def noisy(self, x):
+        out = original(self, x)
+        return out + torch.randn_like(out)  # from torch's global RNG: a seed fixes it
+
+    monkeypatch.setattr(zoo.DepthModel, "forward", noisy)
+    failed = {c.name: c.detail for c in check_model("resnet", ["pendulum"], TINY).failures}
+    assert "declares `stochastic = True`" in failed["deterministic eval forward"]
+    monkeypatch.setattr(zoo.DepthModel, "stochastic", True, raising=False)
+    report = check_model("resnet", ["pendulum"], TINY)
+    assert report.ok, report.text()
+    checks = {c.name: c.detail for c in report.checks}
+    assert "declared stochastic" in checks["deterministic eval forward"]
+    assert "not judged" in checks["batch invariance (or declared coupling)"]
+
+    private = torch.Generator().manual_seed(0)
+
+    def unseedable(self, x):
+        out = original(self, x)
+        return out + torch.randn(out.shape, generator=private)  # a private stream: no global seed repeats it
+
+    monkeypatch.setattr(zoo.DepthModel, "forward", unseedable)
+    failed = {c.name: c.detail for c in check_model("resnet", ["pendulum"], TINY).failures}
+    assert "must draw from torch's global RNG" in failed["deterministic eval forward"]

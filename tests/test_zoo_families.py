@@ -245,25 +245,39 @@ def test_stiffness_penalty_is_differentiable_and_training_on_it_lowers_sigma() -
     assert model.regulariser().item() == 0.0
 
 
+def test_stiffness_penalty_trains_under_bf16_autocast() -> None:
+    """The standard tier trains with bf16 autocast: the penalty's forward-mode products must still run."""
+    model = build("resnet-stiffness", **SIZES["smoke"]).train()
+    x = torch.rand(8, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(x).float(), torch.arange(8) % 10) + model.regulariser()
+    loss.backward()
+    assert torch.isfinite(model.regulariser()) and model.regulariser() > 0
+
+
 # --------------------------------------------------------------- noise-injected ResNet / neural SDE
 
 
-def test_sde_noise_only_in_training_or_from_a_seeded_generator() -> None:
+def test_sde_is_stochastic_in_eval_mode_reproducibly_under_a_seed_and_can_be_switched_off() -> None:
     model = build("resnet-sde", width=8, depth=3)
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         model.eval()
-        drift = model(x)
-        assert torch.equal(model(x), drift)
-        model.train()
-        assert not torch.equal(model(x), model(x))
-        model.eval()
-        model.set_noise(torch.Generator().manual_seed(3))
+        assert model.stochastic and "stochastic" in zoo.capabilities(model)
+        assert not torch.equal(model(x), model(x))  # a fresh draw per forward, as at test time in the papers
+        torch.manual_seed(5)
         first = model(x)
+        torch.manual_seed(5)
+        assert torch.equal(model(x), first)  # the global RNG's seed fixes the draw
         model.set_noise(torch.Generator().manual_seed(3))
-        assert torch.equal(model(x), first) and not torch.equal(first, drift)
-        model.set_noise(None)
-        assert torch.equal(model(x), drift)
+        own = model(x)
+        model.set_noise(torch.Generator().manual_seed(3))
+        assert torch.equal(model(x), own) and not model.stochastic  # a private generator: not the harness's to seed
+        model.set_noise(enabled=False)
+        drift = model(x)
+        assert torch.equal(model(x), drift) and not torch.equal(drift, first) and not model.stochastic
+        model.train()
+        assert not torch.equal(model(x), model(x))  # training always draws
 
 
 def test_sde_steps_are_euler_maruyama() -> None:

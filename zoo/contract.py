@@ -25,7 +25,15 @@ recorded as not applicable ("n/a" in tables), never as a failure. `capabilities(
   a kinetic-energy or Jacobian penalty computed during that forward);
 - ``"batch_coupling"``: ``batch_coupled = True`` declares that one sample's output may depend on the rest of
   its batch (adaptive steps chosen for the whole batch, batch statistics in eval mode); undeclared coupling
-  fails `depthbench check`.
+  fails `depthbench check`;
+- ``"stochastic"``: ``stochastic = True`` declares that the eval forward itself is random (noise injected at test
+  time, as in a neural SDE), drawing from torch's global RNG. The harness then seeds that RNG at the start of every
+  evaluation phase (the same record twice from the same weights), crafts every attack against the expectation over
+  `EOT_DRAWS` draws (benchmarks/evaluation/attacks.py; Athalye et al. 2018) while judging each adversarial input
+  on one seeded draw, does not measure batch coupling (noise drawn for a batch depends on its shape) and flags the
+  record ``stochastic``. `depthbench check` asks eval forwards to be reproducible under a fixed seed instead of
+  identical. A model that draws from a private generator is not reproducible this way: seed it per evaluation
+  yourself or draw from the global RNG.
 
 `zoo.DepthModel` (the zoo's template) has every capability but the regulariser.
 """
@@ -38,7 +46,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-CAPABILITIES: tuple[str, ...] = ("nfe", "depth_transfer", "trajectories", "regulariser", "batch_coupling")
+CAPABILITIES: tuple[str, ...] = ("nfe", "depth_transfer", "trajectories", "regulariser", "batch_coupling",
+                                 "stochastic")
 
 # Record metrics that exist only with a capability: without it they are "not applicable", not missing.
 CAPABILITY_METRICS: dict[str, tuple[str, ...]] = {
@@ -46,6 +55,8 @@ CAPABILITY_METRICS: dict[str, tuple[str, ...]] = {
     "depth_transfer": ("dt_delta_2x", "dt_delta_half", "dt_fewest_nfe", "dt_speedup", "dt_order"),
     "trajectories": ("line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"),
 }
+# Record metrics that a stochastic model cannot have: alone-vs-in-batch differences would be fresh noise, not coupling.
+STOCHASTIC_NOT_MEASURED: tuple[str, ...] = ("batch_coupling",)
 
 
 @runtime_checkable
@@ -101,6 +112,8 @@ def capabilities(model: object) -> frozenset[str]:
         found.add("regulariser")
     if getattr(model, "batch_coupled", False) is True:
         found.add("batch_coupling")
+    if getattr(model, "stochastic", False) is True:
+        found.add("stochastic")
     return frozenset(found)
 
 
@@ -117,9 +130,10 @@ def is_adaptive(model: object) -> bool:
 
 
 def not_applicable(model: object) -> list[str]:
-    """Metric names the harness cannot measure on `model` for lack of a capability."""
+    """Metric names the harness cannot measure on `model`: for lack of a capability, or as it is stochastic."""
     have = capabilities(model)
-    return sorted(m for cap, metrics in CAPABILITY_METRICS.items() if cap not in have for m in metrics)
+    missing = {m for cap, metrics in CAPABILITY_METRICS.items() if cap not in have for m in metrics}
+    return sorted(missing | (set(STOCHASTIC_NOT_MEASURED) if "stochastic" in have else set()))
 
 
 class ModelOutputError(ValueError):

@@ -1,9 +1,10 @@
 """Noise-injected ResNet / neural SDE (Liu et al. 2019; Wang et al. 2019): x_{k+1} = x_k + h f_k(x_k) + sigma
 sqrt(h) eps_k, the Euler-Maruyama step of dx = f(t, x) dt + sigma dW with additive noise.
 
-Noise is drawn only in training mode, or, in eval mode, from an explicit generator given with `set_noise`
-(seeded by the caller: a stochastic evaluation is then repeatable). Without one, eval mode is the drift alone: the
-deterministic ResNet the noise trained, which is what depth transfer re-discretises.
+Noise is drawn in training and in eval mode, as the papers do at test time: the model is stochastic
+(`stochastic = True`, the contract's "stochastic" capability, zoo/contract.py), so the harness seeds torch's global
+RNG per evaluation, attacks the expectation over draws and flags the record. `set_noise` switches eval-mode noise to
+a caller's generator, or off (the drift alone: the deterministic ResNet the noise trained).
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ NOISY_CARD = ModelCard(
     name="resnet-sde", family="neural-sde", title="Neural SDE: Stabilizing Neural ODE Networks with Stochastic Noise",
     authors="Xuanqing Liu, Tesi Xiao, Si Si, Qin Cao, Sanjiv Kumar, Cho-Jui Hsieh", year=2019, arxiv="1906.02355",
     bibkey="liu2019neural", bibtex=_BIBTEX, venue="arXiv preprint arXiv:1906.02355", licence="MIT",
-    capabilities=("nfe", "depth_transfer", "trajectories"),
+    capabilities=("nfe", "depth_transfer", "trajectories", "stochastic"),
     variant="the zoo's ResNet (GN pre-activation blocks, Euler h = 1) with additive Gaussian noise sigma sqrt(h) "
-    "eps, sigma = 0.1, at every step in training; the drift alone in eval mode unless a seeded generator is given",
+    "eps, sigma = 0.1, at every step, in training and in evaluation (one draw per forward)",
     differences="Additive noise on a ResNet's Euler-Maruyama steps (as in Wang et al. 2019, 'ResNets Ensemble via "
     "the Feynman-Kac Formalism', arXiv:1811.10745) rather than Liu et al.'s dropout/multiplicative diffusion in "
-    "an adaptive-solver Neural ODE; no test-time ensemble: eval is the deterministic drift by default (set_noise "
-    "draws from a seeded generator instead); the harness does not yet flag or average stochastic evaluations.",
+    "an adaptive-solver Neural ODE; no test-time ensemble: each evaluation is one noisy draw under a fixed seed "
+    "(records flagged stochastic), and attacks use expectation over transformation (the mean of several draws); "
+    "adaptive manifestations (depth transfer) integrate the drift alone, fixed-step ones add the noise per "
+    "function evaluation (not an SDE scheme beyond Euler).",
 )
 
 
@@ -46,11 +49,12 @@ class NoisyRate(nn.Module):
     def __init__(self, drift: nn.Module, sigma: float) -> None:
         super().__init__()
         self.drift, self.sigma = drift, sigma
-        self.generator: torch.Generator | None = None  # eval-mode noise source (None: no noise in eval)
+        self.eval_noise = True  # False: eval mode is the drift alone
+        self.generator: torch.Generator | None = None  # eval-mode noise source (None: torch's global RNG)
 
     def forward(self, t: float | torch.Tensor, x: torch.Tensor, interval: Interval = None) -> torch.Tensor:
         out = self.drift(t, x, interval)
-        noisy = self.sigma > 0 and (self.training or self.generator is not None)
+        noisy = self.sigma > 0 and (self.training or self.eval_noise)
         if not noisy or interval is None:  # adaptive solvers (manifestations) integrate the drift alone
             return out
         h = interval[1] - interval[0]
@@ -59,10 +63,15 @@ class NoisyRate(nn.Module):
 
 
 class NoisyModel(DepthModel):
-    def set_noise(self, generator: torch.Generator | None) -> None:
-        """Draw eval-mode noise from `generator` (seed it for a repeatable stochastic evaluation); None: drift only."""
+    @property
+    def stochastic(self) -> bool:
+        """Whether the eval forward draws noise from torch's global RNG (the contract's "stochastic" capability)."""
+        return any(b.func.sigma > 0 and b.func.eval_noise and b.func.generator is None for b in self.blocks)
+
+    def set_noise(self, generator: torch.Generator | None = None, *, enabled: bool = True) -> None:
+        """Eval-mode noise: from `generator` (None: torch's global RNG), or none at all with `enabled=False`."""
         for block in self.blocks:
-            block.func.generator = generator
+            block.func.generator, block.func.eval_noise = generator, enabled
 
 
 def resnet_sde_model(input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int,

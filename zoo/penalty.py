@@ -68,11 +68,13 @@ class StiffnessPenalisedBlock(ODEBlock):
         out = integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau, states)
         h = (self.t1 - self.t0) / solver.n_steps
         sigmas = []
-        for k, state in enumerate(states[:-1]):
-            start = self.t0 + k * h
-            step = (start, start + h)
-            sigmas.append(sigma_max(lambda z, t=start, s=step: self.func(t, z, s), state[:self.samples],
-                                    iterations=self.iterations).mean())
+        # In fp32 outside any autocast (bf16 training): torch.func's jvp/vjp do not mix with autocast's casts.
+        with torch.autocast(x.device.type, enabled=False):
+            for k, state in enumerate(states[:-1]):
+                start = self.t0 + k * h
+                step = (start, start + h)
+                sigmas.append(sigma_max(lambda z, t=start, s=step: self.func(t, z, s), state[:self.samples].float(),
+                                        iterations=self.iterations).mean())
         self.penalty = self.weight * torch.stack(sigmas).mean()
         return out
 

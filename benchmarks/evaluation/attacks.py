@@ -19,6 +19,12 @@ input gradients is recorded. Each attack's accuracy is kept too; `SanityCheck`s 
 numbers contradict what a correct attack must satisfy. torchattacks' own `AutoAttack` class builds APGD, APGD-T and
 FAB with their 10-step defaults; the original AutoAttack runs 100, so the components are built here with the
 protocol's `apgd_steps` (100 at the standard tier).
+
+A stochastic model (`stochastic = True`, zoo/contract.py: noise in its eval forward) is attacked with expectation
+over transformation (Athalye et al. 2018), as torchattacks' EOTPGD does for PGD but for every attack of the suite:
+each attack sees `ExpectationOverDraws`, the mean logits of `EOT_DRAWS` draws (so its gradients are the mean of the
+draws' gradients), and each adversarial input is judged on one draw of the model under the attack's fixed seed,
+the way the clean accuracy is measured. One draw's gradient is a noisy estimate that overstates robustness.
 """
 
 from __future__ import annotations
@@ -45,6 +51,36 @@ VANISHING_FRACTION = 0.10  # more examples than this with a zero / non-finite in
 TWIN_SCHEME = "rk4"  # adaptive models are also attacked through a fixed-step twin of this scheme at about their cost
 WHITE_BOX = ("fgsm", "pgd", "pgd_fewsteps", "apgd_dlr", "apgd_ce", "apgd_t", "fab_t")
 BLACK_BOX = ("transfer", "square")  # and every `transfer_<surrogate>` (see `_is_black_box`)
+EOT_DRAWS = 8  # draws averaged per attack step on a stochastic model (recorded as the metric `eot_draws`)
+
+
+class ExpectationOverDraws(nn.Module):
+    """Mean logits of `draws` forwards of a stochastic model: what attacks differentiate (EOT). Shares the model's
+    parameters; `nfe` is the total of the draws."""
+
+    def __init__(self, model: nn.Module, draws: int) -> None:
+        super().__init__()
+        if draws < 1:
+            raise ValueError(f"draws must be at least 1, got {draws}")
+        self.model, self.draws, self._nfe = model, draws, 0
+        self.train(model.training)  # torchattacks restores the mode it finds on the module it is given
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total, self._nfe = None, 0
+        for _ in range(self.draws):
+            out = self.model(x)
+            total = out if total is None else total + out
+            self._nfe += getattr(self.model, "nfe", 0)
+        return total / self.draws
+
+    @property
+    def nfe(self) -> int:
+        return self._nfe
+
+
+def attack_view(model: nn.Module, draws: int = EOT_DRAWS) -> nn.Module:
+    """What attacks differentiate: the model itself, or for a stochastic one the expectation over `draws` draws."""
+    return ExpectationOverDraws(model, draws) if getattr(model, "stochastic", False) is True else model
 
 
 def _is_black_box(name: str) -> bool:
@@ -281,9 +317,10 @@ def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded
 
 def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_grid: Sequence[float],
                      headline_eps: float | None, ev: Evaluation, batch_size: int, seed: int,
-                     surrogates: Mapping[str, nn.Module] | None = None) -> SuiteResult:
+                     surrogates: Mapping[str, nn.Module] | None = None, eot_draws: int = EOT_DRAWS) -> SuiteResult:
     """The whole suite on (x, y): metrics `robust@<eps>` (+ `_ci_low`/`_ci_high`), each attack's `<name>@<eps>`,
-    `attack_n`, `nfe_adversarial` (adaptive), `adjoint_grad_cosine` (adjoint models), and the sanity flags.
+    `attack_n`, `nfe_adversarial` (adaptive), `adjoint_grad_cosine` (adjoint models), `eot_draws` (stochastic
+    models, attacked through the mean of that many draws; 1 attacks one draw), and the sanity flags.
     `surrogates` (name -> model on the same inputs) add the transfer attacks `transfer_<name>@<eps>`."""
     if headline_eps is not None and not any(math.isclose(headline_eps, e) for e in eps_grid):
         raise ValueError(f"headline eps {headline_eps} is not in the eps grid {tuple(eps_grid)}")
@@ -294,10 +331,13 @@ def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_
     clean = outputs.argmax(dim=1) == y
     twin = _twin(model, x, batch_size)
     attacker = _Attacker(attacked, x, y, batch_size, seed)
+    view = attack_view(attacked, eot_draws)  # what gradients are taken of (EOT for a stochastic model)
     by_eps, metrics = {}, {"attack_n": float(n)}
+    if view is not attacked:
+        metrics["eot_draws"] = float(eot_draws)
     for eps in sorted(eps_grid):
         headline = headline_eps is not None and math.isclose(eps, headline_eps)
-        result, nfe = _attack_eps(attacker, attacked, twin, clean, eps, headline, ev, n_classes, surrogates or {})
+        result, nfe = _attack_eps(attacker, view, twin, clean, eps, headline, ev, n_classes, surrogates or {})
         by_eps[eps] = result
         key = eps_key(eps)
         robust = int(result.robust.sum())
@@ -309,14 +349,14 @@ def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_
     unbounded = None
     try:
         part = torch.arange(min(n, UNBOUNDED_SUBSET), device=x.device)
-        unbounded_pgd = _pgd(attacked, UNBOUNDED_EPS, max(1, ev.pgd_steps // 2), ev)  # eps = 1 needs few steps
+        unbounded_pgd = _pgd(view, UNBOUNDED_EPS, max(1, ev.pgd_steps // 2), ev)  # eps = 1 needs few steps
         ok, _ = attacker.run("unbounded", unbounded_pgd, part, UNBOUNDED_EPS, 7)
         unbounded = (ok & clean[part]).sum().item() / len(part)
         metrics["unbounded_pgd"] = unbounded
     except zoo.SolverDidNotConverge:
         pass  # far outside the data an adaptive solver may give up: no verdict either way
     m = min(n, GRADIENT_SUBSET)
-    vanishing = vanishing_gradient_fraction(attacked, x[:m], y[:m])
+    vanishing = vanishing_gradient_fraction(view, x[:m], y[:m])
     metrics["vanishing_grad_fraction"] = vanishing
     cosine = adjoint_gradient_cosine(model, x[:m], y[:m])
     if cosine is not None:

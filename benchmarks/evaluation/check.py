@@ -3,10 +3,12 @@
 For every distinct input shape of the tasks asked for, on random inputs: the model builds; its output is one
 floating tensor of the task's shape, finite in train and eval mode; eval forwards are deterministic; input
 gradients are non-zero; a sample's output does not depend on the rest of its batch (unless the model declares
-`batch_coupled = True`); `manifest()` reproduces the model and shares its parameters when depth transfer is
-offered, and `tracks()` gives one track per stage when trajectories are; adaptive models report NFE;
-parameters and FLOPs can be counted; `state_dict` round-trips into a fresh build; once: the model card is valid
-and claims only capabilities the model has. `depthbench run` runs this first and refuses a model that fails.
+`batch_coupled = True`); a model declaring `stochastic = True` must instead give the same eval forward under the
+same seed of torch's global RNG (and its comparisons below run under one), its batch invariance is not judged;
+`manifest()` reproduces the model and shares its parameters when depth transfer is offered, and `tracks()` gives
+one track per stage when trajectories are; adaptive models report NFE; parameters and FLOPs can be counted;
+`state_dict` round-trips into a fresh build; once: the model card is valid and claims only capabilities the model
+has. `depthbench run` runs this first and refuses a model that fails.
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ def _inputs(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     return torch.randn((BATCH, *shape), generator=generator)
 
 
+def _forward(model: nn.Module, x: torch.Tensor, stochastic: bool) -> torch.Tensor:
+    """`model(x)` without gradients; for a declared stochastic model under a fixed seed (comparisons then compare
+    the same draw). Deterministic models run unseeded, so randomness left on in eval mode is caught."""
+    with torch.no_grad():
+        if not stochastic:
+            return model(x)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return model(x)
+
+
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -125,14 +138,18 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
             and run("output shape, dtype, finite (eval mode)", output("eval"))):
         return have
     model.eval()
+    stochastic = "stochastic" in have
 
     def deterministic() -> str:
-        with torch.no_grad():
-            a, b = model(x), model(x)
+        a, b = _forward(model, x, stochastic), _forward(model, x, stochastic)
         if not torch.equal(a, b):
+            if stochastic:
+                raise AssertionError(f"two eval forwards under the same seed differ by {(a - b).abs().max().item():.3g}"
+                                     ": a stochastic model must draw from torch's global RNG (zoo/contract.py)")
             raise AssertionError(f"two eval forwards of the same input differ by {(a - b).abs().max().item():.3g} "
-                                 "(dropout or other randomness left on in eval mode?)")
-        return ""
+                                 "(dropout or other randomness left on in eval mode? a model random by design "
+                                 "declares `stochastic = True`)")
+        return "reproducible under a fixed seed (declared stochastic)" if stochastic else ""
 
     def gradients() -> str:
         inputs = x.clone().requires_grad_(True)
@@ -146,6 +163,8 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
         return ""
 
     def batch_invariance() -> str:
+        if stochastic:  # a batch's noise depends on its shape: differences would be fresh draws, not coupling
+            return "not judged: the model is stochastic (declared); records leave batch coupling unmeasured"
         other = _inputs(task.input_shape, seed=1)
         with torch.no_grad():
             alone = model(x[:1])
@@ -171,10 +190,9 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
             same = model.manifest(first.scheme, rtol=first.rtol, atol=first.atol) if first.adaptive else \
                 model.manifest(first.scheme, [s.n_steps for s in solvers])
             other = model.manifest("rk4", 2)
-            with torch.no_grad():
-                if not _close(same(x), model(x)):
-                    raise AssertionError("manifest() with the trained solver settings changes the output")
-                contract.validate_output(other(x), BATCH, out_shape, where="manifest('rk4', 2)")
+            if not _close(_forward(same, x, stochastic), _forward(model, x, stochastic)):
+                raise AssertionError("manifest() with the trained solver settings changes the output")
+            contract.validate_output(_forward(other, x, stochastic), BATCH, out_shape, where="manifest('rk4', 2)")
             ids = {id(p) for p in model.parameters()}
             if {id(p) for p in other.parameters()} != ids:
                 raise AssertionError("manifest() must share the model's parameter objects, not copy them")
@@ -219,8 +237,7 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
 
     def round_trip() -> str:
         before = set(built_fresh().state_dict())
-        with torch.no_grad():
-            expected = model(x)
+        expected = _forward(model, x, stochastic)
         state = copy.deepcopy(model.state_dict())
         extra = sorted(set(state) - before)
         if extra:
@@ -229,9 +246,8 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
         fresh = built_fresh()
         fresh.load_state_dict(state)  # strict: missing or unexpected keys fail
         fresh.eval()
-        with torch.no_grad():
-            if not _close(fresh(x), expected):
-                raise AssertionError("a fresh build loaded with the state_dict gives other outputs")
+        if not _close(_forward(fresh, x, stochastic), expected):
+            raise AssertionError("a fresh build loaded with the state_dict gives other outputs")
         return f"{len(state)} keys"
 
     def built_fresh() -> nn.Module:

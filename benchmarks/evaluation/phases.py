@@ -2,12 +2,15 @@
 
 `measure` runs them in order on a trained model; adding a measurement is adding a `Phase` here (and its metric specs
 in `benchmarks/specs.py`). The order is part of the protocol's results: attacks and noise draw from seeded
-generators, and the phases run in the order of `PHASES` on every run.
+generators, and the phases run in the order of `PHASES` on every run. A stochastic model (zoo/contract.py: its eval
+forward draws noise from torch's global RNG) gets that RNG seeded afresh at the start of every phase, so the same
+weights give the same record, and its record is flagged `stochastic`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,9 @@ from benchmarks.protocols import Evaluation, Protocol
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.training.train import TrainResult
 from zoo import contract
+
+STOCHASTIC_FLAG = "stochastic"  # the record of a model whose eval forward is random (each phase under a fixed seed)
+STOCHASTIC_SEED = 0  # phase i of a stochastic model runs with torch's global RNG seeded to STOCHASTIC_SEED + i
 
 
 @dataclass
@@ -72,9 +78,10 @@ def _clean(r: Run) -> None:
     if "nfe" in r.have and nfe is not None:
         r.metrics["nfe"] = nfe
     r.metrics["eval_batch"] = ev.eval_batch
-    r.metrics["batch_coupling"] = M.batch_coupling(model, x_test, batch_size=ev.eval_batch)
-    if r.metrics["batch_coupling"] > BATCH_COUPLING_TOLERANCE:
-        r.flags.append("batch-coupled")
+    if "stochastic" not in r.have:  # else not applicable (zoo/contract.py): fresh noise is no coupling
+        r.metrics["batch_coupling"] = M.batch_coupling(model, x_test, batch_size=ev.eval_batch)
+        if r.metrics["batch_coupling"] > BATCH_COUPLING_TOLERANCE:
+            r.flags.append("batch-coupled")
     if any(getattr(s, "adjoint", False) for s in getattr(model, "solvers", ())):
         loss = model(x_test[:64]).float().square().mean()
         loss.backward()
@@ -150,8 +157,11 @@ def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protoc
                        "epoch_seconds": trained.epoch_seconds})
     if trained.peak_memory_mb is not None:
         run.metrics["peak_train_memory_mb"] = trained.peak_memory_mb
-    for step in PHASES:
+    stochastic = "stochastic" in run.have
+    if stochastic:
+        run.flags.append(STOCHASTIC_FLAG)
+    for index, step in enumerate(PHASES):
         if step.applies(run):
-            with phase(step.name):
+            with phase(step.name), (M._seeded(STOCHASTIC_SEED + index) if stochastic else nullcontext()):
                 step.run(run)
     return run.metrics, run.flags, run.transfer, run.profile

@@ -339,11 +339,18 @@ def header_lines(table: pd.DataFrame) -> list[tuple[str, str]]:
         ("Commits", _versions({short_commit(c) for cs in table.git_commits for c in cs})
                      + ("; each row's in its commit column" if several_commits(table) else "")),
         *([("Eval batch", eval_batch_note(table))] if "eval_batch" in at.get("metrics", []) else []),
+        *([("Stochastic", STOCHASTIC_NOTE)] if any("stochastic" in flags for flags in table["flags"]) else []),
         ("Order", sort_description(table)),
         ("Cells", "mean ± sample std (ddof=1) over the n seeds of successful runs; (n=k) marks a metric present "
                   "in only k of them; — = not recorded; n/a = not applicable (the model lacks the capability)"),
         ("Units", units_note(display_columns(table))),
     ]
+
+
+STOCHASTIC_NOTE = (
+    "rows flagged stochastic have a random forward in evaluation (noise injected at test time): each of their "
+    "numbers is one draw, reproducible (torch's RNG seeded afresh for every evaluation phase), and their attacks "
+    "follow the mean gradient of several draws (expectation over transformation; the record's eot_draws)")
 
 
 def eval_batch_note(table: pd.DataFrame) -> str:
