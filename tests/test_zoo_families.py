@@ -14,7 +14,7 @@ from benchmarks.evaluation.check import check_model
 from benchmarks.evaluation.diagnostics import jacobian_sigma
 from benchmarks.protocols import Recipe
 from benchmarks.training.train import evaluate, train
-from zoo.pde import leapfrog, leapfrog_backward
+from zoo.pde import NORM_BOUND, SymmetricLayer, leapfrog, leapfrog_backward
 from zoo.stiffness import sigma_max
 from zoo.template import count_params
 
@@ -95,11 +95,56 @@ def test_parabolic_stage_never_amplifies_perturbations_where_a_resnet_does() -> 
     assert _spread(plain.blocks[0], x, dx) > 2.0
 
 
+def _conv_operator_norm(weight: torch.Tensor, size: int = 8, iterations: int = 200) -> float:
+    """||conv(., weight)|| on size x size images, zero padded, by power iteration on the operator itself."""
+    x = torch.randn(1, weight.shape[1], size, size, dtype=torch.float64)
+    for _ in range(iterations):
+        x = F.conv_transpose2d(F.conv2d(x, weight, padding=1), weight, padding=1)
+        x = x / x.norm()
+    return F.conv2d(x, weight, padding=1).norm().item()
+
+
+@pytest.mark.parametrize("kind", ["parabolic", "hyperbolic"])
+@pytest.mark.parametrize("image", [False, True])
+def test_trained_weights_cannot_leave_the_schemes_stability_bound(kind: str, image: bool) -> None:
+    """However large training makes K (pendulum's reached ||K|| ~ 40 at h = 1, and Euler blew up), the layer uses
+    a K within the scheme's stability bound; for a convolution, the operator's own norm (power iteration on it)."""
+    torch.manual_seed(0)
+    layer = SymmetricLayer(6, 6 if image else 24, image, NORM_BOUND[kind]).double()
+    with torch.no_grad():
+        layer.K.weight.mul_(100.0)
+        weight = layer.weight()
+    if image:
+        norm = _conv_operator_norm(weight)
+    else:
+        norm = torch.linalg.matrix_norm(weight, 2).item()
+    assert norm <= NORM_BOUND[kind] * (1 + 1e-9)
+    assert norm > 0.2 * NORM_BOUND[kind]  # rescaled onto the bound (image: up to the overlap factor), not zeroed
+    if kind == "parabolic":  # forward Euler at h = 1 is then non-expansive: y - h K^T relu(Ky + b)
+        shape = (16, 6, 8, 8) if image else (16, 6)
+        a, b = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+        with torch.no_grad():
+            gap = (a + layer(0.0, a)) - (b + layer(0.0, b))
+        assert (gap.flatten(1).norm(dim=1) <= (a - b).flatten(1).norm(dim=1) * (1 + 1e-9)).all()
+
+
+def test_a_layer_inside_the_bound_is_left_as_it_is() -> None:
+    layer = SymmetricLayer(4, 8, False, NORM_BOUND["parabolic"])
+    with torch.no_grad():
+        layer.K.weight.mul_(1e-3)
+        assert torch.equal(layer.weight(), layer.K.weight)
+
+
 def _constant_in_depth(model: zoo.DepthModel) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """Layer 0's parameters in every layer, K already inside the stability bound (so the layer uses it as is)."""
     force = model.blocks[0].func.force
     with torch.no_grad():
         for stack in force.coefficients.values():
             stack[:] = stack[0]
+        weight = force.coefficients["K__weight"]
+        layer = SymmetricLayer(16, 16, True, NORM_BOUND["hyperbolic"])
+        layer.K.weight.copy_(weight[0])
+        weight.mul_((NORM_BOUND["hyperbolic"] / layer.operator_norm_bound()).clamp(max=1.0))
     return force, force.coefficients["K__weight"][0], force.coefficients["K__bias"][0]
 
 
