@@ -84,6 +84,8 @@ class TrainingCheckpoint:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], generators)
+        print(f"depthbench: resuming training from {self.path} after epoch {state['epoch']}", file=sys.stderr,
+              flush=True)
         return Resumed(epoch=state["epoch"], best_metric=state["best_metric"], best_state=state["best_state"],
                        best_epoch=state["best_epoch"], history=state["history"], epoch_times=state["epoch_times"],
                        train_seconds=state["train_seconds"])
