@@ -98,3 +98,39 @@ def test_a_checkpoint_loads_with_weights_only_and_another_runs_is_ignored(digits
     checkpoint.path.write_bytes(b"not a checkpoint")
     _, fresh, _ = _train("resnet", recipe, digits, checkpoint)
     assert "ignoring unreadable checkpoint" in capsys.readouterr().err and _untimed(fresh) == _untimed(first)
+
+
+def test_the_runner_resumes_a_run_killed_mid_training_and_removes_finished_checkpoints(tmp_path, monkeypatch) -> None:
+    from benchmarks.execution import runner
+    from benchmarks.protocols import SMOKE, Evaluation
+    from benchmarks.store.records import iter_records
+
+    from test_runner import _comparable
+
+    protocol = dataclasses.replace(
+        SMOKE, name="test-checkpoint", recipes={"pendulum": Recipe(epochs=4, batch_size=64, lr=5e-3)},
+        evaluation=Evaluation(attack_subset=20, pgd_steps=2, pgd_restarts=1, apgd_steps=2, apgd_restarts=1,
+                              square_queries=5, autoattack_targets=1, transfer_subset=20, transfer_factors=(1.0,),
+                              transfer_tolerances=(1e-2,), latency_repeats=2, throughput_batch=16, eval_batch=200,
+                              diagnostic_subset=16), data_limit=400)
+    run = dict(models=["resnet"], tasks=["pendulum"], device=CPU, progress=False, check_models=False)
+    runner.run_tier(protocol, results_dir=tmp_path / "kept", keep_checkpoints=True, **run)
+    ((path, reference),) = iter_records(tmp_path / "kept")
+    assert torch.load(runner.checkpoint_for(path), weights_only=True)["epoch"] == 4, "kept when asked"
+    real_save = TrainingCheckpoint.save
+
+    def save_then_die(self, epoch, **state):
+        real_save(self, epoch, **state)
+        if epoch == 2:
+            raise KeyboardInterrupt  # Ctrl-C, or a kill, after the second epoch
+
+    monkeypatch.setattr(TrainingCheckpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_tier(protocol, results_dir=tmp_path / "resumed", **run)
+    monkeypatch.undo()
+    checkpoint = runner.checkpoint_for(path.relative_to(tmp_path / "kept"))
+    assert (tmp_path / "resumed" / checkpoint).is_file() and not list(iter_records(tmp_path / "resumed"))
+    summary = runner.run_tier(protocol, results_dir=tmp_path / "resumed", **run)
+    ((_, resumed),) = iter_records(tmp_path / "resumed")
+    assert len(summary.written) == 1 and _comparable(resumed) == _comparable(reference)
+    assert not (tmp_path / "resumed" / checkpoint).exists(), "a finished run's checkpoint is removed by default"

@@ -77,7 +77,13 @@ def load_settings(config: Path | None = None, **flags: Any) -> SlurmSettings:
                              f"{', '.join(sorted(_KEYS))}")
         values.update(table)
     values.update({key: value for key, value in flags.items() if value is not None})
-    settings = SlurmSettings(**{**values, "sbatch": {**values.get("sbatch", {})},
+    where = f" (in {config} or the flags)" if config else ""
+    if not isinstance(values.get("sbatch", {}), dict):
+        raise ValueError(f"slurm sbatch options must be a table of name = \"value\" pairs, got "
+                         f"{values['sbatch']!r}{where}")
+    if not isinstance(values.get("setup", []), list | tuple):
+        raise ValueError(f"slurm setup must be a list of shell lines, got {values['setup']!r}{where}")
+    settings = SlurmSettings(**{**values, "sbatch": dict(values.get("sbatch", {})),
                                 "setup": tuple(values.get("setup", ()))})
     _check(settings, config)
     return settings
