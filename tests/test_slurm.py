@@ -110,6 +110,9 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_last_epoch(long_refere
     job_id, path, checkpoint = submitted_job(tmp_path)
     assert run_states(LONG, tmp_path, queue=squeue_states(), **{k: ONE_RUN[k] for k in ("models", "tasks", "seeds")}
                       ) == {("resnet", "pendulum", 0): "running"}
+    # The same submission again while the job runs submits nothing: the run is already in Slurm's hands
+    again = runner.run_tier(LONG, results_dir=tmp_path, device=CPU, slurm=SlurmSettings(wait=False, **FAST), **ONE_RUN)
+    assert again.submitted == [path] and json.loads(job_marker(path).read_text())["job_id"] == job_id
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # Slurm's preemption warning (submitit's)
     # submitit checkpoints and requeues; Slurm starts a requeued job again once its credential has expired
     # (cred_expire: 10 s in .ci/start-slurm's cluster, 120 s by default)
@@ -185,7 +188,7 @@ def test_failing_jobs_become_failed_records_with_slurm_reason_and_log(tmp_path, 
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     results = tmp_path / "results"
-    summary = runner.run_tier(LONG, models=["crashes", "raises", "resnet"], tasks=["pendulum"], results_dir=results,
+    summary = runner.run_tier(LONG, models=["resnet", "crashes", "raises"], tasks=["pendulum"], results_dir=results,
                               device=CPU, progress=False, check_models=False, slurm=SlurmSettings(**FAST))
     records = {r.model: r for _, r in iter_records(results)}
     assert records["resnet"].status == "ok" and len(summary.written) == 1 and len(summary.failed) == 2

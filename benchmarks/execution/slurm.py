@@ -160,7 +160,12 @@ def run_on_slurm(settings: SlurmSettings, protocol: Protocol, todo: Sequence[tup
     if not settings.wait:
         summary.submitted.extend(path for *_, path, _ in follow)
         return
-    _follow(follow, summary, finished, bar, results_dir, protocol, settings.poll_seconds)
+    try:
+        _follow(follow, summary, finished, bar, results_dir, protocol, settings.poll_seconds)
+    except KeyboardInterrupt:
+        bar.say("stopped waiting; the submitted jobs go on in Slurm and write their records: `depthbench status` "
+                "follows them, `scancel --name depthbench` cancels them")
+        raise
 
 
 def _follow(follow: list, summary: RunSummary, finished: Callable[..., None], bar: Progress, results_dir: Path,
@@ -213,6 +218,7 @@ def _failed_record(protocol: Protocol, task: Task, model_name: str, seed: int, j
     record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header(), status="failed",
                     error=error, flags=["error"])
     record.provenance = {**run_provenance(torch.device("cpu"), marker.get("submitted") or now()),
+                         "recorded_by": "the submitting depthbench: the job left no record",
                          "slurm": {"job_id": job_id, "state": state, "reason": reason, "exit_code": code,
                                    "stdout": marker.get("stdout"), "stderr": marker.get("stderr")}}
     return record
