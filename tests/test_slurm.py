@@ -145,6 +145,8 @@ def test_a_cancelled_job_is_resumed_by_the_rerun(long_reference, tmp_path, capsy
 
 FAILING = '''
 import os
+import sys
+
 from torch import nn
 
 
@@ -159,6 +161,7 @@ class Failing(nn.Module):
         self.steps += self.training
         if self.steps > 150:  # in the third epoch (62 steps each): two epochs are checkpointed
             if self.how == "crash":
+                print("CUDA out of memory (as good as)", file=sys.stderr, flush=True)
                 os._exit(3)  # the interpreter dies: no record, no submitit result (a segfault, an OOM kill)
             raise RuntimeError("the model gave up")
         return self.linear(x)
@@ -196,7 +199,8 @@ def test_failing_jobs_become_failed_records_with_slurm_reason_and_log(tmp_path, 
     assert crashed.status == raised.status == "failed"
     job = crashed.provenance["slurm"]
     assert crashed.error.startswith(f"Slurm job {job['job_id']} ended FAILED without a record (reason "
-                                    "NonZeroExitCode, exit code 3:0)") and crashed.error.endswith(job["stderr"])
+                                    "NonZeroExitCode, exit code 3:0): CUDA out of memory (as good as); log ")
+    assert crashed.error.endswith(job["stderr"])
     assert Path(job["stderr"]).is_file() and job["state"] == "FAILED"
     assert runner.checkpoint_for(record_path(results, "crashes", "pendulum", LONG.hash, 0)).is_file(), \
         "kept: --retry-failed continues from it"

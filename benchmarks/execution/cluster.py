@@ -186,7 +186,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                        help="TOML file with a [slurm] table: partition, gpus_per_job, cpus_per_job, time_minutes, "
                             "array_parallelism, mem_gb, sbatch = {account = \"...\"}, setup = [\"module load ...\"], "
                             "logs, max_timeouts, poll_seconds")
-    group.add_argument("--slurm-partition", help="partition (default: the cluster's default partition)")
+    group.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's default partition)")
     group.add_argument("--slurm-gpus", type=int, metavar="N",
                        help="GPUs per job (default: 1 when the tier runs on CUDA, else 0)")
     group.add_argument("--slurm-cpus", type=int, metavar="N", help=f"CPUs per job (default {d.cpus_per_job})")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shlex
 import shutil
 import signal
@@ -152,7 +151,7 @@ def run_on_slurm(settings: SlurmSettings, protocol: Protocol, todo: Sequence[tup
                                "--slurm-partition, --slurm-option and the cluster's limits)") from None
         for job, (task, model_name, seed, path) in zip(jobs, submit):
             marker = {"job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                      "submitted": now(), "result_pickle": str(job.paths.result_pickle)}
+                      "submitted": now()}
             write_atomic(job_marker(path), json.dumps(marker, indent=1) + "\n")
             follow.append((job.job_id, task, model_name, seed, path, marker))
         bar.say(f"submitted {len(jobs)} runs to Slurm as job array {jobs[0].job_id.split('_')[0]} "
@@ -225,18 +224,12 @@ def _failed_record(protocol: Protocol, task: Task, model_name: str, seed: int, j
 
 
 def _job_error(marker: dict[str, Any]) -> str:
-    """The job's own last word: submitit's error pickle (a Python exception outside the run) or the last line of its
-    stderr (a crash that left no pickle)."""
+    """The job's own last word: the last line of its stderr that is not Slurm's or submitit's bookkeeping (a Python
+    exception outside the run ends with its message there; a hard crash may leave nothing)."""
     try:
-        with open(marker.get("result_pickle", ""), "rb") as handle:
-            outcome, detail = pickle.load(handle)  # submitit's own file, written by the job we submitted
-        if outcome == "error":
-            return str(detail).strip().splitlines()[-1]
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, TypeError):
-        pass
-    try:
-        lines = [line for line in Path(marker.get("stderr", "")).read_text(errors="replace").splitlines()
-                 if line.strip() and not line.startswith(("submitit ", "srun: ", "slurmstepd"))]
-        return lines[-1].strip() if lines else ""
+        text = Path(marker.get("stderr", "")).read_text(errors="replace")
     except OSError:
         return ""
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith(("submitit ", "srun: ", "slurmstepd"))]
+    return lines[-1] if lines else ""
