@@ -40,7 +40,7 @@ from benchmarks.training.train import TrainingDiverged, TrainResult, seed_everyt
 from zoo import contract
 
 if TYPE_CHECKING:
-    from benchmarks.execution.slurm import SlurmSettings
+    from benchmarks.execution.cluster import SlurmSettings
 
 DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
 LOCAL_RESULTS = Path("local/results")  # the user's own store (git-ignored); `depthbench publish` copies from it
