@@ -2,14 +2,17 @@
 
     depthbench run --tier smoke                      # CPU, minutes, no download; records in local/results/
     depthbench run --tier standard --seeds 0,1,2     # one GPU
+    depthbench run --tier paper --executor slurm     # each run one element of a Slurm job array (submitit)
+    depthbench status --tier paper                   # done / failed / running / missing per model x task
     depthbench publish                               # copy local/results/ records into results/ (the repository's)
     depthbench leaderboard                           # leaderboards/, README tables, CITATION from results/ alone
     depthbench list                                  # models, tasks, tiers and their hashes
     depthbench check MODEL [--task T]                # a model against the contract, on CPU, in seconds
     depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
 
-Exit status: 0 when every requested run succeeded or was already recorded, 1 when a run failed (listed with its
-reason), 2 for a usage or configuration error (nothing was run), 3 when --max-minutes left runs undone.
+Exit status: 0 when every requested run succeeded or was already recorded (or, with --no-wait, was submitted), 1 when
+a run failed (listed with its reason), 2 for a usage or configuration error (nothing was run), 3 when runs were left
+undone (--max-minutes, or Slurm jobs cancelled: rerun the same command to resume them).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 import zoo
 from benchmarks.data.tasks import DataCorruptError, DataMissingError, list_tasks
+from benchmarks.execution import cluster
 from benchmarks.execution.runner import DEFAULT_RESULTS, LOCAL_RESULTS, RunSummary, pick_device, run_tier
 from benchmarks.io import write_atomic
 from benchmarks.protocols import PROTOCOLS, get_protocol
@@ -105,6 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (on a terminal) or progress lines (elsewhere)")
     run.add_argument("--no-leaderboard", action="store_true", help="do not render the store's leaderboards")
+    cluster.add_arguments(run)
+
+    status = commands.add_parser("status", help="the matrix of a tier in a results store: done / failed / running / "
+                                 "missing runs per model x task, and Slurm's queue where squeue is available")
+    status.add_argument("--tier", default="smoke", choices=list(PROTOCOLS), help="tier to show (default: smoke)")
+    status.add_argument("--results", type=Path, default=LOCAL_RESULTS,
+                        help=f"results store (default: {LOCAL_RESULTS}/)")
+    status.add_argument("--models", type=_names, help="comma-separated model names (default: the tier's)")
+    status.add_argument("--tasks", type=_names, help="comma-separated task names (default: the tier's)")
+    status.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the tier's)")
 
     publish = commands.add_parser("publish", help="copy validated records from the local store into results/")
     publish.add_argument("--from", dest="source", type=Path, default=LOCAL_RESULTS,
@@ -177,6 +191,8 @@ def _run(args: argparse.Namespace) -> int:
               "depthbench: running the smoke tier instead; see README.md for how to get the data", file=sys.stderr)
         protocol, summary = _run_tier(args, "smoke")
     _report(args, protocol, summary)
+    if summary.submitted:  # --no-wait: the jobs write their records later; nothing to tabulate yet
+        return 0
     if not args.no_leaderboard:
         _render_local(args.results, args.out)
     _compare(args.results, args.published, protocol.hash, protocol.name)
@@ -186,20 +202,23 @@ def _run(args: argparse.Namespace) -> int:
         for label, reason in summary.failures.items():
             print(f"  {label}: {reason}", file=sys.stderr)
         return EXIT_FAILED
-    if summary.postponed:
+    if summary.postponed or summary.unfinished:
         return EXIT_POSTPONED
     return 0
 
 
 def _run_tier(args: argparse.Namespace, tier: str) -> tuple[Any, RunSummary]:
     protocol = get_protocol(tier)
-    device = pick_device(args.device, protocol)
+    slurm = cluster.settings_from_args(args)
+    # Slurm jobs check their device where they run (a login node often has no GPU); a local run checks it here.
+    device = pick_device(args.device, protocol) if slurm is None else torch.device(args.device or protocol.device)
     print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}; records go to "
           f"{args.results}", file=sys.stderr, flush=True)
     return protocol, run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds,
                               results_dir=args.results, data_dir=args.data_dir, download=args.download, device=device,
                               retry_failed=args.retry_failed, progress=not args.no_progress,
-                              max_minutes=args.max_minutes, workers=args.workers)
+                              max_minutes=args.max_minutes, workers=args.workers,
+                              keep_checkpoints=args.keep_checkpoints, slurm=slurm)
 
 
 def _report(args: argparse.Namespace, protocol: Any, summary: RunSummary) -> None:
@@ -215,6 +234,12 @@ def _report(args: argparse.Namespace, protocol: Any, summary: RunSummary) -> Non
         spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in
                           sorted(summary.phase_seconds.items(), key=lambda item: -item[1]))
         print(f"depthbench: time by phase over the runs just done: {spent}", file=sys.stderr)
+    for label, why in summary.unfinished.items():
+        print(f"depthbench: {label} has no record: {why}", file=sys.stderr)
+    if summary.submitted:
+        print(f"depthbench: {len(summary.submitted)} runs are in Slurm's hands; `depthbench status --tier "
+              f"{protocol.name} --results {args.results}` follows them, and the same command again (when they are "
+              "done) shows the table", file=sys.stderr)
     if summary.postponed:
         print(f"depthbench: {len(summary.postponed)} runs not started within --max-minutes {args.max_minutes:g}; "
               "rerun the same command to do them", file=sys.stderr)
@@ -442,13 +467,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _convergence(args)
             if args.command == "study":
                 return _study(args)
+            if args.command == "status":
+                from benchmarks.execution.status import show_status
+
+                return show_status(get_protocol(args.tier), args.results, models=args.models, tasks=args.tasks,
+                                   seeds=args.seeds)
             return _list()
         except (ValueError, KeyError, DataMissingError, DataCorruptError, OSError, RuntimeError) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
             print(f"depthbench: error: {message}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
-            print("depthbench: interrupted; finished runs are saved, rerun the same command to resume",
+            print("depthbench: interrupted; finished runs are saved and the run in progress checkpointed its last "
+                  "epoch: rerun the same command to resume",
                   file=sys.stderr)
             return 130
 

@@ -42,7 +42,7 @@ def fake_runs(monkeypatch):
     """Instant runs: records with accuracy 0.6, failed for models in `failing`; `calls` lists what ran."""
     state = {"calls": [], "failing": set()}
 
-    def run_one(protocol, task, data, model_name, seed, device, on_epoch=None, concurrent_runs=1):
+    def run_one(protocol, task, data, model_name, seed, device, on_epoch=None, concurrent_runs=1, checkpoint=None):
         state["calls"].append((task.name, model_name, seed))
         return fake_record(protocol, task.name, model_name, seed, failed=model_name in state["failing"])
 

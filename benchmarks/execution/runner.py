@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -35,8 +35,12 @@ from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Protocol, recipe_for
 from benchmarks.store.provenance import git_state, model_source, now, run_provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
+from benchmarks.training.checkpoint import TrainingCheckpoint
 from benchmarks.training.train import TrainingDiverged, TrainResult, seed_everything, train
 from zoo import contract
+
+if TYPE_CHECKING:
+    from benchmarks.execution.cluster import SlurmSettings
 
 DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
 LOCAL_RESULTS = Path("local/results")  # the user's own store (git-ignored); `depthbench publish` copies from it
@@ -54,6 +58,8 @@ class RunSummary:
     failures: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> why, for the runs that failed
     redone: list[Path] = field(default_factory=list)  # damaged records found and run again
     failed_before: list[Path] = field(default_factory=list)  # skipped records of runs that failed earlier
+    submitted: list[Path] = field(default_factory=list)  # handed to Slurm and not waited for (--no-wait)
+    unfinished: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> why it has no record yet
 
 
 def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
@@ -83,11 +89,21 @@ def tier_models(protocol: Protocol) -> list[str]:
     return list(protocol.models) + plugins
 
 
+def checkpoint_for(path: Path) -> Path:
+    """Where the training checkpoint of the run whose record is `path` lives: beside it, `seed<N>.checkpoint.pt`
+    (no record glob, `seed*.json`, matches it)."""
+    return Path(path).with_name(f"{Path(path).stem}.checkpoint.pt")
+
+
 def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, seed: int, device: torch.device,
             on_epoch: Callable[[dict[str, float]], None] | None = None, concurrent_runs: int = 1,
             model: torch.nn.Module | None = None,
-            train_fn: Callable[[torch.nn.Module], TrainResult] | None = None) -> Record:
+            train_fn: Callable[[torch.nn.Module], TrainResult] | None = None,
+            checkpoint: Path | None = None) -> Record:
     """Train and measure one model; any exception becomes a failed record (interrupts propagate).
+
+    With `checkpoint`, training saves its state there after every epoch and continues from it when it exists (an
+    interrupted run resumes from its last epoch with the record an uninterrupted run would have, timings aside).
 
     `model` and `train_fn` serve `depthbench evaluate` (benchmarks/execution/evaluate.py): an already built model with
     submitted weights, and a stand-in for training that only validates it."""
@@ -103,9 +119,12 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
             model = zoo.create_model(model_name, input_shape=task.input_shape, num_classes=task.num_classes,
                                      **protocol.model_overrides).to(device)
         record.solver = solver_settings(model)
+        recipe = recipe_for(protocol, task.name)
+        saved = None if checkpoint is None else TrainingCheckpoint(checkpoint, {
+            "model": model_name, "task": task.name, "protocol": protocol.hash, "seed": seed, "epochs": recipe.epochs})
         with phase("train"):
-            trained = train(model, data, task, recipe_for(protocol, task.name), device=device, seed=seed,
-                            on_epoch=on_epoch) if train_fn is None else train_fn(model)
+            trained = train(model, data, task, recipe, device=device, seed=seed, on_epoch=on_epoch,
+                            checkpoint=saved) if train_fn is None else train_fn(model)
         metrics, flags, transfer, profile = measure(model, task, data, protocol, device, trained, phase,
                                                       model_name=model_name, seed=seed)
         record.metrics, bad = _finite(metrics)
@@ -249,6 +268,8 @@ def run_tier(
     max_minutes: float | None = None,
     workers: int = 1,
     check_models: bool = True,
+    keep_checkpoints: bool = False,
+    slurm: SlurmSettings | None = None,
 ) -> RunSummary:
     """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
 
@@ -263,13 +284,22 @@ def run_tier(
     timings include the contention, and records say how many runs shared the device.
 
     With `check_models` (the default), every model first passes the contract (`depthbench check`) at the protocol's
-    size on its tasks' input shapes; a model that fails raises ModelCheckFailed with the report, before any run."""
+    size on its tasks' input shapes; a model that fails raises ModelCheckFailed with the report, before any run.
+
+    Training checkpoints every epoch beside the record (`checkpoint_for`), so an interrupted run resumes from its
+    last epoch; a finished run's checkpoint is removed unless `keep_checkpoints`.
+
+    With `slurm` (benchmarks/execution/slurm.py), the runs are submitted as one Slurm job array through submitit
+    instead of run here; the results directory stays the only source of truth."""
     # Everything a run needs is checked here, before the first training: arguments, names, recipes, the device,
     # the results store and every task's data, so that a mistake costs seconds rather than a lost run.
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes >= 0):
         raise ValueError(f"max_minutes must be a finite number >= 0, got {max_minutes}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if slurm is not None and (workers > 1 or max_minutes is not None):
+        raise ValueError("--workers and --max-minutes are for the local executor; on Slurm every run is its own "
+                         "array job (set --slurm-array-parallelism and --slurm-time instead)")
     models = _chosen("models", models, tier_models(protocol))
     optional = [] if tasks is not None else [name for name in protocol.optional_tasks if name not in protocol.tasks]
     tasks = _chosen("tasks", tasks, protocol.tasks) + optional
@@ -345,6 +375,16 @@ def run_tier(
             summary.failures[label] = error or "no error message"
         bar.finish(label, status, error, sum(phases.values()))
 
+    if slurm is not None:
+        from benchmarks.execution.slurm import run_on_slurm  # submitit is imported only when asked for
+
+        try:  # the parent loads each task once first: the jobs then read the caches it filled
+            todo = [job for job in todo if data_for(job[0]) is not None]
+            run_on_slurm(slurm, protocol, todo, summary, finished, bar, results_dir=results_dir,
+                         data_dir=data_dir, device=device, keep_checkpoints=keep_checkpoints)
+        finally:
+            bar.close()
+        return summary
     pool = _WorkerPool(workers) if workers > 1 else None
     try:
         for task, model_name, seed, path in todo:
@@ -360,11 +400,13 @@ def run_tier(
             bar.start(label)
             if pool is not None:
                 pool.submit(finished, label, protocol, task.name, model_name, seed, results_dir, data_dir,
-                            str(device))
+                            str(device), keep_checkpoints)
                 continue
             record = run_one(protocol, task, data, model_name, seed, device,
-                             on_epoch=lambda e, label=label: bar.epoch(label, e))
+                             on_epoch=lambda e, label=label: bar.epoch(label, e), checkpoint=checkpoint_for(path))
             path = save_record(results_dir, record)
+            if not keep_checkpoints:  # the record is on disk: the run is finished, its checkpoint no longer needed
+                checkpoint_for(path).unlink(missing_ok=True)
             finished(path, label, record.status, record.error, record.provenance.get("phase_seconds", {}))
     finally:
         if pool is not None:
@@ -406,14 +448,18 @@ _WORKER_DATA: dict[tuple, TaskData] = {}
 
 
 def _run_in_worker(protocol: Protocol, task_name: str, model_name: str, seed: int, results_dir: Path,
-                   data_dir: str | Path | None, device: str, workers: int) -> tuple[Path, str, str | None, dict]:
+                   data_dir: str | Path | None, device: str, keep_checkpoints: bool,
+                   workers: int) -> tuple[Path, str, str | None, dict]:
     """One run in a worker process: the same `run_one` as in the parent; the record is saved here."""
     task = get_task(task_name)
     key = (task_name, str(data_dir), protocol.data_limit)
     if key not in _WORKER_DATA:
         _WORKER_DATA.clear()  # one task at a time: jobs are ordered by task
         _WORKER_DATA[key] = task.load(data_dir, limit=protocol.data_limit)
+    path = record_path(results_dir, model_name, task_name, protocol.hash, seed)
     record = run_one(protocol, task, _WORKER_DATA[key], model_name, seed, torch.device(device),
-                     concurrent_runs=workers)
+                     concurrent_runs=workers, checkpoint=checkpoint_for(path))
     path = save_record(results_dir, record)
+    if not keep_checkpoints:
+        checkpoint_for(path).unlink(missing_ok=True)
     return path, record.status, record.error, record.provenance.get("phase_seconds", {})

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from benchmarks.data.tasks import Split, Task, TaskData
 from benchmarks.protocols import Recipe
+from benchmarks.training.checkpoint import TrainingCheckpoint
 from zoo.contract import capabilities, validate_output
 
 
@@ -169,6 +170,7 @@ def train(
     seed: int,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     refine_at_epochs: Collection[int] = (),
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> TrainResult:
     """Train `model` (already on `device`) with `recipe`; leaves it holding the best-validation weights.
 
@@ -177,10 +179,16 @@ def train(
     (their moments would not match the new coefficients); the learning-rate schedule continues where it was, so the
     recipe's schedule spans all epochs as for a model trained at full depth. The checkpoint kept is the best of the
     epochs after the last refinement (earlier ones have another parameter shape).
+
+    With `checkpoint`, the state after every epoch is saved there, and a run that finds one continues from it
+    (benchmarks/training/checkpoint.py): the result is that of an uninterrupted run, timings aside.
     """
     if any(not 2 <= e <= recipe.epochs for e in refine_at_epochs):
         raise ValueError(f"refine_at_epochs must lie in 2..{recipe.epochs} (the recipe's epochs), got "
                          f"{sorted(refine_at_epochs)}")
+    if refine_at_epochs and checkpoint is not None:
+        # A checkpoint holds one parameter shape; resuming mid-schedule would need the refinements replayed first.
+        raise ValueError("refinement training does not take a checkpoint (resume would restore the wrong depth)")
     image = len(task.input_shape) == 3
     cuda = device.type == "cuda"
     if image and cuda:
@@ -203,9 +211,16 @@ def train(
         torch.cuda.reset_peak_memory_stats(device)
 
     best_metric, best_state, best_epoch = None, None, 0
-    history, epoch_times = [], []
-    started = time.perf_counter()
-    for epoch in range(1, recipe.epochs + 1):
+    history, epoch_times, first_epoch, spent = [], [], 1, 0.0
+    generators = {"shuffle": shuffle, "augment": aug_generator}
+    resumed = checkpoint and checkpoint.restore(model=model, optimizer=optimizer, scheduler=scheduler,
+                                                generators=generators, device=device)
+    if resumed:
+        best_metric, best_state, best_epoch = resumed.best_metric, resumed.best_state, resumed.best_epoch
+        history, epoch_times, first_epoch, spent = (resumed.history, resumed.epoch_times, resumed.epoch + 1,
+                                                    resumed.train_seconds)
+    started = time.perf_counter() - spent
+    for epoch in range(first_epoch, recipe.epochs + 1):
         if epoch in refine_at_epochs:
             forward, optimizer, scheduler = _refined(model, recipe, scheduler, recipe.epochs * steps_per_epoch,
                                                    image and cuda)
@@ -245,6 +260,10 @@ def train(
         if better:
             best_metric, best_epoch = val, epoch
             best_state = copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            checkpoint.save(epoch, model=model, optimizer=optimizer, scheduler=scheduler, generators=generators,
+                            best_metric=best_metric, best_state=best_state, best_epoch=best_epoch, history=history,
+                            epoch_times=epoch_times, train_seconds=time.perf_counter() - started)
     train_seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
     model.eval()
