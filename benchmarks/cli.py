@@ -144,10 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     conv = commands.add_parser("convergence", help="the convergence test (Queiruga et al. 2020) on the pendulum task, "
                                "on CPU: results/convergence/pendulum.json and leaderboards/convergence/pendulum.*")
     conv.add_argument("--seeds", type=int, default=3)
-    conv.add_argument("--steps", type=int, default=1000, help="training steps per (scheme, seed)")
-    conv.add_argument("--n-train", type=int, default=8, help="training step count, a multiple of 8")
+    conv.add_argument("--iterations", type=int, default=500, help="L-BFGS iterations per (scheme, seed)")
+    conv.add_argument("--n-train", type=int, default=4, help="training step count over the horizon, a multiple of 4")
     conv.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
-    conv.add_argument("--results", type=Path, default=Path("results/convergence"))
+    conv.add_argument("--results", type=Path, default=Path("results"),
+                      help="root of the study files: writes RESULTS/convergence/pendulum.json")
     conv.add_argument("--out", type=Path, default=Path("leaderboards/convergence"))
 
     commands.add_parser("list", help="models, tasks and tiers")
@@ -330,18 +331,20 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _convergence(args: argparse.Namespace) -> int:
-    import json
-
+    from benchmarks.evaluation.convergence import per_seed_summary
     from benchmarks.evaluation.convergence import run as run_convergence
-    from benchmarks.reporting.convergence import render
+    from benchmarks.reporting.convergence import render, verdict
     from benchmarks.store.provenance import now, run_provenance
+    from benchmarks.store.studies import write_study
 
     started = now()
-    result = run_convergence(seeds=args.seeds, n_train=args.n_train, steps=args.steps, limit=args.limit)
-    result["provenance"] = run_provenance(torch.device("cpu"), started)
-    path = Path(args.results) / f"{result['task']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    result = run_convergence(seeds=args.seeds, n_train=args.n_train, iterations=args.iterations, limit=args.limit)
+    rows = [{"train_scheme": c["train_scheme"], "eval_scheme": c["eval_scheme"],
+             "verdict": verdict(c, result["scheme_orders"][c["eval_scheme"]])} for c in result["curves"]]
+    path = write_study(args.results, study="convergence", task=result["task"],
+                       tier="cpu-study", seeds=list(range(args.seeds)), per_seed=per_seed_summary(result), rows=rows,
+                       provenance=run_provenance(torch.device("cpu"), started),
+                       figure=str(Path(args.out) / f"{result['task']}.png"), details=result)
     written = render(path, args.out)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out}", file=sys.stderr)
     return 0
