@@ -338,12 +338,15 @@ def _convergence(args: argparse.Namespace) -> int:
     from benchmarks.store.studies import write_study
 
     started = now()
+    # the command as a user retypes it (sys.argv under `python -m` names this checkout's cli.py)
+    command = ["depthbench", "convergence", "--seeds", str(args.seeds), "--iterations", str(args.iterations),
+               "--n-train", str(args.n_train), *(["--limit", str(args.limit)] if args.limit else [])]
     result = run_convergence(seeds=args.seeds, n_train=args.n_train, iterations=args.iterations, limit=args.limit)
     rows = [{"train_scheme": c["train_scheme"], "eval_scheme": c["eval_scheme"],
              "verdict": verdict(c, result["scheme_orders"][c["eval_scheme"]])} for c in result["curves"]]
     path = write_study(args.results, study="convergence", task=result["task"],
                        tier="cpu-study", seeds=list(range(args.seeds)), per_seed=per_seed_summary(result), rows=rows,
-                       provenance=run_provenance(torch.device("cpu"), started),
+                       provenance=run_provenance(torch.device("cpu"), started, command),
                        figure=str(Path(args.out) / f"{result['task']}.png"), details=result)
     written = render(path, args.out)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out}", file=sys.stderr)

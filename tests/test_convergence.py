@@ -89,6 +89,7 @@ def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None
     assert summary["euler/euler/dip"]["n"] == 2 and summary["rk4/rk4/dip_ratio"]["n"] == 2
     assert summary["rk4/floor"]["values"] == result["floors"]["rk4"]
     assert study["provenance"]["device"].startswith("CPU")
+    assert study["provenance"]["command"] == "depthbench convergence --seeds 2 --iterations 3 --n-train 4 --limit 60"
     md = (out / "pendulum.md").read_text()
     assert md == table(study)
     assert f"at commit {study['provenance']['git_commit'][:12]}" in md
