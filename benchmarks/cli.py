@@ -151,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="root of the study files: writes RESULTS/convergence/pendulum.json")
     conv.add_argument("--out", type=Path, default=Path("leaderboards/convergence"))
 
+    claims = commands.add_parser("claims", help="the papers' claims checked (issue #15): depth-transfer studies from "
+                                 "the records, then leaderboards/claims.md and .csv from records and study files")
+    claims.add_argument("--results", type=Path, default=Path("results"), help="records and study files")
+    claims.add_argument("--out", type=Path, default=Path("leaderboards"))
+
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
 
@@ -353,6 +358,23 @@ def _convergence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claims(args: argparse.Namespace) -> int:
+    from benchmarks.reporting import claims_board, depth_transfer
+    from benchmarks.store.provenance import now, run_provenance
+
+    command = ["depthbench", "claims", *(["--results", str(args.results)] if args.results != Path("results") else [])]
+    provenance = run_provenance(torch.device("cpu"), now(), command)
+    written = depth_transfer.write(args.results, args.results, args.out / depth_transfer.STUDY, provenance)
+    results = claims_board.evaluate(args.results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out / "claims.md", claims_board.markdown(results, args.out))
+    write_atomic(args.out / "claims.csv", claims_board.csv_text(results))
+    verdicts = ", ".join(f"({c.key}) {o.verdict}" for c, o in results)
+    print(f"depthbench: wrote {args.out / 'claims.md'}, claims.csv and {len(written)} depth-transfer files: "
+          f"{verdicts}", file=sys.stderr)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from benchmarks.evaluation.check import check_model
 
@@ -422,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _leaderboard(args)
             if args.command == "convergence":
                 return _convergence(args)
+            if args.command == "claims":
+                return _claims(args)
             return _list()
         except (ValueError, KeyError, DataMissingError, DataCorruptError, OSError, RuntimeError) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
