@@ -124,7 +124,10 @@ def test_transfer_claim_combines_pendulum_and_image_evidence(tmp_path: Path) -> 
     assert o.verdict == "partly" and "image tasks: awaiting data" in o.note  # pendulum alone is not the whole claim
     assert o.figure == "leaderboards/convergence/pendulum.png"
     image_study(tmp_path, True, True, tier="smoke")
-    assert outcome(tmp_path, "a").verdict == "partly"  # a smoke study decides nothing
+    smoke = outcome(tmp_path, "a")
+    assert smoke.verdict == "partly"  # a smoke study decides nothing, it is only shown
+    assert "pipeline check only (smoke tier, fashion-mnist, n=3, not for citing): continuousnet transfers" in smoke.note
+    assert "observed order per eval scheme: euler n/a" in smoke.ours
     image_study(tmp_path, True, True)
     assert outcome(tmp_path, "a").verdict == "reproduced"
     image_study(tmp_path, False, False)
@@ -213,10 +216,12 @@ def test_claims_command_writes_depth_transfer_and_claims(tmp_path: Path, monkeyp
     assert fm["tier"] == "standard" and fm["seeds"] == [0, 1, 2]
     assert fm["summary"]["continuousnet/transfers"]["mean"] == 1 and fm["summary"]["resnet/dip"]["mean"] == 1
     md = (out / "depth-transfer" / "fashion-mnist.md").read_text()
-    assert "| continuousnet | 3 |" in md and "| transfers |" in md and "| dips |" in md and "not for citing" not in md
+    assert "| continuousnet | 3 |" in md and "| transfers (n=3, standard) |" in md and "| dips (n=3, standard) |" in md
+    assert "not for citing" not in md
     assert "smoke v2 (e84f18562809)" in md  # the other protocol is named, not mixed in
     digits = (out / "depth-transfer" / "digits.md").read_text()
     assert "Pipeline check, not for citing" in digits and "| resnet | 1 |" in digits
+    assert "| dips (n=1, smoke: pipeline check) |" in digits and "+20.0 |" in digits  # one seed: no ± spread
     assert (out / "depth-transfer" / "digits.png").stat().st_size > 0
     claims_md = (out / "claims.md").read_text()
     assert claims_md.count("\n| (") == 7

@@ -137,6 +137,18 @@ def _figure(study: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------- the rules
 
 
+def _image_text(study: dict[str, Any]) -> str:
+    cn, rn = q(study, "continuousnet/transfers"), q(study, "resnet/dip")
+    return (f"continuousnet transfers in {round(cn[0] * cn[2])}/{cn[2]} seeds, resnet dips in "
+            f"{round(rn[0] * rn[2])}/{rn[2]}")
+
+
+def _orders(conv: dict[str, Any]) -> str:
+    found = [(s, conv["summary"].get(f"rk4/{s}/order")) for s in ("euler", "midpoint", "rk4")]
+    return ", ".join(f"{s} {v['mean']:.2f} ± {v['std']:.2f}" if v else f"{s} n/a (below its fitting floor)"
+                     for s, v in found)
+
+
 def rule_a(ev: Evidence) -> Outcome:
     parts, ours, notes, figure, n, tier = [], [], [], None, None, None
     try:
@@ -150,7 +162,8 @@ def rule_a(ev: Evidence) -> Outcome:
         ours.append(f"convergence test ({_where(conv)}): Euler-trained dips in {round(euler[0] * euler[2])}/{euler[2]} "
                     f"seeds (error ×{pm(ratio, digits=0)} at Δt/4); RK4-trained: dips in "
                     f"{round(sum(d[0] * d[2] for d in rk4))}/{sum(d[2] for d in rk4)} (seed, scheme) pairs, "
-                    f"RMSE at Δt/16 / at training Δt = {pm(refine, digits=3)}")
+                    f"RMSE at Δt/16 / at training Δt = {pm(refine, digits=3)}; observed order per eval scheme: "
+                    f"{_orders(conv)}")
         figure, n, tier = _figure(conv), len(conv["seeds"]), conv["tier"]
     except MissingData as missing:
         parts.append(AWAITING)
@@ -162,11 +175,22 @@ def rule_a(ev: Evidence) -> Outcome:
         notes.append("image tasks: awaiting data (depth-transfer studies " + (
             f"of tier {', '.join(tiers)} only, a pipeline check or < {MIN_SEEDS} seeds" if tiers else "absent")
             + "; run `depthbench run --tier standard` on a GPU, then `depthbench claims`)")
+        for study in ev.studies("depth-transfer"):  # shown, never judged
+            try:
+                text = _image_text(study)
+            except MissingData:
+                continue
+            notes.append(f"pipeline check only ({study['tier']} tier, {study['task']}, n={len(study['seeds'])}, "
+                         f"not for citing): {text}")
     for study in image:
-        cn, rn = q(study, "continuousnet/transfers"), q(study, "resnet/dip")
+        try:
+            cn, rn = q(study, "continuousnet/transfers"), q(study, "resnet/dip")
+        except MissingData as missing:
+            parts.append(AWAITING)
+            notes.append(str(missing))
+            continue
         parts.append(by_count((cn[0] > 0.5) + (rn[0] > 0.5), 2))
-        ours.append(f"{study['task']} ({_where(study)}): continuousnet transfers in {round(cn[0] * cn[2])}/{cn[2]} "
-                    f"seeds, resnet dips in {round(rn[0] * rn[2])}/{rn[2]}")
+        ours.append(f"{study['task']} ({study['tier']}, n={len(study['seeds'])}): {_image_text(study)}")
         figure = figure or _figure(study)
     return Outcome(combine(parts), "; ".join(ours) or "—", "; ".join(notes), figure, n, tier)
 

@@ -140,7 +140,7 @@ def _cell(values: list[float | None], digits: int = 1) -> str:
     if not known:
         return "n/a"
     mean, std = _mean_std(known)
-    return f"{mean:+.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:+.{digits}f}" + (f" ± {std:.{digits}f}" if len(known) > 1 else "")  # one seed has no spread
 
 
 def rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,7 +157,8 @@ def rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
             "refine_drop": _cell([s["refine_drop"] for s in seeds]),
             "scheme_drop": _cell([s["scheme_drop"] for s in seeds]),
             "dip_seeds": f"{sum(bool(s['dip']) for s in seeds)}/{len(seeds)}" if seeds[0]["fixed"] else "n/a",
-            "verdict": m["verdict"],
+            "verdict": f"{m['verdict']} (n={len(seeds)}, {analysis['tier']}"
+                       + (": pipeline check)" if pipeline_check_banner(analysis["tier"]) else ")"),
         })
     return out
 
@@ -185,9 +186,9 @@ def table(analysis: dict[str, Any], provenance: dict[str, Any]) -> str:
         "|---|---:|---|---:|---:|---:|---|---|",
     ]
     for r in rows(analysis):
-        lines.append(f"| {r['model']} | {r['n']} | {r['trained']} | {r['trained_accuracy_mean']:.2f} ± "
-                     f"{r['trained_accuracy_std']:.2f} | {r['refine_drop']} | {r['scheme_drop']} | {r['dip_seeds']} "
-                     f"| {r['verdict']} |")
+        spread = f" ± {r['trained_accuracy_std']:.2f}" if r["n"] > 1 else ""
+        lines.append(f"| {r['model']} | {r['n']} | {r['trained']} | {r['trained_accuracy_mean']:.2f}{spread} | "
+                     f"{r['refine_drop']} | {r['scheme_drop']} | {r['dip_seeds']} | {r['verdict']} |")
     if analysis["skipped_tiers"]:
         lines += ["", f"Other protocols with records for this task (not used): {', '.join(analysis['skipped_tiers'])}."]
     lines += ["", f"![test error vs Δt]({task}.png)"]
