@@ -159,10 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     conv = commands.add_parser("convergence", help="the convergence test (Queiruga et al. 2020) on the pendulum task, "
                                "on CPU: results/convergence/pendulum.json and leaderboards/convergence/pendulum.*")
     conv.add_argument("--seeds", type=int, default=3)
-    conv.add_argument("--steps", type=int, default=1000, help="training steps per (scheme, seed)")
-    conv.add_argument("--n-train", type=int, default=8, help="training step count, a multiple of 8")
+    conv.add_argument("--iterations", type=int, default=500, help="L-BFGS iterations per (scheme, seed)")
+    conv.add_argument("--n-train", type=int, default=4, help="training step count over the horizon, a multiple of 4")
     conv.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
-    conv.add_argument("--results", type=Path, default=Path("results/convergence"))
+    conv.add_argument("--results", type=Path, default=Path("results"),
+                      help="root of the study files: writes RESULTS/convergence/pendulum.json")
     conv.add_argument("--out", type=Path, default=Path("leaderboards/convergence"))
 
     study = commands.add_parser("study", help="a study of issue #15 on CPU, minutes: results/<study>/<task>.json and "
@@ -173,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
     study.add_argument("--results", type=Path, default=Path("results"), help="study files go to RESULTS/<study>/")
     study.add_argument("--out", type=Path, default=Path("leaderboards"), help="tables go to OUT/<study>/")
+    claims = commands.add_parser("claims", help="the papers' claims checked (issue #15): depth-transfer studies from "
+                                 "the records, then leaderboards/claims.md and .csv from records and study files")
+    claims.add_argument("--results", type=Path, default=Path("results"), help="records and study files")
+    claims.add_argument("--out", type=Path, default=Path("leaderboards"))
 
     commands.add_parser("list", help="models, tasks and tiers")
     return parser
@@ -365,18 +370,23 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _convergence(args: argparse.Namespace) -> int:
-    import json
-
+    from benchmarks.evaluation.convergence import per_seed_summary
     from benchmarks.evaluation.convergence import run as run_convergence
-    from benchmarks.reporting.convergence import render
+    from benchmarks.reporting.convergence import render, verdict
     from benchmarks.store.provenance import now, run_provenance
+    from benchmarks.store.studies import write_study
 
     started = now()
-    result = run_convergence(seeds=args.seeds, n_train=args.n_train, steps=args.steps, limit=args.limit)
-    result["provenance"] = run_provenance(torch.device("cpu"), started)
-    path = Path(args.results) / f"{result['task']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    # the command as a user retypes it (sys.argv under `python -m` names this checkout's cli.py)
+    command = ["depthbench", "convergence", "--seeds", str(args.seeds), "--iterations", str(args.iterations),
+               "--n-train", str(args.n_train), *(["--limit", str(args.limit)] if args.limit else [])]
+    result = run_convergence(seeds=args.seeds, n_train=args.n_train, iterations=args.iterations, limit=args.limit)
+    rows = [{"train_scheme": c["train_scheme"], "eval_scheme": c["eval_scheme"],
+             "verdict": verdict(c, result["scheme_orders"][c["eval_scheme"]])} for c in result["curves"]]
+    path = write_study(args.results, study="convergence", task=result["task"],
+                       tier="cpu-study", seeds=list(range(args.seeds)), per_seed=per_seed_summary(result), rows=rows,
+                       provenance=run_provenance(torch.device("cpu"), started, command),
+                       figure=str(Path(args.out) / f"{result['task']}.png"), details=result)
     written = render(path, args.out)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out}", file=sys.stderr)
     return 0
@@ -393,6 +403,23 @@ def _study(args: argparse.Namespace) -> int:
     path = module.run(args.task, args.seeds, args.results, limit=args.limit, figure=figure)
     written = render(path, args.out / args.name)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out / args.name}", file=sys.stderr)
+    return 0
+
+
+def _claims(args: argparse.Namespace) -> int:
+    from benchmarks.reporting import claims_board, depth_transfer
+    from benchmarks.store.provenance import now, run_provenance
+
+    command = ["depthbench", "claims", *(["--results", str(args.results)] if args.results != Path("results") else [])]
+    provenance = run_provenance(torch.device("cpu"), now(), command)
+    written = depth_transfer.write(args.results, args.results, args.out / depth_transfer.STUDY, provenance)
+    results = claims_board.evaluate(args.results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out / "claims.md", claims_board.markdown(results, args.out))
+    write_atomic(args.out / "claims.csv", claims_board.csv_text(results))
+    verdicts = ", ".join(f"({c.key}) {o.verdict}" for c, o in results)
+    print(f"depthbench: wrote {args.out / 'claims.md'}, claims.csv and {len(written)} depth-transfer files: "
+          f"{verdicts}", file=sys.stderr)
     return 0
 
 
@@ -472,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return show_status(get_protocol(args.tier), args.results, models=args.models, tasks=args.tasks,
                                    seeds=args.seeds)
+            if args.command == "claims":
+                return _claims(args)
             return _list()
         except (ValueError, KeyError, DataMissingError, DataCorruptError, OSError, RuntimeError) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error

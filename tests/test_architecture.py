@@ -87,7 +87,8 @@ def test_an_upward_import_is_caught() -> None:
 @pytest.mark.parametrize("module", ["benchmarks.specs", "benchmarks.reporting.leaderboard", "benchmarks.reporting.page",
                                     "benchmarks.reporting.plots", "benchmarks.reporting.claims",
                                     "benchmarks.reporting.reproduce", "benchmarks.reporting.convergence",
-                                    "benchmarks.reporting.studies"])
+                                    "benchmarks.reporting.studies",
+                                    "benchmarks.reporting.claims_board", "benchmarks.reporting.depth_transfer"])
 def test_report_layer_loads_no_torch(module: str) -> None:
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
