@@ -230,3 +230,14 @@ def test_claims_command_writes_depth_transfer_and_claims(tmp_path: Path, monkeyp
     rows = list(csv.DictReader(io.StringIO((out / "claims.csv").read_text())))
     assert [r["key"] for r in rows] == list("abcdefg") and rows[0]["verdict"] == "reproduced"
     assert rows[1]["verdict"] == "awaiting data" and rows[1]["n"] == ""
+
+
+def test_a_study_without_a_figure_links_its_table_or_file(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    values = {"refined_accuracy": 0.96, "full_accuracy": 0.964, "refined_train_seconds": 12, "full_train_seconds": 25}
+    write_study(results, study="refinement", task="digits", tier="cpu-study", seeds=[0, 1, 2],
+                per_seed={k: [v] * 3 for k, v in values.items()}, rows=[], provenance={})
+    assert outcome(results, "c").figure == f"{results.as_posix()}/refinement/digits.json"
+    (tmp_path / "leaderboards" / "refinement").mkdir(parents=True)
+    (tmp_path / "leaderboards" / "refinement" / "digits.md").write_text("# table\n")
+    assert outcome(results, "c").figure == "leaderboards/refinement/digits.md"

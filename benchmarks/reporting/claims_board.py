@@ -130,8 +130,14 @@ def _where(study: dict[str, Any]) -> str:
     return f"{study['task']}, {study['tier']}, n={len(study['seeds'])}"
 
 
-def _figure(study: dict[str, Any]) -> str:
-    return study.get("figure") or f"results/{study['study']}/{study['task']}.json"
+def _figure(study: dict[str, Any], results_root: Path) -> str:
+    """The study's figure; else its table in leaderboards/ (a study without a plot); else the study file."""
+    if study.get("figure"):
+        return study["figure"]
+    table = Path("leaderboards") / study["study"] / f"{study['task']}.md"
+    if (Path(results_root).parent / table).is_file():
+        return str(table)
+    return f"{Path(results_root).as_posix().rstrip('/')}/{study['study']}/{study['task']}.json"
 
 
 # ------------------------------------------------------------------------------------------------- the rules
@@ -164,7 +170,7 @@ def rule_a(ev: Evidence) -> Outcome:
                     f"{round(sum(d[0] * d[2] for d in rk4))}/{sum(d[2] for d in rk4)} (seed, scheme) pairs, "
                     f"RMSE at Δt/16 / at training Δt = {pm(refine, digits=3)}; observed order per eval scheme: "
                     f"{_orders(conv)}")
-        figure, n, tier = _figure(conv), len(conv["seeds"]), conv["tier"]
+        figure, n, tier = _figure(conv, ev.root), len(conv["seeds"]), conv["tier"]
     except MissingData as missing:
         parts.append(AWAITING)
         notes.append(f"pendulum: {missing}")
@@ -191,7 +197,7 @@ def rule_a(ev: Evidence) -> Outcome:
             continue
         parts.append(by_count((cn[0] > 0.5) + (rn[0] > 0.5), 2))
         ours.append(f"{study['task']} ({study['tier']}, n={len(study['seeds'])}): {_image_text(study)}")
-        figure = figure or _figure(study)
+        figure = figure or _figure(study, ev.root)
     return Outcome(combine(parts), "; ".join(ours) or "—", "; ".join(notes), figure, n, tier)
 
 
@@ -204,7 +210,7 @@ def rule_b(ev: Evidence) -> Outcome:
     ours = (f"{_where(s)}: latency ×{pm(speed, digits=2)} faster, accuracy {pm(trained, 100)} → "
             f"{pm(compressed, 100)} % ({100 * drop:+.2f} pt drop)")
     return Outcome(verdict, ours, f"faster = speed-up ≥ {SPEEDUP:g}; small drop = ≤ {100 * ACCURACY_TOLERANCE:g} pt",
-                   _figure(s), len(s["seeds"]), s["tier"])
+                   _figure(s, ev.root), len(s["seeds"]), s["tier"])
 
 
 def rule_c(ev: Evidence) -> Outcome:
@@ -217,7 +223,7 @@ def rule_c(ev: Evidence) -> Outcome:
             f"{pm(ref_acc, 100)} vs {pm(full_acc, 100)} %")
     note = (f"saves time = ≤ {TIME_SAVING:g} × the full-depth time; same accuracy = within "
             f"{100 * ACCURACY_TOLERANCE:g} pt" + ("" if same or not saves else "; time saved, accuracy lost"))
-    return Outcome(verdict, ours, note, _figure(s), len(s["seeds"]), s["tier"])
+    return Outcome(verdict, ours, note, _figure(s, ev.root), len(s["seeds"]), s["tier"])
 
 
 def rule_d(ev: Evidence) -> Outcome:
@@ -232,7 +238,7 @@ def rule_d(ev: Evidence) -> Outcome:
             "(direct)")
     failed = [name for name, ok in checks.items() if not ok]
     return Outcome(by_count(sum(checks.values()), len(checks)), ours,
-                   ("not met: " + ", ".join(failed)) if failed else "all three parts met", _figure(s),
+                   ("not met: " + ", ".join(failed)) if failed else "all three parts met", _figure(s, ev.root),
                    len(s["seeds"]), s["tier"])
 
 
@@ -331,8 +337,8 @@ def rule_g(ev: Evidence) -> Outcome:
             f"{pm(terr, digits=3)} → {pm(pterr, digits=3)} (plain → penalised)")
     note = ", ".join(name for name, ok in (("stiffness lowered", lower), ("accuracy kept", keeps),
                                            ("robustness or transfer helped", helps)) if not ok)
-    return Outcome(verdict, ours, ("not met: " + note) if note else "all parts met", _figure(s), len(s["seeds"]),
-                   s["tier"])
+    return Outcome(verdict, ours, ("not met: " + note) if note else "all parts met", _figure(s, ev.root),
+                   len(s["seeds"]), s["tier"])
 
 
 RULES: dict[str, Callable[[Evidence], Outcome]] = {"a": rule_a, "b": rule_b, "c": rule_c, "d": rule_d, "e": rule_e,

@@ -42,12 +42,14 @@ CLAIMS: tuple[PaperClaim, ...] = (
         command="depthbench convergence; depthbench run --tier standard, then depthbench claims"),
     PaperClaim(
         key="b", claim="Fewer steps after training (compression) gives faster inference with a small accuracy drop",
-        **_arxiv(QUEIRUGA), paper_number="qualitative (no single number copied here)",
+        **_arxiv(QUEIRUGA), paper_number="CIFAR-10 (the authors' talk table): CN RK4 32-32-32 93.57 % -> manifested "
+        "RK4-3/8 6-6-6 92.28 %, inference 32.55 s -> 6.25 s (×5.2)",
         evidence="compression study: trained_accuracy, compressed_accuracy, latency_speedup, nfe_ratio",
         command="depthbench study compression"),
     PaperClaim(
         key="c", claim="Refinement (training shallow, then deepening) saves training time at about the same accuracy",
-        **_arxiv(QUEIRUGA), paper_number="qualitative (no single number copied here)",
+        **_arxiv(QUEIRUGA), paper_number="CIFAR-10 (the authors' README): CN RK4 2-2-2 91.01 % vs refined RK4 "
+        "91.09 % (no training time stated with it)",
         evidence="refinement study: refined/full accuracy and train seconds",
         command="depthbench study refinement"),
     PaperClaim(
