@@ -39,7 +39,7 @@ from benchmarks.execution.cluster import LOGS, SlurmSettings, job_marker, read_m
 from benchmarks.execution.runner import Progress, RunSummary, checkpoint_for, pick_device, run_one
 from benchmarks.io import write_atomic
 from benchmarks.protocols import Protocol
-from benchmarks.store.provenance import now, run_provenance
+from benchmarks.store.provenance import now, retyped_command, run_provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
 
 
@@ -142,7 +142,7 @@ def run_on_slurm(settings: SlurmSettings, protocol: Protocol, todo: Sequence[tup
     if submit:
         folder = Path(settings.logs or results_dir / LOGS).resolve()
         run = SlurmRun(protocol, results_dir, None if data_dir is None else str(Path(data_dir).resolve()),
-                       str(device), keep_checkpoints, " ".join(sys.argv))
+                       str(device), keep_checkpoints, retyped_command(sys.argv))
         try:
             jobs = _executor(settings, folder, device).map_array(
                 run, [t.name for t, *_ in submit], [m for _, m, *_ in submit], [s for *_, s, _ in submit])
