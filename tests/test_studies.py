@@ -15,7 +15,7 @@ from benchmarks.data.tasks import get_task
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.protocols import Recipe
 from benchmarks.store.studies import read_study
-from benchmarks.studies import compression, memory, refinement, stiffness
+from benchmarks.studies import common, compression, memory, refinement, stiffness
 from benchmarks.training.train import train
 from zoo.penalty import penalise_stiffness
 
@@ -77,7 +77,7 @@ def test_refinement_schedule_splits_epochs_into_equal_stages() -> None:
 
 def test_study_command_writes_the_refinement_file_and_table(tmp_path, monkeypatch) -> None:
     # The recipe shortened to 4 epochs (one per stage) on 200 examples per split: the command, not the result.
-    monkeypatch.setattr(refinement, "study_recipe",
+    monkeypatch.setattr(common, "study_recipe",
                         lambda task: dataclasses.replace(Recipe(epochs=4, batch_size=32, lr=5e-3)))
     code = main(["study", "refinement", "--seeds", "0", "1", "--limit", "200", "--results", str(tmp_path / "r"),
                  "--out", str(tmp_path / "l")])
@@ -113,7 +113,7 @@ def test_cheapest_is_the_fewest_nfe_within_half_a_point() -> None:
 
 
 def test_study_command_writes_the_compression_file_with_the_papers_column(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(compression, "study_recipe", lambda task: Recipe(epochs=2, batch_size=32, lr=5e-3))
+    monkeypatch.setattr(common, "study_recipe", lambda task: Recipe(epochs=2, batch_size=32, lr=5e-3))
     monkeypatch.setattr(compression, "MODELS", {"continuousnet": {}, "resnet": {}})
     monkeypatch.setattr(compression, "LATENCY_REPEATS", 3)
     code = main(["study", "compression", "--seeds", "0", "--limit", "200", "--results", str(tmp_path / "r"),
@@ -207,7 +207,7 @@ def test_transfer_error_is_the_mean_accuracy_change_off_the_trained_setting() ->
 
 
 def test_study_command_writes_the_stiffness_file(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(stiffness, "study_recipe", lambda task: Recipe(epochs=1, batch_size=32, lr=5e-3))
+    monkeypatch.setattr(common, "study_recipe", lambda task: Recipe(epochs=1, batch_size=32, lr=5e-3))
     monkeypatch.setattr(stiffness, "ATTACK_SUBSET", 20)
     monkeypatch.setattr(stiffness, "DIAGNOSTIC_SUBSET", 16)
     code = main(["study", "stiffness", "--seeds", "0", "--limit", "100", "--results", str(tmp_path / "r"),
@@ -221,7 +221,7 @@ def test_study_command_writes_the_stiffness_file(tmp_path, monkeypatch) -> None:
 
 
 def test_study_command_writes_the_memory_file_and_figure(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(memory, "study_recipe", lambda task: Recipe(epochs=1, batch_size=32, lr=5e-3))
+    monkeypatch.setattr(common, "study_recipe", lambda task: Recipe(epochs=1, batch_size=32, lr=5e-3))
     monkeypatch.setattr(memory, "STEPS", (2, 6))
     monkeypatch.setattr(memory, "SHAPE", (16, 8, 16, 16))
     code = main(["study", "memory", "--seeds", "0", "--limit", "100", "--results", str(tmp_path / "r"),

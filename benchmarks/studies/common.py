@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -55,6 +56,29 @@ def build_and_train(name: str, task: Task, data: TaskData, recipe: Recipe, seed:
     model = model.to(device)
     result = train(model, data, task, recipe, device=device, seed=seed, refine_at_epochs=refine_at_epochs)
     return model, result
+
+
+class Start(NamedTuple):
+    """What every study starts from: checked seeds, the device, its provenance taken at the start, the task, its
+    data, the study recipe and the wall clock."""
+
+    seeds: list[int]
+    device: torch.device
+    provenance: dict[str, Any]
+    task: Task
+    data: TaskData
+    recipe: Recipe
+    clock: float
+
+
+def begin(task_name: str, seeds: Sequence[int], device: torch.device | None, limit: int | None) -> Start:
+    """Check the arguments, take the provenance, load the data: the opening of every study's `run`."""
+    clock = time.perf_counter()
+    seeds = check_seeds(seeds)
+    device = device or torch.device("cpu")
+    started = provenance(device)
+    task, data = load(task_name, limit)
+    return Start(seeds, device, started, task, data, study_recipe(task_name), clock)
 
 
 def provenance(device: torch.device) -> dict[str, Any]:

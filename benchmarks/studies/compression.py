@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.protocols import SMOKE
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
+from benchmarks.studies.common import WIDTH, begin, build_and_train, save
 
 STUDY = "compression"
 DEPTH = 8
@@ -54,15 +54,10 @@ def cheapest(entries: Sequence[dict[str, Any]], tolerance: float = TOLERANCE) ->
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, models: dict[str, dict[str, Any]] | None = None) -> Path:
     """Train every model for every seed, find its cheapest manifestation; write `results/compression/<task>.json`."""
-    clock = time.perf_counter()
-    seeds = check_seeds(seeds)
-    device = device or torch.device("cpu")
-    started = provenance(device)
     models = MODELS if models is None else models
     if HEADLINE not in models:
         raise ValueError(f"the compression study summarises {HEADLINE}; include it in the models")
-    task, data = load(task_name, limit)
-    recipe = study_recipe(task_name)
+    seeds, device, started, task, data, recipe, clock = begin(task_name, seeds, device, limit)
     schemes = SMOKE.evaluation.transfer_schemes
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
     per_seed: dict[str, list[float]] = {k: [] for k in ("trained_accuracy", "compressed_accuracy",

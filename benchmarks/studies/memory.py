@@ -38,7 +38,7 @@ import torchdiffeq
 from torch import nn
 
 from benchmarks.evaluation.metrics import accuracy
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
+from benchmarks.studies.common import WIDTH, begin, build_and_train, save
 from zoo.layers import ConvRate
 
 STUDY = "memory"
@@ -146,12 +146,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
         shape: Sequence[int] | None = None) -> Path:
     """The step sweep for every seed and mode, and the ODE-Net vs ResNet comparison on `task_name`."""
     steps, shape = STEPS if steps is None else steps, SHAPE if shape is None else shape
-    clock = time.perf_counter()
-    seeds = check_seeds(seeds)
-    device = device or torch.device("cpu")
-    started = provenance(device)
-    task, data = load(task_name, limit)
-    recipe = study_recipe(task_name)
+    seeds, device, started, task, data, recipe, clock = begin(task_name, seeds, device, limit)
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
     per_seed: dict[str, list[float]] = {k: [] for k in ("direct_peak_bytes_slope", "adjoint_peak_bytes_slope",
                                                          "odenet_params", "resnet_params", "odenet_accuracy",

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.evaluation.metrics import accuracy
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
+from benchmarks.studies.common import WIDTH, begin, build_and_train, save
 
 STUDY = "refinement"
 DEPTH = 8  # the stage's depth interval [0, 8], and the final number of elements and RK4 steps
@@ -36,12 +36,7 @@ def schedule(epochs: int, stages: int = STAGES) -> list[int]:
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, epochs: int | None = None) -> Path:
     """Train both arms for every seed; write `results/refinement/<task>.json`."""
-    clock = time.perf_counter()
-    seeds = check_seeds(seeds)
-    device = device or torch.device("cpu")
-    started = provenance(device)
-    task, data = load(task_name, limit)
-    recipe = study_recipe(task_name)
+    seeds, device, started, task, data, recipe, clock = begin(task_name, seeds, device, limit)
     if epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=epochs)
     refine_at = schedule(recipe.epochs)

@@ -26,7 +26,7 @@ from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.evaluation.metrics import accuracy, eps_key
 from benchmarks.protocols import SMOKE
-from benchmarks.studies.common import WIDTH, build_and_train, check_seeds, load, provenance, save, study_recipe
+from benchmarks.studies.common import WIDTH, begin, build_and_train, save
 from zoo.penalty import penalise_stiffness
 
 STUDY = "stiffness"
@@ -51,12 +51,7 @@ def transfer_error(entries: Sequence[dict]) -> float:
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, weight: float = WEIGHT) -> Path:
     """Train both arms for every seed and measure them; write `results/stiffness/<task>.json`."""
-    clock = time.perf_counter()
-    seeds = check_seeds(seeds)
-    device = device or torch.device("cpu")
-    started = provenance(device)
-    task, data = load(task_name, limit)
-    recipe = study_recipe(task_name)
+    seeds, device, started, task, data, recipe, clock = begin(task_name, seeds, device, limit)
     ev = SMOKE.evaluation
     headline = task.headline_eps
     x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
