@@ -15,7 +15,15 @@ from torch.nn import functional as F
 from zoo.integrate import Interval, ODEBlock, Solver, Track
 from zoo.layers import group_norm
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, SecondOrderModel, build_matched, build_model, check_common, is_image
+from zoo.template import (
+    DepthModel,
+    SecondOrderModel,
+    adaptive_solver,
+    build_matched,
+    build_model,
+    check_common,
+    is_image,
+)
 
 _BIBTEX = """@inproceedings{norcliffe2020second,
   title = {On Second Order Behaviour in Augmented Neural {ODE}s},
@@ -102,10 +110,7 @@ class SONODEBlock(ODEBlock):
 def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
                  channels: int | None, scheme: str, rtol: float, atol: float, adjoint: bool) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
-    solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
-    if not solver.adaptive:
-        raise ValueError(f"SONODE trains with an adaptive scheme; {scheme!r} is fixed-step "
-                         "(manifest() a trained model with it instead)")
+    solver = adaptive_solver("SONODE trains", scheme, rtol=rtol, atol=atol, adjoint=adjoint)
     image = is_image(input_shape)
 
     def build(size: int) -> DepthModel:

@@ -235,6 +235,15 @@ def residual_model(
     return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
 
 
+def adaptive_solver(who: str, scheme: str, *, rtol: float, atol: float, adjoint: bool = False) -> Solver:
+    """The solver of a family that trains with adaptive steps; a fixed-step scheme is refused (`who` says whose)."""
+    solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+    if not solver.adaptive:
+        raise ValueError(f"{who} with an adaptive scheme; {scheme!r} is fixed-step "
+                         "(manifest() a trained model with it instead)")
+    return solver
+
+
 def neural_ode_model(
     input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int, channels: int | None,
     augment: int, scheme: str, rtol: float, atol: float, adjoint: bool,
@@ -243,10 +252,7 @@ def neural_ode_model(
     check_common(input_shape, num_classes, width, depth, stages)
     if not isinstance(augment, int) or augment < 0:
         raise ValueError(f"augment must be a non-negative int, got {augment!r}")
-    solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
-    if not solver.adaptive:
-        raise ValueError(f"Neural ODEs train with an adaptive scheme; {scheme!r} is fixed-step "
-                         "(manifest() a trained model with it instead)")
+    solver = adaptive_solver("Neural ODEs train", scheme, rtol=rtol, atol=atol, adjoint=adjoint)
     image = is_image(input_shape)
 
     def build(size: int) -> DepthModel:

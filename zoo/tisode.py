@@ -17,7 +17,7 @@ from torch import nn
 from zoo.integrate import ODEBlock, Solver
 from zoo.layers import ConvRate, MLPRate
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, build_matched, build_model, check_common, is_image
+from zoo.template import DepthModel, adaptive_solver, build_matched, build_model, check_common, is_image
 
 _BIBTEX = """@inproceedings{yan2020robustness,
   title = {On Robustness of Neural Ordinary Differential Equations},
@@ -79,10 +79,7 @@ def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
     check_common(input_shape, num_classes, width, depth, stages)
     if not (isinstance(weight, int | float) and weight >= 0):
         raise ValueError(f"weight (the steady-state regulariser's) must be a number >= 0, got {weight!r}")
-    solver = Solver(scheme, rtol=rtol, atol=atol)
-    if not solver.adaptive:
-        raise ValueError(f"TisODE trains with an adaptive scheme; {scheme!r} is fixed-step "
-                         "(manifest() a trained model with it instead)")
+    solver = adaptive_solver("TisODE trains", scheme, rtol=rtol, atol=atol)
     image = is_image(input_shape)
 
     def build(size: int) -> DepthModel:
