@@ -84,10 +84,16 @@ class SymmetricLayer(nn.Module):
         self.overlap = float(self.K.weight[0, 0].numel()) ** 0.5 if image else 1.0
 
     def operator_norm_bound(self) -> torch.Tensor:
-        """An upper bound of ||K||: the reshaped kernel's spectral norm, times sqrt(kh * kw) for a convolution."""
-        matrix = self.K.weight.flatten(1).float()
-        gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
-        return self.overlap * torch.linalg.eigvalsh(gram)[-1].clamp_min(0.0).sqrt()
+        """An upper bound of ||K||: the reshaped kernel's spectral norm, times sqrt(kh * kw) for a convolution.
+
+        In the weight's own precision (at least float32) and outside any autocast: a bf16 Gram matrix, or a float64
+        layer's norm taken in float32, misses the bound by the coarser dtype's rounding."""
+        matrix = self.K.weight.flatten(1)
+        if torch.finfo(matrix.dtype).bits < 32:
+            matrix = matrix.float()
+        with torch.autocast(matrix.device.type, enabled=False):
+            gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
+            return self.overlap * torch.linalg.eigvalsh(gram)[-1].clamp_min(0.0).sqrt()
 
     def weight(self) -> torch.Tensor:
         """K rescaled onto the stability bound when it exceeds it (unchanged below it)."""
