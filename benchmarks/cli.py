@@ -33,12 +33,12 @@ from benchmarks.data.tasks import DataCorruptError, DataMissingError, list_tasks
 from benchmarks.execution import cluster
 from benchmarks.execution.runner import DEFAULT_RESULTS, LOCAL_RESULTS, RunSummary, pick_device, run_tier
 from benchmarks.io import write_atomic
-from benchmarks.protocols import PROTOCOLS, get_protocol
+from benchmarks.protocols import PROTOCOLS, current_hashes, get_protocol
 from benchmarks.reporting.reproduce import compare_stores, format_rows, tolerance_for
 from benchmarks.store.records import Record, RecordError, iter_records, load_record
 
 LOCAL_LEADERBOARDS = Path("local/leaderboards")
-STUDIES = ("refinement", "compression", "memory", "stiffness")
+STUDIES = ("refinement", "compression", "memory", "stiffness", "suite-strength")
 EXIT_FAILED, EXIT_USAGE, EXIT_POSTPONED = 1, 2, 3
 
 
@@ -174,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
     study.add_argument("--results", type=Path, default=Path("results"), help="study files go to RESULTS/<study>/")
     study.add_argument("--out", type=Path, default=Path("leaderboards"), help="tables go to OUT/<study>/")
+    study.add_argument("--checkpoints", type=Path, help="suite-strength: reuse the weights kept by `depthbench run "
+                       "--tier cpu --keep-checkpoints` in this store (the same tier hash, model and seed), else train")
     claims = commands.add_parser("claims", help="the papers' claims checked (issue #15): depth-transfer studies from "
                                  "the records, then leaderboards/claims.md and .csv from records and study files")
     claims.add_argument("--results", type=Path, default=Path("results"), help="records and study files")
@@ -200,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not args.no_leaderboard:
         _render_local(args.results, args.out)
-    _compare(args.results, args.published, protocol.hash, protocol.name)
+    _compare(args.results, args.published, protocol)
     if summary.failed:
         print(f"depthbench: {len(summary.failed)} of the requested runs FAILED (their records say why; "
               "`--retry-failed` runs them again):", file=sys.stderr)
@@ -217,8 +219,8 @@ def _run_tier(args: argparse.Namespace, tier: str) -> tuple[Any, RunSummary]:
     slurm = cluster.settings_from_args(args)
     # Slurm jobs check their device where they run (a login node often has no GPU); a local run checks it here.
     device = pick_device(args.device, protocol) if slurm is None else torch.device(args.device or protocol.device)
-    print(f"depthbench: tier {protocol.name} (protocol hash {protocol.hash}) on {device}; records go to "
-          f"{args.results}", file=sys.stderr, flush=True)
+    print(f"depthbench: tier {protocol.name} v{protocol.version} ({_hashes(protocol, args.tasks)}) on {device}; "
+          f"records go to {args.results}", file=sys.stderr, flush=True)
     return protocol, run_tier(protocol, models=args.models, tasks=args.tasks, seeds=args.seeds,
                               results_dir=args.results, data_dir=args.data_dir, download=args.download, device=device,
                               retry_failed=args.retry_failed, progress=not args.no_progress,
@@ -248,9 +250,10 @@ def _report(args: argparse.Namespace, protocol: Any, summary: RunSummary) -> Non
     if summary.postponed:
         print(f"depthbench: {len(summary.postponed)} runs not started within --max-minutes {args.max_minutes:g}; "
               "rerun the same command to do them", file=sys.stderr)
-    table = results_table([r for _, r in iter_records(args.results) if r.protocol["hash"] == protocol.hash])
+    hashes = set(protocol.hashes().values())
+    table = results_table([r for _, r in iter_records(args.results) if r.protocol["hash"] in hashes])
     if table:
-        print(f"\nResults of tier {protocol.name} ({protocol.hash}) in {args.results}:\n{table}")
+        print(f"\nResults of tier {protocol.name} v{protocol.version} in {args.results}:\n{table}")
 
 
 def results_table(records: Sequence[Record]) -> str:
@@ -294,13 +297,19 @@ def _render_local(results: Path, out: Path) -> None:
           f"{out / 'README.md'} (index)")
 
 
-def _compare(results: Path, published: Path, protocol_hash: str, protocol_name: str) -> None:
+def _hashes(protocol: Any, tasks: Sequence[str] | None = None) -> str:
+    """`task hash, ...` of a tier's tasks (those asked for, else all it has a recipe for)."""
+    return ", ".join(f"{task} {h}" for task, h in protocol.hashes().items() if not tasks or task in tasks)
+
+
+def _compare(results: Path, published: Path, protocol: Any) -> None:
     if Path(results).resolve() == Path(published).resolve():
         print(f"\nRecords were written into the published store {published}; nothing to compare with.")
         return
-    rows = compare_stores(results, published, protocol_hash)
-    tolerance = tolerance_for(protocol_name)
-    print(f"\nComparison with the published records in {published} (protocol hash {protocol_hash}; tolerance of "
+    rows = compare_stores(results, published, set(protocol.hashes().values()))
+    tolerance = tolerance_for(protocol.name)
+    protocol_hash, protocol_name = _hashes(protocol), protocol.name
+    print(f"\nComparison with the published records in {published} (protocol hashes {protocol_hash}; tolerance of "
           f"the {protocol_name} tier: {tolerance.accuracy_points:g} points of accuracy, {tolerance.mse_relative:g} "
           "relative MSE, or 2 standard errors of the seed spread where larger; see benchmarks/reporting/reproduce.py):")
     print(format_rows(rows) if rows else "  no records of this protocol hash in the local store")
@@ -315,8 +324,8 @@ def _publish(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no results store at {source}: run `depthbench run` first")
     if source.resolve() == target.resolve():
         raise ValueError(f"--from and --to are the same store ({source})")
-    wanted = get_protocol(args.tier).hash if args.tier else None
-    current = {p.hash for p in PROTOCOLS.values()}
+    wanted = set(get_protocol(args.tier).hashes().values()) if args.tier else None
+    current = current_hashes()
     damaged, chosen = [], []
     for path in sorted(source.glob("*/*/*/seed*.json")):
         try:
@@ -324,7 +333,7 @@ def _publish(args: argparse.Namespace) -> int:
         except RecordError as error:
             damaged.append(str(error))
             continue
-        if wanted is None or record.protocol["hash"] == wanted:
+        if wanted is None or record.protocol["hash"] in wanted:
             chosen.append((path, record))
     if damaged:  # validate everything before copying anything: a publication is all or nothing
         print("depthbench: error: damaged records, nothing published (fix or delete them, or rerun `depthbench "
@@ -398,9 +407,10 @@ def _study(args: argparse.Namespace) -> int:
     from benchmarks.reporting.studies import FIGURES, render
 
     torch.set_num_threads(1)  # small models; one thread keeps timings comparable on a shared CPU
-    module = importlib.import_module(f"benchmarks.studies.{args.name}")
+    module = importlib.import_module(f"benchmarks.studies.{args.name.replace('-', '_')}")
     figure = f"{(args.out / args.name / args.task).as_posix()}.png" if args.name in FIGURES else None
-    path = module.run(args.task, args.seeds, args.results, limit=args.limit, figure=figure)
+    extra = {"checkpoints": args.checkpoints} if args.checkpoints is not None else {}
+    path = module.run(args.task, args.seeds, args.results, limit=args.limit, figure=figure, **extra)
     written = render(path, args.out / args.name)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out / args.name}", file=sys.stderr)
     return 0
@@ -466,7 +476,7 @@ def _list() -> int:
         print(f"  broken (not registered): {broken}")
     print("tasks:  " + ", ".join(list_tasks()))
     for protocol in PROTOCOLS.values():
-        print(f"tier {protocol.name} v{protocol.version} ({protocol.hash}): {protocol.description}")
+        print(f"tier {protocol.name} v{protocol.version} ({_hashes(protocol)}): {protocol.description}")
     return 0
 
 

@@ -1,10 +1,13 @@
 """Protocols: versioned recipes that say exactly how every number of a tier is produced.
 
-A protocol's hash covers every field that can change a number of a record (recipes, evaluation settings, the
-size overrides, the device class, each task's attack and noise grids), so records made under different recipes can
-never be mixed in one leaderboard row. It leaves out what only says which runs a tier does or describes it (its
-models, tasks and seeds lists, its description): adding a model or a seed to a tier never orphans the records already
-made. Change a hashed field -> bump `version` (the hash changes anyway; the version tells people why).
+A record carries the hash of its (tier, task): `Protocol.task_hash(task)` covers every field that can change a
+number of that task's records (the tier's evaluation settings, size overrides, device class and data cap; that
+task's recipe and attack / noise grids; the attack suite's declaration and version, `benchmarks/suite.py`), so
+records made under different recipes can never be mixed in one leaderboard row. It leaves out what only says which
+runs a tier does, how it is described or how its results are compared (`UNHASHED`: models, tasks, seeds, the
+description, citability, rank and reproduction tolerance), and every other task's recipe: adding a model, a seed,
+a task or a tier never orphans the records already made. Change a hashed field -> bump `version` (the hash changes
+anyway; the version tells people why). The evaluation code's own changes bump `SUITE_VERSION` (tests/test_suite.py).
 
 Versions: v2 (every tier) — robust accuracy is the per-example worst case over the attack suite of
 `benchmarks/evaluation/attacks.py` (PGD with restarts, APGD-DLR, AutoAttack, RK4-twin and ResNet transfer,
@@ -16,11 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Which runs a tier does and how it is described, not how a number is made: outside the hash (see above).
-UNHASHED = ("models", "tasks", "optional_tasks", "seeds", "description")
+from benchmarks.suite import suite_declaration
+
+# Which runs a tier does, how it is described and how its results are compared, not how a number is made: outside
+# the hash (see above). `recipes` is hashed per task, not as a whole.
+UNHASHED = ("models", "tasks", "optional_tasks", "seeds", "description", "citable", "rank", "tolerance", "recipes")
 ALL_MODELS = ("resnet", "neural-ode", "anode", "continuousnet", "continuousnet-euler", "inresnet", "inresnet-lambda",
               # the other models the seed papers compare (issue #14)
               "anodev2", "pde-parabolic", "pde-hyperbolic", "tisode", "resnet-stiffness", "resnet-sde", "sonode")
@@ -81,6 +88,15 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """How far a reproduction's mean may fall from the published mean of the same hash (benchmarks/reporting/
+    reproduce.py; the seed spread may widen it): a tier's property, outside the hash."""
+
+    accuracy_points: float  # allowed |difference of mean test accuracy|, in percentage points
+    mse_relative: float  # allowed relative difference of mean test MSE: ratio within [1/(1+r), 1+r]
+
+
+@dataclass(frozen=True)
 class Protocol:
     name: str
     version: int
@@ -94,39 +110,45 @@ class Protocol:
     device: str = "cpu"  # what the tier is meant for: "cpu" or "cuda"
     data_limit: int | None = None  # cap on examples per split when loading (None: whole task)
     optional_tasks: tuple[str, ...] = ()  # also run when their data is already on disk (never downloaded for this)
+    citable: bool = True  # False: a pipeline check (tables carry a "not for citing" banner, claims never use it)
+    rank: int = 10  # which tier's evidence comes first where several have it (lower first; claims, depth transfer)
+    tolerance: Tolerance = Tolerance(accuracy_points=2.0, mse_relative=0.5)  # reproduction (see Tolerance)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), sort_keys=True))
 
-    def hashed_fields(self) -> dict[str, Any]:
-        """What the hash covers: every field that can change a record's numbers, plus the grids of each task a
-        recipe exists for (a task's eps / sigma grid lives in benchmarks/data/tasks.py, not here)."""
-        from benchmarks.data.tasks import UnknownTaskError, get_task  # tasks imports torch: only when hashing
+    def hashed_fields(self, task: str) -> dict[str, Any]:
+        """What the hash of `task`'s records covers: every field that can change one of their numbers, with the
+        task's own recipe and grids (a task's eps / sigma grid lives in benchmarks/data/tasks.py, not here)."""
+        from benchmarks.data.tasks import get_task  # tasks imports torch: only when hashing
 
         fields = {k: v for k, v in self.to_json().items() if k not in UNHASHED}
-        grids = {}
-        for name in sorted(self.recipes):
-            try:
-                task = get_task(name)
-            except UnknownTaskError:
-                continue  # a recipe for a task this install does not know: nothing of it can be measured
-            grids[name] = {"attack_eps": list(task.attack_eps), "noise_sigmas": list(task.noise_sigmas),
-                           "headline_eps": task.headline_eps}
-        return {**fields, "task_grids": grids}
+        known = get_task(task)  # UnknownTaskError names the known tasks
+        grid = {"attack_eps": list(known.attack_eps), "noise_sigmas": list(known.noise_sigmas),
+                "headline_eps": known.headline_eps}
+        recipe = json.loads(json.dumps(asdict(recipe_for(self, task))))
+        return {**fields, "task": task, "recipe": recipe, "task_grid": grid, "attack_suite": suite_declaration()}
 
-    @property
-    def hash(self) -> str:
-        text = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"))
+    def task_hash(self, task: str) -> str:
+        """The hash every record of `task` under this tier carries (its folder name in a results store)."""
+        text = json.dumps(self.hashed_fields(task), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def header(self) -> dict[str, Any]:
-        """What a record keeps of its protocol (the full definition is reproducible from name + hash)."""
-        return {"name": self.name, "version": self.version, "hash": self.hash}
+    def header(self, task: str) -> dict[str, Any]:
+        """What a record keeps of its protocol (the full definition is reproducible from name + task + hash)."""
+        return {"name": self.name, "version": self.version, "hash": self.task_hash(task)}
+
+    def hashes(self) -> dict[str, str]:
+        """task -> hash, for every task this tier has a recipe for and this install knows."""
+        from benchmarks.data.tasks import list_tasks
+
+        return {task: self.task_hash(task) for task in sorted(self.recipes) if task in list_tasks()}
 
 
 SMOKE = Protocol(
     name="smoke",
-    version=3,  # v3: half the attacked / transferred / diagnosed examples (14 models, 4 adaptive);
+    version=4,  # v4: the attack suite v3 (declared as data, seeds from position) and a hash per task;
+    # v3: half the attacked / transferred / diagnosed examples (14 models, 4 adaptive);
     # v2: the attack suite's worst case; adaptive NFE over all batches, batch coupling, exact transfer factors,
     # common line-shape depths
     description="CPU smoke tier: digits and pendulum, tiny widths, every model, one seed: the whole pipeline "
@@ -150,6 +172,39 @@ SMOKE = Protocol(
                           throughput_batch=64, eval_batch=400,
                           diagnostic_subset=32),
     device="cpu",
+    citable=False,
+    rank=100,
+    # Tiny models, 4 epochs, one seed: across two CPUs the same seed has been seen to move by 7 points (anode on
+    # digits, 42.50% -> 35.25%), so only gross breakage is caught.
+    tolerance=Tolerance(accuracy_points=10.0, mse_relative=2.0),
+)
+
+CPU = Protocol(
+    name="cpu",
+    version=1,
+    description="CPU tier, citable: Fashion-MNIST at full resolution (28x28; the first 30,000 of the 55,000 training "
+    "images, the fixed 5,000 validation images, the whole 10,000-image test set), every model at the size class of "
+    "width 16 / depth 3, 3 seeds, one recipe for all (Adam one-cycle 5e-3, 6 epochs); the whole attack suite at "
+    "reduced budgets on the first 1,100 test images (every robust accuracy within +-3 points), checked against the "
+    "full-strength suite by `depthbench study suite-strength`. Cost: estimated 8-9 CPU-hours on 2-core x86-64 "
+    "machines (4-5 h with --workers 2): over the 3-hour target, see README.",
+    tasks=("fashion-mnist",),
+    models=ALL_MODELS,
+    seeds=(0, 1, 2),
+    # Sized on a 2-core machine (README, "The cpu tier"): the four adaptive-step models cost ~75% of the tier (26+
+    # rate evaluations per forward where the ResNet makes 3), so the training set is the first 30,000 images; 6
+    # epochs at lr 5e-3 bring the ResNet to ~89% (4 epochs at 3e-3 on all 55,000 gave 88.9%, 6 at 3e-3 on 30,000
+    # 88.6%). Attack budgets: PGD on every example at every radius dominates; the cascaded attacks run on the few
+    # survivors, so APGD keeps more of its budget.
+    recipes={"fashion-mnist": Recipe(epochs=6, batch_size=128, lr=5e-3, max_train=30_000)},
+    model_overrides={"width": 16, "depth": 3},
+    evaluation=Evaluation(attack_subset=1100, pgd_steps=20, pgd_restarts=2, apgd_steps=50, apgd_restarts=2,
+                          square_queries=1000, autoattack_targets=3, transfer_subset=1000,
+                          transfer_factors=(0.5, 1.0, 2.0, 4.0), transfer_tolerances=(1e-2, 1e-3, 1e-4),
+                          latency_repeats=10, throughput_batch=256, eval_batch=500, diagnostic_subset=128),
+    device="cpu",
+    rank=2,
+    tolerance=Tolerance(accuracy_points=1.5, mse_relative=0.25),
 )
 
 STANDARD = Protocol(
@@ -171,6 +226,8 @@ STANDARD = Protocol(
     model_overrides={"width": 64, "depth": 6},
     evaluation=Evaluation(),
     device="cuda",
+    rank=1,
+    tolerance=Tolerance(accuracy_points=1.5, mse_relative=0.25),  # trained to convergence, 3 seeds
 )
 
 PAPER = Protocol(
@@ -189,9 +246,33 @@ PAPER = Protocol(
     model_overrides={"width": 16, "depth": 18, "stages": 3},
     evaluation=Evaluation(attack_subset=5000),
     device="cuda",
+    rank=0,
+    tolerance=Tolerance(accuracy_points=1.0, mse_relative=0.15),
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, STANDARD, PAPER)}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (SMOKE, CPU, STANDARD, PAPER)}
+
+
+def tier_citable(name: str) -> bool:
+    """Whether records of tier `name` may be cited (an unknown tier: yes, like a study's own)."""
+    return PROTOCOLS[name].citable if name in PROTOCOLS else True
+
+
+def tier_rank(name: str) -> int:
+    """Evidence order of tier `name` (lower first); an unknown tier after every declared citable one, pipeline
+    checks last."""
+    if name in PROTOCOLS:
+        return PROTOCOLS[name].rank
+    return max(p.rank for p in PROTOCOLS.values() if p.citable) + 1
+
+
+def tier_tolerance(name: str) -> Tolerance:
+    return PROTOCOLS[name].tolerance if name in PROTOCOLS else Protocol.tolerance
+
+
+def current_hashes(protocols: Sequence[Protocol] | None = None) -> set[str]:
+    """Every (tier, task) hash of the given tiers (default: all): what a record must carry to be current."""
+    return {h for p in (PROTOCOLS.values() if protocols is None else protocols) for h in p.hashes().values()}
 
 
 def get_protocol(name: str) -> Protocol:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from benchmarks.suite import ATTACK_SUITE
+
 Shown = Literal["table", "plot", "csv"]  # table: a leaderboard column; plot: in the figures; csv: the CSV only
 Group = Literal["accuracy", "robustness", "cost", "transfer", "diagnostics"]  # the page's column groups
 Kind = Literal["fixed", "signed", "sci", "si"]  # number format of a table cell
@@ -175,10 +177,8 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec('robust@<eps>',
         "HEADLINE robust accuracy: fraction of the attacked examples (the protocol's attack_subset first "
         'test examples) classified correctly clean AND under every attack of the suite (per-example worst'
-        " case, benchmarks/evaluation/attacks.py): FGSM, PGD-CE with the protocol's steps and random "
-        "starts, APGD with the DLR margin loss, at the task's headline eps AutoAttack's standard "
-        "components (APGD-CE, APGD-T, FAB-T, Square with the protocol's query budget), and for adaptive "
-        'solvers PGD transferred from a fixed-step RK4 twin; L-inf radius eps in [0, 1] pixel space; '
+        f" case, benchmarks/suite.py): {', '.join(a.label for a in ATTACK_SUITE)} (each at the radii and on "
+        "the examples it declares, with the protocol's budgets); L-inf radius eps in [0, 1] pixel space; "
         'attacks through the exact inference solver, backpropagating directly (never the adjoint). Rows '
         'flagged `unreliable` failed a sanity check (see the flags)',
         attack=('robust', 'ε'),
@@ -210,84 +210,8 @@ SPECS: tuple[MetricSpec, ...] = (
         'judged on one seeded draw',
         shown='csv',
         group='robustness'),
-    MetricSpec('fgsm@<eps>',
-        'accuracy under FGSM alone (torchattacks, L-inf eps in [0, 1] pixel space); clean errors count as'
-        ' failures',
-        attack=('FGSM', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='plot',
-        group='robustness'),
-    MetricSpec('pgd@<eps>',
-        'accuracy under cross-entropy PGD alone (torchattacks; steps of 2.5 eps / steps, projected around'
-        " the clean image, clamped to [0, 1]); per-example worst case over the protocol's random starts",
-        attack=('PGD', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('pgd_fewsteps@<eps>',
-        "headline eps: accuracy under PGD's first random start with a fifth of the steps (sanity check: "
-        'more steps must not do worse)',
-        attack=('PGD few steps', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('apgd_dlr@<eps>',
-        'robust accuracy after APGD with the DLR margin loss, run on the examples that survived FGSM and '
-        'PGD (cumulative: the worst case over it and every earlier attack)',
-        attack=('APGD-DLR', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('apgd_ce@<eps>',
-        "headline eps: robust accuracy after AutoAttack's APGD-CE (cumulative, as apgd_dlr)",
-        attack=('APGD-CE', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('apgd_t@<eps>',
-        "headline eps: robust accuracy after AutoAttack's targeted APGD-DLR (cumulative)",
-        attack=('APGD-T', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('fab_t@<eps>',
-        "headline eps: robust accuracy after AutoAttack's targeted FAB (cumulative)",
-        attack=('FAB-T', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('transfer@<eps>',
-        'adaptive models: robust accuracy after PGD crafted on a fixed-step RK4 twin of the same weights,'
-        ' run on the survivors of every white-box attack (cumulative)',
-        attack=('transfer', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('transfer_resnet@<eps>',
-        "robust accuracy after PGD crafted on the zoo's resnet of the same task, protocol size, recipe and seed"
-        " (the resnet row's model; not run on the resnet itself), run on the survivors of every white-box attack"
-        ' (cumulative)',
-        attack=('transfer from ResNet', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
-    MetricSpec('square@<eps>',
-        "headline eps: robust accuracy after the gradient-free Square attack (the protocol's "
-        'square_queries queries per example), run last on the survivors (cumulative; equals robust@<eps>)',
-        attack=('Square', 'ε'),
-        **_ACC,
-        higher_is_better=True,
-        shown='csv',
-        group='robustness'),
+    *(MetricSpec(f'{a.name}@<eps>', a.doc, attack=(a.label, 'ε'), **_ACC, higher_is_better=True, shown=a.shown,
+                 group='robustness') for a in ATTACK_SUITE),  # one per attack, from its declaration
     MetricSpec('unbounded_pgd',
         'accuracy under PGD at eps = 1 (every image reachable); above 10% marks the row unreliable',
         higher_is_better=False,

@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "benchmarks"
 # Bottom to top, as in docs/architecture.md; a module may import its own group and the groups before it.
 LAYERS = [
-    ("benchmarks.io", "benchmarks.specs"),
+    ("benchmarks.io", "benchmarks.specs", "benchmarks.suite"),
     ("benchmarks.store",),
     ("benchmarks.data",),
     ("benchmarks.protocols",),

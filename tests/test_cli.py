@@ -29,7 +29,7 @@ from benchmarks.store.records import Record, RecordError, iter_records, load_rec
 
 
 def fake_record(protocol, task: str, model: str, seed: int, accuracy: float = 0.6, failed: bool = False) -> Record:
-    record = Record(model=model, task=task, seed=seed, protocol=protocol.header(),
+    record = Record(model=model, task=task, seed=seed, protocol=protocol.header(task),
                     metrics={} if failed else {"accuracy": accuracy, "val_accuracy": accuracy},
                     card=zoo.model_card(model).to_dict(), provenance={"phase_seconds": {"train": 0.01}})
     if failed:
@@ -96,8 +96,9 @@ def test_publish_copies_validated_records_into_the_published_store(repo, fake_ru
     assert "no published record of this protocol hash" in capsys.readouterr().out
     assert main(["publish"]) == 0
     assert "published 1 records into results" in capsys.readouterr().err
-    local = record_path(Path("local/results"), "inresnet", "digits", SMOKE.hash, 0)  # relative: as messages say
-    target = record_path(Path("results"), "inresnet", "digits", SMOKE.hash, 0)
+    # relative: as messages say
+    local = record_path(Path("local/results"), "inresnet", "digits", SMOKE.task_hash("digits"), 0)
+    target = record_path(Path("results"), "inresnet", "digits", SMOKE.task_hash("digits"), 0)
     assert target.read_bytes() == local.read_bytes()
     assert main(["publish"]) == 0 and "published 0 records into results (1 already there" in capsys.readouterr().err
     # A published record that differs is not overwritten silently.
@@ -235,7 +236,7 @@ def damage(root: Path) -> dict[str, Path]:
     """Three kinds of damage in a store of four good smoke records."""
     for model in ("resnet", "anode", "inresnet", "neural-ode"):
         save_record(root, fake_record(SMOKE, "digits", model, 0))
-    paths = {m: record_path(root, m, "digits", SMOKE.hash, 0) for m in ("resnet", "anode", "inresnet")}
+    paths = {m: record_path(root, m, "digits", SMOKE.task_hash("digits"), 0) for m in ("resnet", "anode", "inresnet")}
     paths["resnet"].write_text(paths["resnet"].read_text()[:50])  # truncated: bad JSON
     data = json.loads(paths["anode"].read_text())
     del data["status"]
@@ -257,7 +258,8 @@ def test_damaged_records_are_named_and_skipped_by_the_leaderboard(tmp_path, caps
     err = capsys.readouterr().err
     assert f"skipping damaged record {paths['resnet']}: unreadable (Unterminated string" in err
     assert f"{paths['anode']}: missing field(s) status" in err
-    assert f"{paths['inresnet']}: holds the record of digits/{SMOKE.hash}/neural-ode/seed0" in err
+    digits_hash = SMOKE.task_hash("digits")
+    assert f"{paths['inresnet']}: holds the record of digits/{digits_hash}/neural-ode/seed0" in err
     table = (tmp_path / "lb/smoke/digits.md").read_text()
     assert "neural-ode" in table and "[seed0]" in table and "| [resnet]" not in table
 

@@ -55,13 +55,13 @@ def test_bad_slurm_flags_get_a_clear_message(tmp_path, capsys, argv, message) ->
 
 def test_status_counts_each_state_per_model_and_task(tmp_path, capsys) -> None:
     def put(model: str, task: str, seed: int, status: str) -> None:
-        save_record(tmp_path, Record(model=model, task=task, seed=seed, protocol=SMOKE.header(), status=status,
+        save_record(tmp_path, Record(model=model, task=task, seed=seed, protocol=SMOKE.header(task), status=status,
                                      error=None if status == "ok" else "boom"))
 
     put("resnet", "digits", 0, "ok")
     put("resnet", "pendulum", 0, "ok")
     put("anode", "digits", 0, "failed")
-    submitted = record_path(tmp_path, "anode", "pendulum", SMOKE.hash, 0)
+    submitted = record_path(tmp_path, "anode", "pendulum", SMOKE.task_hash("pendulum"), 0)
     job_marker(submitted).parent.mkdir(parents=True)
     job_marker(submitted).write_text(json.dumps({"job_id": "41_3"}))
     checkpoint_for(submitted).write_bytes(b"")
@@ -81,6 +81,7 @@ def test_status_counts_each_state_per_model_and_task(tmp_path, capsys) -> None:
     assert main(["status", "--tier", "smoke", "--results", str(tmp_path), "--models", "resnet,anode,continuousnet",
                  "--tasks", "digits,pendulum"]) == 0
     out = capsys.readouterr().out
-    assert f"tier smoke (protocol hash {SMOKE.hash})" in out and "total: 2 done, 1 failed" in out
+    hashes = f"digits {SMOKE.task_hash('digits')}, pendulum {SMOKE.task_hash('pendulum')}"
+    assert f"tier smoke v{SMOKE.version} ({hashes})" in out and "total: 2 done, 1 failed" in out
     assert "1 of the runs without a record have a training checkpoint" in out
     assert "squeue is not available here" in out or "Slurm's view (squeue" in out

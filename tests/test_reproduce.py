@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from benchmarks.protocols import PROTOCOLS, SMOKE
-from benchmarks.reporting.reproduce import TOLERANCES, Tolerance, compare_records, compare_values, tolerance_for
+from benchmarks.protocols import PROTOCOLS, SMOKE, Protocol, Tolerance
+from benchmarks.reporting.reproduce import compare_records, compare_values, tolerance_for
 from benchmarks.store.records import Record
 
 TIGHT = Tolerance(accuracy_points=1.0, mse_relative=0.1)
@@ -41,15 +42,18 @@ def test_mse_is_compared_as_a_ratio_either_way() -> None:
 
 
 def test_every_tier_has_a_tolerance_outside_its_hash() -> None:
-    assert set(TOLERANCES) == set(PROTOCOLS)
-    # not a protocol field, so that changing how results are compared never changes the hash of how they are made
-    assert not {"accuracy_points", "mse_relative", "tolerance"} & set(SMOKE.to_json())
+    for protocol in PROTOCOLS.values():
+        assert tolerance_for(protocol.name) == protocol.tolerance
+        # a field outside the hash: changing how results are compared never changes the hash of how they are made
+        looser = dataclasses.replace(protocol, tolerance=Tolerance(accuracy_points=50.0, mse_relative=9.0))
+        assert looser.hashes() == protocol.hashes()
     assert tolerance_for("smoke").accuracy_points == 10.0
+    assert tolerance_for("a-tier-nobody-declared") == Protocol.tolerance
 
 
 def test_records_are_matched_by_protocol_hash_model_and_task() -> None:
-    def rec(model: str, accuracy: float | None, phash: str = SMOKE.hash) -> Record:
-        r = Record(model=model, task="digits", seed=0, protocol={**SMOKE.header(), "hash": phash})
+    def rec(model: str, accuracy: float | None, phash: str = SMOKE.task_hash("digits")) -> Record:
+        r = Record(model=model, task="digits", seed=0, protocol={**SMOKE.header("digits"), "hash": phash})
         if accuracy is None:
             r.status, r.error = "failed", "boom"
         else:

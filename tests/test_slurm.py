@@ -202,7 +202,8 @@ def test_failing_jobs_become_failed_records_with_slurm_reason_and_log(tmp_path, 
                                     "NonZeroExitCode, exit code 3:0): CUDA out of memory (as good as); log ")
     assert crashed.error.endswith(job["stderr"])
     assert Path(job["stderr"]).is_file() and job["state"] == "FAILED"
-    assert runner.checkpoint_for(record_path(results, "crashes", "pendulum", LONG.hash, 0)).is_file(), \
+    kept = runner.checkpoint_for(record_path(results, "crashes", "pendulum", LONG.task_hash("pendulum"), 0))
+    assert kept.is_file(), \
         "kept: --retry-failed continues from it"
     job = raised.provenance["slurm"]
     assert raised.error == f"RuntimeError: the model gave up (Slurm job {job['job_id']}, log {job['stderr']})"

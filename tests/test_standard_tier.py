@@ -71,7 +71,7 @@ def test_every_model_completes_both_standard_tasks(toy_standard) -> None:
     assert not failed
     for (task_name, _), record in records.items():
         task = get_task(task_name)
-        assert record.protocol["hash"] == TOY_STANDARD.hash
+        assert record.protocol["hash"] == TOY_STANDARD.task_hash(task_name)
         for eps in task.attack_eps:  # the task's own grid: /255 units for CIFAR, 0.05.. for 28x28 grey
             assert {f"fgsm@{eps_key(eps)}", f"pgd@{eps_key(eps)}"} <= set(record.metrics)
         for sigma in task.noise_sigmas:
@@ -103,7 +103,7 @@ def test_leaderboards_have_a_table_per_standard_task(toy_standard) -> None:
     out = toy_standard / "leaderboards" / TOY_STANDARD.name
     for task in STANDARD.tasks:
         text = (out / f"{task}.md").read_text(encoding="utf-8")
-        assert f"hash {TOY_STANDARD.hash}" in text
+        assert f"hash {TOY_STANDARD.task_hash(task)}" in text
         rows = [line for line in text.splitlines() if line.startswith("| ") and "/seed0.json" in line]
         assert len(rows) == len(STANDARD.models)
         assert (out / "plots" / f"{task}_depth_transfer.png").is_file()

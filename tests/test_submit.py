@@ -14,12 +14,13 @@ import pytest
 import torch
 
 import zoo
+from benchmarks import suite
 from benchmarks.cli import main
 from benchmarks.data import tasks
 from benchmarks.evaluation.metrics import accuracy
 from benchmarks.execution import runner
 from benchmarks.execution.evaluate import EVALUATED_FLAG
-from benchmarks.protocols import SMOKE, Evaluation, Recipe
+from benchmarks.protocols import SMOKE, Evaluation, Recipe, Tolerance
 from benchmarks.reporting.leaderboard import aggregate, load_frame, render_bibtex, render_citation, write_leaderboards
 from benchmarks.store.provenance import model_source
 from benchmarks.store.records import Record, iter_records, save_record
@@ -27,6 +28,7 @@ from zoo import registry
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 # The smallest protocol that still runs every phase: one epoch on 300 digits.
+DIGITS_HASH = SMOKE.task_hash("digits")
 TINY = dataclasses.replace(
     SMOKE, name="test-tiny", tasks=("digits",), seeds=(0,), data_limit=300,
     recipes={"digits": Recipe(epochs=1, batch_size=32, lr=1e-2)},
@@ -38,28 +40,52 @@ TINY = dataclasses.replace(
 )
 
 
-# --- the protocol hash -------------------------------------------------------------------------------------------
+# --- the protocol hash, per (tier, task) --------------------------------------------------------------------------
 
 
-def test_the_hash_ignores_which_runs_a_tier_does_and_its_prose() -> None:
+def test_the_hash_ignores_which_runs_a_tier_does_its_prose_and_how_results_are_compared() -> None:
     for change in ({"models": SMOKE.models + ("my-plugin-model",)}, {"models": SMOKE.models[:2]},
-                   {"description": "reworded"}, {"seeds": (0, 1, 2)}, {"tasks": ("digits",)}):
-        assert dataclasses.replace(SMOKE, **change).hash == SMOKE.hash, change
+                   {"description": "reworded"}, {"seeds": (0, 1, 2)}, {"tasks": ("digits",)},
+                   {"citable": True}, {"rank": 3}, {"tolerance": Tolerance(accuracy_points=0.1, mse_relative=0.1)}):
+        assert dataclasses.replace(SMOKE, **change).hashes() == SMOKE.hashes(), change
+
+
+def test_a_new_task_or_another_tasks_recipe_orphans_no_record() -> None:
+    more = dataclasses.replace(SMOKE, recipes={**SMOKE.recipes, "fashion-mnist": Recipe(epochs=1, batch_size=8)})
+    assert more.task_hash("digits") == DIGITS_HASH
+    changed = dataclasses.replace(SMOKE, recipes={**SMOKE.recipes, "pendulum": Recipe(epochs=9, batch_size=8)})
+    assert changed.task_hash("digits") == DIGITS_HASH
+    assert changed.task_hash("pendulum") != SMOKE.task_hash("pendulum")
+    assert len(set(SMOKE.hashes().values())) == len(SMOKE.hashes())  # every task its own hash
+    with pytest.raises(ValueError, match="no recipe for task 'cifar10'"):
+        SMOKE.task_hash("cifar10")
 
 
 def test_the_hash_covers_everything_that_changes_a_number(monkeypatch) -> None:
     changes = [{"recipes": {**SMOKE.recipes, "digits": Recipe(epochs=5, batch_size=32, lr=5e-3)}},
                {"evaluation": dataclasses.replace(SMOKE.evaluation, pgd_steps=20)},
-               {"model_overrides": {"width": 32, "depth": 3}}, {"data_limit": 100}]
+               {"model_overrides": {"width": 32, "depth": 3}}, {"data_limit": 100}, {"version": 99}]
     for change in changes:
-        assert dataclasses.replace(SMOKE, **change).hash != SMOKE.hash, change
-    before = SMOKE.hash
+        assert dataclasses.replace(SMOKE, **change).task_hash("digits") != SMOKE.task_hash("digits"), change
+    before = SMOKE.task_hash("digits")
     # A task's eps grid lives in benchmarks/data/tasks.py, yet changes the robust accuracies of every record.
     digits = tasks.get_task("digits")
     monkeypatch.setitem(tasks._TASKS, "digits", dataclasses.replace(digits, attack_eps=(0.05, 0.1)))
-    assert SMOKE.hash != before
+    assert SMOKE.task_hash("digits") != before
     monkeypatch.setitem(tasks._TASKS, "digits", dataclasses.replace(digits, noise_sigmas=(0.5,)))
-    assert SMOKE.hash != before
+    assert SMOKE.task_hash("digits") != before
+    monkeypatch.setitem(tasks._TASKS, "digits", digits)
+    # The attack suite: its version and its declaration (not its prose).
+    monkeypatch.setattr(suite, "SUITE_VERSION", suite.SUITE_VERSION + 1)
+    assert SMOKE.task_hash("digits") != before
+    monkeypatch.setattr(suite, "SUITE_VERSION", suite.SUITE_VERSION - 1)
+    assert SMOKE.task_hash("digits") == before
+    declared = suite.ATTACK_SUITE
+    monkeypatch.setattr(suite, "ATTACK_SUITE", (declared[1], declared[0], *declared[2:]))
+    assert SMOKE.task_hash("digits") != before
+    monkeypatch.setattr(suite, "ATTACK_SUITE", tuple(dataclasses.replace(a, doc="reworded", label="x")
+                                                     for a in declared))
+    assert SMOKE.task_hash("digits") == before
 
 
 def test_records_keep_the_resolved_solver_of_every_stage() -> None:
@@ -171,7 +197,7 @@ def test_evaluate_measures_submitted_weights_under_their_own_key(tmp_path, capsy
     sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     results = tmp_path / "results"
     # A trained record of the same model and seed must stay a row of its own.
-    save_record(results, Record(model="resnet", task="digits", seed=0, protocol=SMOKE.header(),
+    save_record(results, Record(model="resnet", task="digits", seed=0, protocol=SMOKE.header("digits"),
                                 metrics={"accuracy": 0.5}, card=zoo.model_card("resnet").to_dict()))
     assert main(["evaluate", "resnet", "--checkpoint", str(checkpoint), "--task", "digits", "--tier", "smoke",
                  "--results", str(results), "--device", "cpu"]) == 0
@@ -237,7 +263,7 @@ def _card(name: str, **fields) -> dict:
 def _write(root: Path, model: str, card: dict, accuracies: list[float | None]) -> None:
     for seed, acc in enumerate(accuracies):
         ok = acc is not None
-        save_record(root, Record(model=model, task="digits", seed=seed, protocol=SMOKE.header(), card=card,
+        save_record(root, Record(model=model, task="digits", seed=seed, protocol=SMOKE.header("digits"), card=card,
                                  status="ok" if ok else "failed", error=None if ok else "RuntimeError: boom",
                                  metrics={"accuracy": acc} if ok else {}))
 
@@ -286,7 +312,8 @@ def test_claimed_and_reproduced_numbers_are_compared_within_the_stated_tolerance
     assert claims_csv in written
     lines = claims_csv.read_text().splitlines()
     assert lines[0].startswith("task,protocol,protocol_hash,model,metric,claimed,mean,std,n,difference")
-    assert lines[2].startswith(f"digits,smoke,{SMOKE.hash},claimer,accuracy,0.99,0.91,") and ",True,Table 2" in lines[2]
+    assert lines[2].startswith(f"digits,smoke,{DIGITS_HASH},claimer,accuracy,0.99,0.91,")
+    assert ",True,Table 2" in lines[2]
 
 
 def test_a_malformed_claim_is_an_error_naming_the_model(tmp_path) -> None:

@@ -38,7 +38,7 @@ def test_the_cached_surrogate_is_the_resnet_row_bit_for_bit_and_is_reused(task_d
     task, data = task_data
     cached = surrogate.resnet_surrogate(task, data, SMOKE, 1, CPU, "neural-ode")
     path = surrogate.surrogate_path(task, SMOKE, 1)
-    assert path.is_file() and path.is_relative_to(cache) and SMOKE.hash in path.name
+    assert path.is_file() and path.is_relative_to(cache) and SMOKE.task_hash(task.name) in path.name
     # What run_one does for the resnet row of seed 1.
     seed_everything(1)
     row = zoo.create_model("resnet", input_shape=task.input_shape, num_classes=task.num_classes,
@@ -64,16 +64,16 @@ def test_a_corrupt_cache_is_retrained_and_the_resnet_and_regression_need_none(ta
     assert surrogate.resnet_surrogate(get_task("pendulum"), data, SMOKE, 0, CPU, "anode") is None
 
 
-def _suite(model, digits, surrogates, grid=(0.05, 0.1), headline=0.1):  # noqa: F811 - digits is a fixture value
+def _suite(model, digits, surrogate, grid=(0.05, 0.1), headline=0.1):  # noqa: F811 - digits is a fixture value
     x, y = digits
     return attacks.robustness_suite(model, x[1400:1500], y[1400:1500], eps_grid=grid, headline_eps=headline,
-                                    ev=SMALL, batch_size=64, seed=0, surrogates=surrogates)
+                                    ev=SMALL, batch_size=64, seed=0, surrogate=surrogate)
 
 
 def test_the_resnet_transfer_is_inside_the_worst_case(resnet, digits) -> None:  # noqa: F811
     torch.manual_seed(3)
     other = zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2).eval()
-    suite = _suite(other, digits, {"resnet": resnet})
+    suite = _suite(other, digits, resnet)
     for eps, result in suite.by_eps.items():
         key = f"{eps:.3g}"
         assert f"transfer_resnet@{key}" in suite.metrics
@@ -89,6 +89,6 @@ def test_a_surrogate_that_breaks_what_white_box_missed_flags_the_row(resnet, dig
     masked = Quantised(resnet).eval()
     without = _suite(masked, digits, None, grid=(0.1,), headline=None)  # no Square: only the surrogate is black-box
     assert "unreliable:black-box-beats-white-box@0.1" not in without.flags
-    suite = _suite(masked, digits, {"resnet": resnet}, grid=(0.1,), headline=None)
+    suite = _suite(masked, digits, resnet, grid=(0.1,), headline=None)
     assert "unreliable:black-box-beats-white-box@0.1" in suite.flags
     assert suite.metrics["robust@0.1"] < without.metrics["robust@0.1"]

@@ -2,16 +2,13 @@
 
 One attack with one random start overstates robustness, and adaptive ODE solvers mask gradients (Huang et al. 2022;
 Athalye et al. 2018; Carlini et al. 2019). So an example counts as robust at a radius only if it is classified
-correctly clean and survives every attack of the suite:
-
-1. on every example: FGSM; PGD with cross-entropy (`pgd_restarts` random starts, `pgd_steps` steps, projection around
-   the clean input, clamp to [0, 1]); at the headline radius the same PGD with a fifth of the steps (the "more steps
-   never help less" check);
-2. on the survivors only, as AutoAttack does (attack budget goes where it can change the worst case): APGD with the
-   DLR margin loss (`apgd_restarts` starts), then, at the task's headline radius, AutoAttack's standard components
-   APGD-CE, APGD-T, FAB-T (white-box) and Square (`square_queries` queries, gradient-free);
-3. on the survivors of every white-box attack: transfer of PGD from a fixed-step RK4 twin (adaptive models only)
-   and from each of `surrogates` (`transfer_<name>`: the same-size ResNet of benchmarks/surrogate.py).
+correctly clean and survives every attack of the suite, `benchmarks/suite.py`'s `ATTACK_SUITE`, run in its order:
+attacks on every example first (FGSM, PGD with the protocol's restarts, the few-steps check), then, as AutoAttack
+does (attack budget goes where it can change the worst case), each later attack on the survivors of all before it
+(APGD-DLR; at the headline radius AutoAttack's standard components APGD-CE, APGD-T and FAB-T; transfer from a
+fixed-step RK4 twin and from the same-size ResNet; Square last). Each attack's seed comes from its position in the
+suite; its budget from the protocol's `Evaluation`. This module only executes the declaration: one builder per
+attack method (`_build`).
 
 Attacks run on the exact inference configuration; a model whose solver uses the adjoint is attacked through a copy
 that backpropagates directly through the solver (same solver, same tolerances), and the cosine between the two
@@ -40,8 +37,19 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo
-from benchmarks.evaluation.metrics import _batches, _forward, _frozen, _is_adaptive, _seeded, eps_key
+from benchmarks.evaluation.metrics import batches, eps_key, forward_all, frozen, is_adaptive, seeded
 from benchmarks.protocols import Evaluation
+from benchmarks.suite import (
+    ATTACK_SUITE,
+    BY_NAME,
+    UNBOUNDED_CHECK_SEED,
+    Access,
+    AttackSpec,
+    Radii,
+    Scope,
+    Source,
+    attack_seed,
+)
 
 UNBOUNDED_EPS = 1.0  # a radius that reaches every image of [0, 1]: a working attack must break (nearly) everything
 UNBOUNDED_MAX_ACCURACY = 0.10
@@ -49,8 +57,6 @@ UNBOUNDED_SUBSET = 500  # examples for the unbounded check: enough to tell 10% f
 GRADIENT_SUBSET = 128
 VANISHING_FRACTION = 0.10  # more examples than this with a zero / non-finite input gradient: gradients are masked
 TWIN_SCHEME = "rk4"  # adaptive models are also attacked through a fixed-step twin of this scheme at about their cost
-WHITE_BOX = ("fgsm", "pgd", "pgd_fewsteps", "apgd_dlr", "apgd_ce", "apgd_t", "fab_t")
-BLACK_BOX = ("transfer", "square")  # and every `transfer_<surrogate>` (see `_is_black_box`)
 EOT_DRAWS = 8  # draws averaged per attack step on a stochastic model (recorded as the metric `eot_draws`)
 
 
@@ -84,7 +90,8 @@ def attack_view(model: nn.Module, draws: int = EOT_DRAWS) -> nn.Module:
 
 
 def _is_black_box(name: str) -> bool:
-    return name in BLACK_BOX or name.startswith("transfer_")
+    """Transfer and gradient-free attacks: what they break beyond the white-box ones measures gradient masking."""
+    return BY_NAME[name].access is not Access.WHITE_BOX
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -148,15 +155,15 @@ class _Attacker:
         self.seconds: dict[str, float] = {}  # wall time per attack, summed over radii (where the budget goes)
 
     def run(self, name: str, make: Callable[[], torchattacks.Attack], index: torch.Tensor, eps: float,
-            seed_offset: int, source: nn.Module | None = None) -> tuple[torch.Tensor, float]:
+            seed: int, source: nn.Module | None = None) -> tuple[torch.Tensor, float]:
         """Survival mask on `index` (True = still correct) and the target's mean NFE on the adversarial inputs."""
         survived, nfe = [], 0.0
         if len(index) == 0:
             return torch.zeros(0, dtype=torch.bool, device=self.x.device), 0.0
         started = time.perf_counter()
         attack = make()
-        with _frozen(source or self.target), torch.enable_grad(), _seeded(self.seed + seed_offset):
-            for part in _batches(len(index), self.batch_size):
+        with frozen(source or self.target), torch.enable_grad(), seeded(self.seed + seed):
+            for part in batches(len(index), self.batch_size):
                 rows = index[part]
                 clean = self.x[rows]
                 adversarial = attack(clean, self.y[rows]).detach()
@@ -188,7 +195,7 @@ def direct_gradient_model(model: nn.Module) -> nn.Module:
 
 
 def _input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    with _frozen(model), torch.enable_grad():
+    with frozen(model), torch.enable_grad():
         inputs = x.detach().clone().requires_grad_(True)
         logits = model(inputs)
         if loss == "margin":  # the CW margin does not saturate like cross-entropy on confident examples
@@ -221,64 +228,68 @@ def adjoint_gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
 
 def _twin(model: nn.Module, x: torch.Tensor, batch_size: int) -> nn.Module | None:
     """Fixed-step RK4 twin of an adaptive model at about its cost; its gradients are clean and transfer."""
-    if not _is_adaptive(model):
+    if not is_adaptive(model):
         return None
-    stage_nfe = _forward(model, x, batch_size)[2]
+    stage_nfe = forward_all(model, x, batch_size)[2]
     cost = zoo.Solver(TWIN_SCHEME, 1).fixed_cost  # function evaluations of one step
     return model.manifest(TWIN_SCHEME, [max(1, round(n / cost)) for n in stage_nfe])
 
 
-def _attack_eps(attacker: _Attacker, model: nn.Module, twin: nn.Module | None, clean: torch.Tensor, eps: float,
-                headline: bool, ev: Evaluation, n_classes: int,
-                surrogates: Mapping[str, nn.Module] = {}) -> tuple[EpsResult, float]:  # noqa: B006 - never mutated
+def _build(spec: AttackSpec, model: nn.Module, eps: float, ev: Evaluation, n_classes: int,
+           ) -> Callable[[], torchattacks.Attack]:
+    """The torchattacks attack of `spec` at `eps` with the protocol's budgets (built lazily: on no survivors, never).
+    APGD, APGD-T, FAB and Square reseed torch themselves: they get the attack's own seed from the suite."""
+    seed = attack_seed(spec.name)
+    if spec.method == "fgsm":
+        return lambda: torchattacks.FGSM(model, eps=eps)
+    if spec.method == "pgd":
+        return _pgd(model, eps, max(1, ev.pgd_steps // spec.steps_divisor), ev)
+    if spec.method == "apgd":
+        return lambda: torchattacks.APGD(model, eps=eps, steps=ev.apgd_steps, loss=spec.loss, seed=seed,
+                                         n_restarts=ev.apgd_restarts if spec.restarts else 1)
+    if spec.method == "apgd_t":
+        return lambda: _targets(torchattacks.APGDT(model, eps=eps, steps=ev.apgd_steps, n_classes=n_classes,
+                                                   seed=seed), ev)
+    if spec.method == "fab_t":
+        return lambda: _targets(torchattacks.FAB(model, eps=eps, steps=ev.apgd_steps, multi_targeted=True,
+                                                 n_classes=n_classes, seed=seed), ev)
+    if spec.method == "square":
+        return lambda: torchattacks.Square(model, eps=eps, n_queries=ev.square_queries, seed=seed)
+    raise ValueError(f"attack {spec.name!r}: no builder for method {spec.method!r}")
+
+
+def _attack_eps(attacker: _Attacker, model: nn.Module, sources: Mapping[Source, nn.Module | None],
+                clean: torch.Tensor, eps: float, headline: bool, ev: Evaluation, n_classes: int,
+                ) -> tuple[EpsResult, float]:
+    """Every attack of `ATTACK_SUITE` that applies at this radius, in the suite's order. `sources`: the models whose
+    gradients the transfer attacks use (None: that attack does not apply). Returns the model's mean NFE on PGD's
+    first start (adaptive models: how attacks slow the solver)."""
     n = len(clean)
     everyone = clean.nonzero().squeeze(1)
-    result = EpsResult(eps, clean.clone())
-
-    def record(name: str, index: torch.Tensor, ok: torch.Tensor, cascade: bool) -> None:
-        result.attacks[name] = (index, ok)
+    result, nfe = EpsResult(eps, clean.clone()), 0.0
+    for spec in ATTACK_SUITE:
+        source = model if spec.source is Source.MODEL else sources.get(spec.source)
+        if source is None or (spec.radii is Radii.HEADLINE and not headline):
+            continue
+        make = _build(spec, source, eps, ev, n_classes)
+        cascade = spec.scope is Scope.SURVIVORS
+        index = result.robust.nonzero().squeeze(1) if cascade else everyone
+        if spec.method == "pgd" and spec.restarts:
+            # Each start runs on the examples no earlier start broke (per-example worst case over starts).
+            alive = torch.ones(len(index), dtype=torch.bool, device=clean.device)
+            for start in range(ev.pgd_restarts):
+                ok, start_nfe = attacker.run(spec.name, make, index[alive], eps, attack_seed(spec.name, start),
+                                             source=source)
+                if start == 0:
+                    result.pgd_first, nfe = ok.clone(), start_nfe
+                alive[alive.clone()] = ok
+            ok = alive
+        else:
+            ok, _ = attacker.run(spec.name, make, index, eps, attack_seed(spec.name), source=source)
+        result.attacks[spec.name] = (index, ok)
         result.robust[index[~ok]] = False
         # Attacks on everyone: their own accuracy. Cascaded ones: the robust accuracy after them (worst case so far).
-        own = result.survived(name, n) & clean
-        result.own[name] = (result.robust if cascade else own).sum().item() / n
-
-    ok, _ = attacker.run("fgsm", lambda: torchattacks.FGSM(model, eps=eps), everyone, eps, 0)
-    record("fgsm", everyone, ok, False)
-    # PGD's restarts: each runs on the examples no earlier start broke (per-example worst case over starts).
-    index, alive, nfe = everyone, torch.ones(len(everyone), dtype=torch.bool, device=clean.device), 0.0
-    for start in range(ev.pgd_restarts):
-        remaining = index[alive]
-        ok, start_nfe = attacker.run("pgd", _pgd(model, eps, ev.pgd_steps, ev), remaining, eps, 1 + start)
-        if start == 0:
-            result.pgd_first, nfe = ok.clone(), start_nfe
-        alive[alive.clone()] = ok
-    record("pgd", everyone, alive, False)
-    if headline:  # the steps check where the number is quoted (one radius suffices to see an attack stall)
-        few = _pgd(model, eps, max(1, ev.pgd_steps // 5), ev)
-        ok, _ = attacker.run("pgd_fewsteps", few, everyone, eps, 1)  # seed offset 1: PGD's first random start
-        record("pgd_fewsteps", everyone, ok, False)
-
-    def cascade(name: str, make: Callable[[], torchattacks.Attack], offset: int, source: nn.Module | None = None,
-                ) -> None:
-        survivors = result.robust.nonzero().squeeze(1)
-        ok, _ = attacker.run(name, make, survivors, eps, offset, source)
-        record(name, survivors, ok, True)
-
-    cascade("apgd_dlr", lambda: torchattacks.APGD(model, eps=eps, steps=ev.apgd_steps, n_restarts=ev.apgd_restarts,
-                                                  loss="dlr", seed=0), 100)
-    if headline:  # AutoAttack (standard): APGD-CE, APGD-T, FAB-T, Square
-        cascade("apgd_ce", lambda: torchattacks.APGD(model, eps=eps, steps=ev.apgd_steps, loss="ce", seed=0), 101)
-        cascade("apgd_t", lambda: _targets(torchattacks.APGDT(model, eps=eps, steps=ev.apgd_steps,
-                                                              n_classes=n_classes, seed=0), ev), 102)
-        cascade("fab_t", lambda: _targets(torchattacks.FAB(model, eps=eps, steps=ev.apgd_steps, multi_targeted=True,
-                                                           n_classes=n_classes, seed=0), ev), 103)
-    # Black-box and transfer last: what they break beyond every white-box attack measures gradient masking.
-    if twin is not None:
-        cascade("transfer", _pgd(twin, eps, ev.pgd_steps, ev), 104, source=twin)
-    for offset, (name, surrogate) in enumerate(sorted(surrogates.items())):
-        cascade(f"transfer_{name}", _pgd(surrogate, eps, ev.pgd_steps, ev), 106 + offset, source=surrogate)
-    if headline:
-        cascade("square", lambda: torchattacks.Square(model, eps=eps, n_queries=ev.square_queries, seed=0), 105)
+        result.own[spec.name] = (result.robust if cascade else result.survived(spec.name, n) & clean).sum().item() / n
     return result, nfe
 
 
@@ -317,16 +328,16 @@ def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded
 
 def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_grid: Sequence[float],
                      headline_eps: float | None, ev: Evaluation, batch_size: int, seed: int,
-                     surrogates: Mapping[str, nn.Module] | None = None, eot_draws: int = EOT_DRAWS) -> SuiteResult:
+                     surrogate: nn.Module | None = None, eot_draws: int = EOT_DRAWS) -> SuiteResult:
     """The whole suite on (x, y): metrics `robust@<eps>` (+ `_ci_low`/`_ci_high`), each attack's `<name>@<eps>`,
     `attack_n`, `nfe_adversarial` (adaptive), `adjoint_grad_cosine` (adjoint models), `eot_draws` (stochastic
     models, attacked through the mean of that many draws; 1 attacks one draw), and the sanity flags.
-    `surrogates` (name -> model on the same inputs) add the transfer attacks `transfer_<name>@<eps>`."""
+    `surrogate` (the suite's SURROGATE_MODEL trained on the same task) adds its transfer attack."""
     if headline_eps is not None and not any(math.isclose(headline_eps, e) for e in eps_grid):
         raise ValueError(f"headline eps {headline_eps} is not in the eps grid {tuple(eps_grid)}")
     n = len(y)
     attacked = direct_gradient_model(model)
-    outputs = _forward(model, x, batch_size)[0]
+    outputs = forward_all(model, x, batch_size)[0]
     n_classes = outputs.shape[1]
     clean = outputs.argmax(dim=1) == y
     twin = _twin(model, x, batch_size)
@@ -337,7 +348,8 @@ def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_
         metrics["eot_draws"] = float(eot_draws)
     for eps in sorted(eps_grid):
         headline = headline_eps is not None and math.isclose(eps, headline_eps)
-        result, nfe = _attack_eps(attacker, view, twin, clean, eps, headline, ev, n_classes, surrogates or {})
+        result, nfe = _attack_eps(attacker, view, {Source.TWIN: twin, Source.SURROGATE: surrogate}, clean, eps,
+                                  headline, ev, n_classes)
         by_eps[eps] = result
         key = eps_key(eps)
         robust = int(result.robust.sum())
@@ -350,7 +362,7 @@ def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_
     try:
         part = torch.arange(min(n, UNBOUNDED_SUBSET), device=x.device)
         unbounded_pgd = _pgd(view, UNBOUNDED_EPS, max(1, ev.pgd_steps // 2), ev)  # eps = 1 needs few steps
-        ok, _ = attacker.run("unbounded", unbounded_pgd, part, UNBOUNDED_EPS, 7)
+        ok, _ = attacker.run("unbounded", unbounded_pgd, part, UNBOUNDED_EPS, UNBOUNDED_CHECK_SEED)
         unbounded = (ok & clean[part]).sum().item() / len(part)
         metrics["unbounded_pgd"] = unbounded
     except zoo.SolverDidNotConverge:

@@ -17,7 +17,7 @@ from torch import nn
 
 import zoo
 from benchmarks.evaluation import timing
-from benchmarks.evaluation.metrics import Kind, _accuracy_of, _forward, _mse_of
+from benchmarks.evaluation.metrics import Kind, accuracy_of, forward_all, mse_of
 from zoo.integrate import Solver, replace_solver
 
 Setting = tuple[Solver, ...]  # one solver per stage
@@ -87,7 +87,7 @@ def depth_transfer(
         reference_config = tuple(replace_solver(s, scheme=REFERENCE_SCHEME, n_steps=2 * n)
                                  for s, n in zip(trained, finest))
     try:
-        reference = _forward(_build(model, reference_config), x, batch_size)[0]
+        reference = forward_all(_build(model, reference_config), x, batch_size)[0]
     except zoo.SolverDidNotConverge:
         reference = None  # errors stay unknown; the entries themselves are still worth having
     metric = "accuracy" if kind == "classification" else "mse"
@@ -105,7 +105,7 @@ def depth_transfer(
         }
         entries.append(entry)
         try:
-            outputs, nfe, _ = _forward(manifest, x, batch_size)
+            outputs, nfe, _ = forward_all(manifest, x, batch_size)
         except zoo.SolverDidNotConverge as error:
             entry["failed"] = f"solver did not converge: {error}"
             continue
@@ -113,7 +113,7 @@ def depth_transfer(
         if not torch.isfinite(outputs).all():
             entry["failed"] = "non-finite outputs"
             continue
-        entry[metric] = _accuracy_of(outputs, y) if metric == "accuracy" else _mse_of(outputs, y)
+        entry[metric] = accuracy_of(outputs, y) if metric == "accuracy" else mse_of(outputs, y)
         if reference is not None:
             entry["error"] = (outputs - reference).abs().flatten(1).amax(dim=1).double().mean().item()
         if latency_example is not None:

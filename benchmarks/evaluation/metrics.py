@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
-import torchattacks
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -34,19 +33,19 @@ def parameter_count(model: nn.Module) -> int:
     return zoo.count_params(model)
 
 
-def _batches(n: int, batch_size: int) -> Iterator[slice]:
+def batches(n: int, batch_size: int) -> Iterator[slice]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
 
 
-def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, list[float]]:
+def forward_all(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, list[float]]:
     """Outputs on all of x, with the mean NFE per forward and per stage over the batches (weighted by batch size,
     i.e. the NFE an example sees on average; sums of integers divided once, so fixed-step counts stay exact)."""
     outputs, nfe, stages = [], 0, None
     with torch.no_grad():
-        for part in _batches(len(x), batch_size):
+        for part in batches(len(x), batch_size):
             # A tuple or a wrong batch size is never a result; non-finite values are judged by the caller.
             outputs.append(validate_output(model(x[part]), part.stop - part.start, None, finite=False))
             size = part.stop - part.start
@@ -56,11 +55,11 @@ def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple[torch.
     return torch.cat(outputs), nfe / len(x), [n / len(x) for n in stages or []]
 
 
-def _accuracy_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
     return (outputs.argmax(dim=1) == y).sum().item() / len(y)
 
 
-def _mse_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
+def mse_of(outputs: torch.Tensor, y: torch.Tensor) -> float:
     return F.mse_loss(outputs.double(), y.double()).item()
 
 
@@ -69,9 +68,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: Kind, 
     """(accuracy or MSE, mean NFE per forward over the batches of `batch_size`) on all of x; NFE None for a model
     that does not count its function evaluations. Adaptive solvers' NFE varies from batch to batch, so it is
     measured on every batch that is scored rather than on one."""
-    outputs, nfe, _ = _forward(model, x, batch_size)
+    outputs, nfe, _ = forward_all(model, x, batch_size)
     outputs = validate_output(outputs, len(x), output_shape)
-    score = _accuracy_of(outputs, y) if kind == "classification" else _mse_of(outputs, y)
+    score = accuracy_of(outputs, y) if kind == "classification" else mse_of(outputs, y)
     return score, nfe if hasattr(model, "nfe") else None
 
 
@@ -98,17 +97,17 @@ def batch_coupling(model: nn.Module, x: torch.Tensor, *, batch_size: int, exampl
 def _checked(model: nn.Module, x: torch.Tensor, batch_size: int, output_shape: Sequence[int] | None) -> torch.Tensor:
     """Outputs of the trained model, which must be finite and (given `output_shape`) of the task's shape: an
     argmax over NaN or over one logit too many is a number, but not an accuracy."""
-    return validate_output(_forward(model, x, batch_size)[0], len(x), output_shape)
+    return validate_output(forward_all(model, x, batch_size)[0], len(x), output_shape)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
              output_shape: Sequence[int] | None = None) -> float:
-    return _accuracy_of(_checked(model, x, batch_size, output_shape), y)
+    return accuracy_of(_checked(model, x, batch_size, output_shape), y)
 
 
 def mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
         output_shape: Sequence[int] | None = None) -> float:
-    return _mse_of(_checked(model, x, batch_size, output_shape), y)
+    return mse_of(_checked(model, x, batch_size, output_shape), y)
 
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -119,12 +118,12 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _is_adaptive(model: nn.Module) -> bool:
+def is_adaptive(model: nn.Module) -> bool:
     return any(solver.adaptive for solver in getattr(model, "solvers", ()))
 
 
 @contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
+def frozen(model: nn.Module) -> Iterator[None]:
     """Attacks need d loss / d input only: skipping parameter gradients saves about a third of each backward."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -137,57 +136,12 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """Seed the global RNG (torchattacks draws PGD's random start from it) without disturbing the caller's stream."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def _attack_grid(
-    source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, *,
-    eps_grid: Sequence[float], pgd_steps: int, pgd_alpha_factor: float, batch_size: int, seed: int,
-) -> tuple[dict[str, torch.Tensor], float]:
-    """Per-example robust correctness of `target` under attacks crafted on `source`, and the target's mean NFE on
-    PGD examples at the largest eps. An example counts as robust only if it was also classified correctly clean."""
-    correct: dict[str, torch.Tensor] = {}
-    nfe_at_largest = 0.0
-    with _frozen(source), torch.enable_grad():
-        for eps in eps_grid:
-            key = eps_key(eps)
-            attacks = {
-                "fgsm": torchattacks.FGSM(source, eps=eps),
-                "pgd": torchattacks.PGD(source, eps=eps, alpha=pgd_alpha_factor * eps / pgd_steps, steps=pgd_steps,
-                                        random_start=True),
-            }
-            for name, attack in attacks.items():
-                hits, nfe = [], 0.0
-                with _seeded(seed):
-                    for part in _batches(len(x), batch_size):
-                        adversarial = attack(x[part], y[part])
-                        with torch.no_grad():
-                            hits.append(target(adversarial).argmax(dim=1) == y[part])
-                        nfe += getattr(target, "nfe", 0) * (part.stop - part.start) / len(x)
-                correct[f"{name}@{key}"] = torch.cat(hits) & clean
-                if name == "pgd" and eps == max(eps_grid):
-                    nfe_at_largest = nfe
-    return correct, nfe_at_largest
-
-
-def _fraction(mask: torch.Tensor) -> float:
-    return mask.sum().item() / len(mask)
-
-
-def robustness(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_grid: Sequence[float], pgd_steps: int = 10,
-    pgd_alpha_factor: float = 2.5, batch_size: int, seed: int,
-) -> dict[str, float]:
-    """FGSM and PGD accuracy at every eps (inputs in [0, 1]; the model normalises internally)."""
-    clean = _forward(model, x, batch_size)[0].argmax(dim=1) == y
-    correct, _ = _attack_grid(model, model, x, y, clean, eps_grid=eps_grid, pgd_steps=pgd_steps,
-                              pgd_alpha_factor=pgd_alpha_factor, batch_size=batch_size, seed=seed)
-    return {key: _fraction(mask) for key, mask in correct.items()}
 
 
 def noise_robustness(
@@ -199,7 +153,7 @@ def noise_robustness(
         generator = torch.Generator(device=x.device).manual_seed(seed)
         correct = 0
         with torch.no_grad():
-            for part in _batches(len(x), batch_size):
+            for part in batches(len(x), batch_size):
                 noise = torch.randn(x[part].shape, generator=generator, device=x.device, dtype=x.dtype)
                 noisy = (x[part] + sigma * noise).clamp(0.0, 1.0)
                 correct += (model(noisy).argmax(dim=1) == y[part]).sum().item()

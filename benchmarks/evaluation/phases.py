@@ -22,7 +22,7 @@ from benchmarks.evaluation import timing
 from benchmarks.evaluation.attacks import robustness_suite
 from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
-from benchmarks.evaluation.surrogate import SURROGATE_MODEL, resnet_surrogate
+from benchmarks.evaluation.surrogate import resnet_surrogate
 from benchmarks.evaluation.timing import PhaseTimer
 from benchmarks.protocols import Evaluation, Protocol
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
@@ -104,7 +104,7 @@ def _attacks(r: Run) -> None:  # on the first attack_subset test examples
     resnet = resnet_surrogate(r.task, r.data, r.protocol, r.seed, r.device, r.model_name)
     suite = robustness_suite(r.model, xs, ys, eps_grid=r.task.attack_eps, headline_eps=r.task.headline_eps, ev=r.ev,
                              batch_size=r.ev.eval_batch, seed=0,
-                             surrogates=None if resnet is None else {SURROGATE_MODEL: resnet})
+                             surrogate=resnet)
     r.metrics.update(suite.metrics)
     r.flags += suite.flags
 
@@ -162,6 +162,6 @@ def measure(model: torch.nn.Module, task: Task, data: TaskData, protocol: Protoc
         run.flags.append(STOCHASTIC_FLAG)
     for index, step in enumerate(PHASES):
         if step.applies(run):
-            with phase(step.name), (M._seeded(STOCHASTIC_SEED + index) if stochastic else nullcontext()):
+            with phase(step.name), (M.seeded(STOCHASTIC_SEED + index) if stochastic else nullcontext()):
                 step.run(run)
     return run.metrics, run.flags, run.transfer, run.profile

@@ -4,7 +4,7 @@ A model that masks its own gradients can still be broken by adversarial examples
 the same task (Athalye et al. 2018, sec. 5; Carlini et al. 2019). The surrogate is exactly the leaderboard's
 `resnet` row of the same protocol and seed: the zoo's `resnet` at the protocol's size, trained by
 `benchmarks.training.train.train` with the protocol's recipe after the runner's seeding. It is trained once per
-(protocol hash, task, seed) and kept as a state_dict under the cache directory (`benchmarks.data.tasks.cache_root`).
+(tier, task hash, seed) and kept as a state_dict under the cache directory (`benchmarks.data.tasks.cache_root`).
 
 Concurrency: with `depthbench run --workers N` several processes may train the same surrogate at once. Training is
 deterministic, so they all produce the same weights; each writes through `atomic_output` (temporary file, then one
@@ -26,14 +26,13 @@ import zoo
 from benchmarks.data.tasks import Task, TaskData, cache_root
 from benchmarks.io import atomic_output
 from benchmarks.protocols import Protocol, recipe_for
+from benchmarks.suite import SURROGATE_MODEL
 from benchmarks.training.train import seed_everything, train
-
-SURROGATE_MODEL = "resnet"
 
 
 def surrogate_path(task: Task, protocol: Protocol, seed: int) -> Path:
-    """Where the cached surrogate of (protocol hash, task, seed) lives."""
-    return cache_root() / "surrogates" / f"{SURROGATE_MODEL}-{task.name}-{protocol.hash}-seed{seed}.pt"
+    """Where the cached surrogate of (tier, task hash, seed) lives."""
+    return cache_root() / "surrogates" / f"{SURROGATE_MODEL}-{task.name}-{protocol.task_hash(task.name)}-seed{seed}.pt"
 
 
 def _fresh(task: Task, protocol: Protocol) -> nn.Module:

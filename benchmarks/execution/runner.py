@@ -109,7 +109,7 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
     submitted weights, and a stand-in for training that only validates it."""
     started = now()
     phase = PhaseTimer(device)
-    record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header())
+    record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header(task.name))
     source = None  # which code provided the model (None: the model name is unknown)
     try:
         record.card = zoo.model_card(model_name).to_dict()
@@ -121,7 +121,8 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.solver = solver_settings(model)
         recipe = recipe_for(protocol, task.name)
         saved = None if checkpoint is None else TrainingCheckpoint(checkpoint, {
-            "model": model_name, "task": task.name, "protocol": protocol.hash, "seed": seed, "epochs": recipe.epochs})
+            "model": model_name, "task": task.name, "protocol": protocol.task_hash(task.name), "seed": seed,
+            "epochs": recipe.epochs})
         with phase("train"):
             trained = train(model, data, task, recipe, device=device, seed=seed, on_epoch=on_epoch,
                             checkpoint=saved) if train_fn is None else train_fn(model)
@@ -130,6 +131,7 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.metrics, bad = _finite(metrics)
         record.flags = flags + bad
         record.depth_transfer = transfer
+        record.history = trained.history
         record.trajectory = profile
         record.not_applicable = contract.not_applicable(model)
     except Exception as error:  # noqa: BLE001 - a failing model is a result, not a crash of the suite
@@ -335,7 +337,7 @@ def run_tier(
     deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
     todo = []
     for task, model_name, seed in jobs:
-        path = record_path(results_dir, model_name, task.name, protocol.hash, seed)
+        path = record_path(results_dir, model_name, task.name, protocol.task_hash(task.name), seed)
         if path.exists():
             try:
                 done = load_record(path, results_dir)
@@ -349,7 +351,7 @@ def run_tier(
                         summary.failed_before.append(path)
                     continue
         todo.append((task, model_name, seed, path))
-    bar = Progress(len(jobs), len(todo), f"{protocol.name} {protocol.hash}", progress)
+    bar = Progress(len(jobs), len(todo), f"{protocol.name} v{protocol.version}", progress)
     bar.bar.update(len(summary.skipped))
     loaded: dict[str, TaskData] = {}
 
@@ -456,7 +458,7 @@ def _run_in_worker(protocol: Protocol, task_name: str, model_name: str, seed: in
     if key not in _WORKER_DATA:
         _WORKER_DATA.clear()  # one task at a time: jobs are ordered by task
         _WORKER_DATA[key] = task.load(data_dir, limit=protocol.data_limit)
-    path = record_path(results_dir, model_name, task_name, protocol.hash, seed)
+    path = record_path(results_dir, model_name, task_name, protocol.task_hash(task_name), seed)
     record = run_one(protocol, task, _WORKER_DATA[key], model_name, seed, torch.device(device),
                      concurrent_runs=workers, checkpoint=checkpoint_for(path))
     path = save_record(results_dir, record)

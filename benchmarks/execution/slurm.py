@@ -55,7 +55,7 @@ class SlurmRun(submitit.helpers.Checkpointable):
         self.device, self.keep_checkpoints, self.command = device, keep_checkpoints, command
 
     def __call__(self, task_name: str, model_name: str, seed: int) -> tuple[str, str, str | None]:
-        path = record_path(self.results_dir, model_name, task_name, self.protocol.hash, seed)
+        path = record_path(self.results_dir, model_name, task_name, self.protocol.task_hash(task_name), seed)
         info = job_info()
         done = _record_of_job(path, self.results_dir, info["job_id"])
         if done is not None:  # requeued after this very job wrote the record: nothing left to do
@@ -214,7 +214,7 @@ def _failed_record(protocol: Protocol, task: Task, model_name: str, seed: int, j
     last = _job_error(marker)
     error = (f"Slurm job {job_id} ended {state} without a record (reason {reason}, exit code {code})"
              f"{': ' + last if last else ''}; log {marker.get('stderr')}")
-    record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header(), status="failed",
+    record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header(task.name), status="failed",
                     error=error, flags=["error"])
     record.provenance = {**run_provenance(torch.device("cpu"), marker.get("submitted") or now()),
                          "recorded_by": "the submitting depthbench: the job left no record",

@@ -37,7 +37,7 @@ def run_states(protocol: Protocol, results: Path, models: Sequence[str] | None =
     for task in tasks:
         for model in models:
             for seed in seeds or protocol.seeds:
-                path = record_path(results, model, task, protocol.hash, seed)
+                path = record_path(results, model, task, protocol.task_hash(task), seed)
                 try:
                     record = load_record(path, results) if path.exists() else None
                 except RecordError:
@@ -73,9 +73,10 @@ def show_status(protocol: Protocol, results: Path, *, models: Sequence[str] | No
     queue = squeue_states()
     states = run_states(protocol, results, models, tasks, seeds, queue)
     seeds_shown = ",".join(str(s) for s in dict.fromkeys(seed for _, _, seed in states))
-    print(f"tier {protocol.name} (protocol hash {protocol.hash}) in {results}, seeds {seeds_shown}:")
+    hashes = ", ".join(f"{task} {h}" for task, h in protocol.hashes().items() if not tasks or task in tasks)
+    print(f"tier {protocol.name} v{protocol.version} ({hashes}) in {results}, seeds {seeds_shown}:")
     print(matrix(states))
-    resumable = sum(checkpoint_for(record_path(results, m, t, protocol.hash, s)).exists()
+    resumable = sum(checkpoint_for(record_path(results, m, t, protocol.task_hash(t), s)).exists()
                     for (m, t, s), state in states.items() if state in ("missing", "running"))
     if resumable:
         print(f"{resumable} of the runs without a record have a training checkpoint: they continue from its epoch")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.protocols import tier_citable, tier_rank
 from benchmarks.reporting.paper_claims import CLAIMS, PaperClaim
-from benchmarks.reporting.render import PIPELINE_CHECK_TIERS
 from benchmarks.store.records import iter_records
 from benchmarks.store.studies import find_studies
 
@@ -32,7 +32,6 @@ SPEEDUP = 1.1  # compression is "faster" from a 1.1 x latency speed-up
 O1_MEMORY = 0.1  # adjoint memory is "O(1)" when its peak grows per step by <= 0.1 x the direct method's growth
 PGD_GAIN = 0.10  # claim (f): a "large" PGD gain is >= 10 points ...
 CLEAN_COST = 0.03  # ... for at most 3 points of clean accuracy (the paper: 1.3 points for 26 points)
-TIER_RANK = {"paper": 0, "standard": 1}  # then study tiers (cpu-study), then pipeline checks
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,11 @@ def by_count(passed: int, total: int) -> str:
 
 
 def citable(tier: str) -> bool:
-    return tier not in PIPELINE_CHECK_TIERS
+    return tier_citable(tier)
 
 
 def _rank(tier: str) -> int:
-    return TIER_RANK.get(tier, len(TIER_RANK) + (1 if tier in PIPELINE_CHECK_TIERS else 0))
+    return tier_rank(tier)
 
 
 class Evidence:

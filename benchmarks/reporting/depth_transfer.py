@@ -29,13 +29,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from benchmarks.io import write_atomic
+from benchmarks.protocols import tier_rank
 from benchmarks.reporting.plots import RC, _save
 from benchmarks.reporting.render import pipeline_check_banner
 from benchmarks.store.records import iter_records
 from benchmarks.store.studies import write_study
 
 TOLERANCE_POINTS = 1.0  # accuracy points: a model transfers if no re-discretisation costs more than this
-TIER_RANK = {"paper": 0, "standard": 1, "smoke": 2}  # most citable first; unknown tiers after these
 STUDY = "depth-transfer"
 LINESTYLES = {"euler": ":", "midpoint": "--", "rk4": "-", "rk4_38": "-."}
 
@@ -50,7 +50,7 @@ def collect(records_root: Path) -> dict[str, dict[str, Any]]:
         by_protocol[rec.task][(str(proto.get("name")), int(proto.get("version") or 0), str(proto["hash"]))].append(rec)
     out = {}
     for task, protocols in sorted(by_protocol.items()):
-        name, version, hash_ = min(protocols, key=lambda k: (TIER_RANK.get(k[0], len(TIER_RANK)), -k[1]))
+        name, version, hash_ = min(protocols, key=lambda k: (tier_rank(k[0]), -k[1]))
         models: dict[str, list[Any]] = defaultdict(list)
         for rec in sorted(protocols[(name, version, hash_)], key=lambda r: (r.model, r.seed)):
             models[rec.model].append(rec)

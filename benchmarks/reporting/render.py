@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.protocols import SMOKE
+from benchmarks.protocols import PROTOCOLS
 from benchmarks.reporting.tables import (
     HEADER_PACKAGES,
     TableKey,
@@ -39,9 +39,9 @@ from benchmarks.reporting.tables import (
 
 SUITE_BIBKEY = "depthbench"
 SUITE_TITLE = "depthbench: Benchmarks for Continuous-Depth Deep Learning"
-# Tiers whose numbers only show that the pipeline runs (tiny models, few epochs, one seed). Derived from the
-# protocol's name, not a protocol field: a new field would change every protocol hash and orphan the records.
-PIPELINE_CHECK_TIERS = frozenset({SMOKE.name})
+# Tiers whose numbers only show that the pipeline runs (tiny models, few epochs, one seed): `citable=False` in
+# their protocol (a field outside the hash).
+PIPELINE_CHECK_TIERS = frozenset(p.name for p in PROTOCOLS.values() if not p.citable)
 BANNER_TITLE = "Pipeline check, not for citing"
 
 

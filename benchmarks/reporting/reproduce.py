@@ -4,7 +4,7 @@ The same protocol hash fixes every recipe field, but not the hardware: float ker
 so a cold run elsewhere gives other numbers, by about as much as another seed would. A difference of means is
 therefore judged against the larger of
 
-- the protocol's stated tolerance (`TOLERANCES`, by protocol name: a constant here, deliberately *not* part of the
+- the tier's stated tolerance (`Protocol.tolerance` in benchmarks/protocols.py, deliberately *not* part of the
   protocol hash, since it says how results are compared, not how they are produced), and
 - `SPREAD_FACTOR` standard errors of that difference, from the seed spread (pooled sample std of the sides that
   have n > 1 seeds): 2 x s x sqrt(1/n_published + 1/n_local).
@@ -19,33 +19,18 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.protocols import Tolerance, tier_tolerance
 from benchmarks.store.records import Record, iter_records
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    accuracy_points: float  # allowed |difference of mean test accuracy|, in percentage points
-    mse_relative: float  # allowed relative difference of mean test MSE: ratio within [1/(1+r), 1+r]
-
-
-# The smoke tier trains tiny models for 4 epochs with one seed: across two CPUs the same seed has been seen to move
-# by 7 points (anode on digits, 42.50% -> 35.25%), so only gross breakage is caught there. The GPU tiers train to
-# convergence with 3-5 seeds, so their tolerance is tight and the seed spread usually dominates it.
-TOLERANCES: dict[str, Tolerance] = {
-    "smoke": Tolerance(accuracy_points=10.0, mse_relative=2.0),
-    "standard": Tolerance(accuracy_points=1.5, mse_relative=0.25),
-    "paper": Tolerance(accuracy_points=1.0, mse_relative=0.15),
-}
-DEFAULT_TOLERANCE = Tolerance(accuracy_points=2.0, mse_relative=0.5)  # a protocol not listed above
 SPREAD_FACTOR = 2.0  # standard errors of the difference of means: about a 95% band for normal seed noise
 
 
 def tolerance_for(protocol_name: str) -> Tolerance:
-    return TOLERANCES.get(protocol_name, DEFAULT_TOLERANCE)
+    return tier_tolerance(protocol_name)
 
 
 @dataclass(frozen=True)
@@ -157,12 +142,12 @@ def compare_records(local: Iterable[Record], published: Iterable[Record]) -> lis
     return rows
 
 
-def compare_stores(local_root: Path, published_root: Path, protocol_hash: str | None = None) -> list[Row]:
-    """`compare_records` over two stores, restricted to one protocol hash if given."""
+def compare_stores(local_root: Path, published_root: Path, hashes: Collection[str] | None = None) -> list[Row]:
+    """`compare_records` over two stores, restricted to the records of these (tier, task) hashes if given."""
     def load(root: Path) -> list[Record]:
         if not Path(root).is_dir():
             return []
-        return [r for _, r in iter_records(root) if protocol_hash is None or r.protocol["hash"] == protocol_hash]
+        return [r for _, r in iter_records(root) if hashes is None or r.protocol["hash"] in hashes]
 
     return compare_records(load(local_root), load(published_root))
 

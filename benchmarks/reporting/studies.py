@@ -27,6 +27,7 @@ TITLES = {
     "memory": "Peak training memory vs steps, direct vs adjoint backprop; ODE-Net vs ResNet parameters "
               "(Chen et al. 2018)",
     "stiffness": "Stiffness penalty on the rate Jacobian's spectral radius (after Hudson et al. 2023)",
+    "suite-strength": "The cpu tier's reduced attack budgets against the full-strength suite",
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.protocols import PROTOCOLS, tier_citable
 from benchmarks.specs import BY_PATTERN, DOCS, TABLE_HEAD, TABLE_TAIL
 from benchmarks.specs import SPECS as METRIC_SPECS
 from benchmarks.store.records import iter_records
@@ -328,6 +329,7 @@ def header_lines(table: pd.DataFrame) -> list[tuple[str, str]]:
     ok, failed = int(table.seeds.sum()), int(table.failed.sum())
     return [
         ("Protocol", f"{at['protocol']} {versions}, hash {at['protocol_hash']}"),
+        *([("Citable", citable_note(at["protocol"]))] if tier_citable(at["protocol"]) else []),
         ("Runs", f"{starts} to {ends} ({ok} successful, {failed} failed)"),
         ("Run time", f"{format_duration(float(table.run_seconds.sum()))} in total over {ok + failed} runs "
                      "(sum of each run's start to finish: training, every metric, writing the record)"),
@@ -345,6 +347,14 @@ def header_lines(table: pd.DataFrame) -> list[tuple[str, str]]:
                   "in only k of them; — = not recorded; n/a = not applicable (the model lacks the capability)"),
         ("Units", units_note(display_columns(table))),
     ]
+
+
+def citable_note(tier: str) -> str:
+    """What a citable tier's table says of itself: that it may be cited, how, and what the tier is."""
+    known = PROTOCOLS.get(tier)
+    what = f" The tier: {known.description}" if known else ""
+    return (f"yes: a `{tier}` tier table; cite a number with its protocol hash and commit (above) and the row's n "
+            f"(seeds).{what}")
 
 
 STOCHASTIC_NOTE = (

@@ -123,4 +123,8 @@ def run_provenance(device: torch.device, started: str, command: list[str] | None
         "packages": package_versions(),
         "started": started,
         "finished": now(),
+        # Runnable processes on the host when the record was written (1-minute mean) and its cores: timings made
+        # on a busy machine are slower than the same code alone, and a reader should be able to tell.
+        "load_average": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }

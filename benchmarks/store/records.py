@@ -17,6 +17,7 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
   "trajectory": [{"stage": 0, "t": 0.0, "t0": 0.0, "t1": 6.0, "h": 1.0, "sigma": 3.1}, ...],  # diagnostics
   "solver": [{"scheme": "rk4", "n_steps": 3, "rtol": 0.001, "atol": 0.001, "adjoint": false,
               "max_num_steps": 1000}, ...],   # the model's resolved solver per stage ([] for other models)
+  "history": [{"epoch": 1, "loss": 0.61, "val": 0.84, "seconds": 15.2}, ...],  # the training curve (plateau?)
   "card": {"title": ..., "arxiv": ..., "bibkey": ..., ...},
   "provenance": {"git_commit": ..., "git_dirty": false,
                  "model_source": {"kind": "in-tree"} | {"kind": "plugin", "distribution": ..., "version": ...,
@@ -71,6 +72,7 @@ class Record:
     depth_transfer: list[dict[str, Any]] = field(default_factory=list)
     trajectory: list[dict[str, Any]] = field(default_factory=list)  # stiffness profile along depth
     solver: list[dict[str, Any]] = field(default_factory=list)  # resolved zoo.Solver settings, one per stage
+    history: list[dict[str, Any]] = field(default_factory=list)  # per training epoch: loss, validation metric, seconds
     card: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
@@ -93,7 +95,7 @@ class Record:
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "task": (str,), "seed": (int,), "protocol": (dict,), "status": (str,), "error": (str, type(None)),
     "metrics": (dict,), "flags": (list,), "depth_transfer": (list,), "trajectory": (list,), "card": (dict,),
-    "solver": (list,), "not_applicable": (list,), "provenance": (dict,), "schema": (int,),
+    "solver": (list,), "history": (list,), "not_applicable": (list,), "provenance": (dict,), "schema": (int,),
 }
 _REQUIRED = ("schema", "model", "task", "seed", "protocol", "status")
 

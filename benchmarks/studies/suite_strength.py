@@ -1,0 +1,112 @@
+"""Is the cpu tier's reduced attack suite as strong as the full-strength one? The check that justifies its budgets.
+
+The standard tier attacks with AutoAttack's budgets (PGD 50 steps x 5 starts, APGD 100 steps x 5 starts, 9 target
+classes, Square with 5,000 queries); on a CPU that costs more than 20 minutes per 100 images of an adaptive model,
+so the `cpu` tier runs the same suite (every attack, same order, same seeds) with smaller budgets. This study
+trains the tier's models (or reuses their weights, kept by `depthbench run --tier cpu --keep-checkpoints`), attacks
+the first `EXAMPLES` test images with both budgets at every radius of the task and reports the robust accuracy of
+each: the reduced suite may be at most `TOLERANCE` (1 point) weaker, per model and radius.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import zoo
+from benchmarks.evaluation.attacks import robustness_suite
+from benchmarks.evaluation.metrics import eps_key
+from benchmarks.evaluation.surrogate import resnet_surrogate
+from benchmarks.execution.runner import checkpoint_for
+from benchmarks.protocols import CPU, STANDARD, Evaluation, Protocol, recipe_for
+from benchmarks.store.provenance import now, run_provenance
+from benchmarks.store.records import record_path
+from benchmarks.store.studies import write_study
+from benchmarks.studies.common import load
+from benchmarks.training.train import seed_everything, train
+
+STUDY = "suite-strength"
+MODELS = ("resnet", "continuousnet", "neural-ode")  # a ResNet, a fixed-step ODE model and an adaptive one
+EXAMPLES = 200
+TOLERANCE = 0.01  # the reduced suite's robust accuracy may exceed the full suite's by at most 1 point
+BUDGETS = ("pgd_steps", "pgd_restarts", "apgd_steps", "apgd_restarts", "square_queries", "autoattack_targets")
+
+
+def full_strength(tier: Protocol = CPU, reference: Protocol = STANDARD) -> Evaluation:
+    """The tier's evaluation with the reference tier's attack budgets (AutoAttack's standard ones)."""
+    return dataclasses.replace(tier.evaluation, **{k: getattr(reference.evaluation, k) for k in BUDGETS})
+
+
+def trained_model(name: str, tier: Protocol, task: Any, data: Any, seed: int, device: torch.device,
+                  checkpoints: Path | None) -> tuple[torch.nn.Module, str]:
+    """The tier's model `name` of `seed`: the best weights kept beside its record in `checkpoints` (a store run with
+    `--keep-checkpoints`) when they are that run's, else trained here exactly as the tier's runner trains it."""
+    seed_everything(seed)
+    model = zoo.create_model(name, input_shape=task.input_shape, num_classes=task.num_classes,
+                             **tier.model_overrides).to(device)
+    recipe = recipe_for(tier, task.name)
+    if checkpoints is not None:
+        path = checkpoint_for(record_path(checkpoints, name, task.name, tier.task_hash(task.name), seed))
+        identity = {"model": name, "task": task.name, "protocol": tier.task_hash(task.name), "seed": seed,
+                    "epochs": recipe.epochs}
+        if path.is_file():
+            state = torch.load(path, map_location=device, weights_only=True)
+            if state.get("identity") == identity and state.get("epoch") == recipe.epochs and state.get("best_state"):
+                model.load_state_dict(state["best_state"])
+                return model.eval(), f"weights of {path}"
+    train(model, data, task, recipe, device=device, seed=seed)
+    return model.eval(), "trained here with the tier's recipe"
+
+
+def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
+        limit: int | None = None, figure: str | None = None, checkpoints: Path | None = None,
+        models: Sequence[str] = MODELS, examples: int = EXAMPLES, tier: Protocol = CPU,
+        reference: Protocol = STANDARD) -> Path:
+    """Attack each model with the tier's budgets and with the `reference` tier's (full strength); write
+    `results/suite-strength/<task>.json`."""
+    clock = time.perf_counter()
+    device = device or torch.device("cpu")
+    started = run_provenance(device, now())
+    task, data = load(task_name, tier.data_limit if limit is None else limit)  # the tier's data, as its runs
+    reduced, full = tier.evaluation, full_strength(tier, reference)
+    x, y = data.test.inputs()[:examples].to(device), data.test.y[:examples].to(device)
+    rows, gaps = [], {int(s): [] for s in seeds}
+    for seed in seeds:
+        for name in models:
+            model, source = trained_model(name, tier, task, data, seed, device, checkpoints)
+            surrogate = resnet_surrogate(task, data, tier, seed, device, name)
+            outcome = {}
+            for label, ev in (("reduced", reduced), ("full", full)):
+                tick = time.perf_counter()
+                suite = robustness_suite(model, x, y, eps_grid=task.attack_eps, headline_eps=task.headline_eps,
+                                         ev=ev, batch_size=ev.eval_batch, seed=0, surrogate=surrogate)
+                outcome[label] = (suite.metrics, time.perf_counter() - tick)
+            for eps in task.attack_eps:
+                key = f"robust@{eps_key(eps)}"
+                low, high = outcome["reduced"][0][key], outcome["full"][0][key]
+                gaps[int(seed)].append(low - high)
+                rows.append({"model": name, "seed": int(seed), "eps": eps, "reduced": low, "full": high,
+                             "difference": low - high, "within_tolerance": low - high <= TOLERANCE + 1e-12,
+                             "reduced_seconds": round(outcome["reduced"][1], 1),
+                             "full_seconds": round(outcome["full"][1], 1), "weights": source})
+    per_seed = {"largest_gap": [max(gaps[int(s)]) for s in seeds],
+                "mean_gap": [sum(gaps[int(s)]) / len(gaps[int(s)]) for s in seeds]}
+    details = {"columns": ["model", "seed", "eps", "reduced", "full", "difference", "within_tolerance",
+                           "reduced_seconds", "full_seconds", "weights"],
+               "tier": tier.name, "tier_hash": tier.task_hash(task.name), "examples": examples,
+               "models": list(models), "tolerance": TOLERANCE,
+               "reduced_budgets": {k: getattr(reduced, k) for k in BUDGETS},
+               "full_budgets": {k: getattr(full, k) for k in BUDGETS},
+               "passed": all(r["within_tolerance"] for r in rows),
+               "seconds": round(time.perf_counter() - clock, 1),
+               "note": f"Robust accuracy (per-example worst case over the whole suite) on the first {examples} test "
+                       f"images under the {tier.name} tier's reduced budgets and under the full-strength ones "
+                       f"({', '.join(f'{k} {getattr(full, k)}' for k in BUDGETS)}); difference = reduced - full, "
+                       f"allowed at most {TOLERANCE * 100:g} point per model and radius"}
+    return write_study(results, study=STUDY, task=task.name, tier=tier.name, seeds=list(seeds), per_seed=per_seed,
+                       rows=rows, provenance={**started, "finished": now()}, figure=figure, details=details)
