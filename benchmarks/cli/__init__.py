@@ -336,8 +336,9 @@ COMMANDS = {"run": _run, "publish": _publish, "check": _check, "evaluate": _eval
 
 def default_threads() -> None:
     """One intra-op thread per run unless OMP_NUM_THREADS says otherwise: what `tox` sets and the published timings
-    were measured with. The zoo's models are small, so more threads mostly contend (on a 2-core machine two smoke runs
-    took 58-61 s each with torch's default instead of 5 s); the variable is set too, for the worker processes."""
+    were measured with. The zoo's models are small, so more threads mostly contend (issue #20: two smoke runs took
+    58-61 s each with torch's default on a 2-core machine, 5 s with one thread); the variable is set too, for the
+    worker processes."""
     if not os.environ.get("OMP_NUM_THREADS"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
