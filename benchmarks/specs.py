@@ -20,6 +20,7 @@ Group = Literal["accuracy", "robustness", "cost", "transfer", "diagnostics"]  # 
 Kind = Literal["fixed", "signed", "sci", "si"]  # number format of a table cell
 
 BATCH_COUPLING_TOLERANCE = 1e-6  # float64 kernels' batch-size noise is ~1e-15; adaptive coupling ~rtol
+FRACTION, NON_NEGATIVE = (0.0, 1.0), (0.0, float("inf"))  # `bounds` of accuracies, and of counts, sizes and times
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class MetricSpec:
     higher_is_better: bool | None = None  # None: neither (a size, a setting, a diagnostic)
     shown: Shown = "csv"
     group: Group = "diagnostics"
+    bounds: tuple[float, float] | None = None  # [low, high] of every valid value (a record outside is damaged)
 
     def matches(self, name: str) -> bool:
         return _regex(self.pattern).fullmatch(name) is not None
@@ -47,12 +49,13 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 
 # Accuracies (and every per-radius attack/noise column) share one format and note; so do MSEs and sizes.
-_ACC = dict(kind="fixed", digits=2, scale=100.0, note=(
+_ACC = dict(kind="fixed", digits=2, scale=100.0, bounds=FRACTION, note=(
     "accuracies in % (robust ε: per-example worst case over the attack suite at that L∞ radius, with its 95% Wilson "
     "interval (CI; several seeds: mean of the bounds) from the attacked examples; noise σ: Gaussian noise); "
     "unreliable = the suite's sanity checks failed (see flags)"))
-_MSE = dict(kind="sci", digits=3, scale=1.0, note="MSE = mean squared error on the test / validation set")
-_SIZE = dict(kind="si", digits=3, scale=1.0,
+_MSE = dict(kind="sci", digits=3, scale=1.0, note="MSE = mean squared error on the test / validation set",
+            bounds=NON_NEGATIVE)
+_SIZE = dict(kind="si", digits=3, scale=1.0, bounds=NON_NEGATIVE,
              note="params and FLOPs (per sample, forward) with k = 1e3, M = 1e6, G = 1e9")
 _BATCH_COUPLING_DOC = (
     "max |output of an example evaluated alone - inside the evaluation batch| / (1 + max |output|) over the first 4 "
@@ -110,27 +113,32 @@ SPECS: tuple[MetricSpec, ...] = (
         note='NFE = function evaluations per forward pass at the trained solver',
         higher_is_better=False,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='cost'),
     MetricSpec('eval_batch',
         'evaluation batch size: examples per forward pass for every clean, noise, attack and '
         "depth-transfer number (adaptive solvers' outputs and NFE depend on it, see batch_coupling)",
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('batch_coupling',
         _BATCH_COUPLING_DOC,
         higher_is_better=False,
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('nfe_backward',
         'rate-function evaluations of the adjoint backward pass per training step (0 without adjoint)',
         higher_is_better=False,
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('nfe_adversarial',
         'adaptive models: mean forward NFE on PGD examples at the largest eps (attacks can slow adaptive '
         'solvers down)',
         higher_is_better=False,
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('train_seconds',
         'wall-clock training time in seconds, including the per-epoch validation pass',
@@ -138,11 +146,13 @@ SPECS: tuple[MetricSpec, ...] = (
         note='train time in s',
         higher_is_better=False,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='cost'),
     MetricSpec('epoch_seconds',
         'median wall-clock seconds per training epoch, training steps only',
         higher_is_better=False,
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('peak_train_memory_mb',
         'peak GPU memory allocated during training, MiB (CUDA runs only)',
@@ -150,10 +160,12 @@ SPECS: tuple[MetricSpec, ...] = (
         note='peak training memory in MiB',
         higher_is_better=False,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='cost'),
     MetricSpec('epochs',
         'number of training epochs run',
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('latency_ms',
         'median batch-1 inference latency in milliseconds (synchronised, after warmup)',
@@ -161,11 +173,13 @@ SPECS: tuple[MetricSpec, ...] = (
         note='latency in ms (median at batch 1)',
         higher_is_better=False,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='cost'),
     MetricSpec('latency_iqr_ms',
         'interquartile range of the batch-1 latency in milliseconds',
         higher_is_better=False,
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('throughput',
         'inference samples per second at the benchmark batch size',
@@ -173,6 +187,7 @@ SPECS: tuple[MetricSpec, ...] = (
         note='throughput in samples/s (large batch)',
         higher_is_better=True,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='cost'),
     MetricSpec('robust@<eps>',
         "HEADLINE robust accuracy: fraction of the attacked examples (the protocol's attack_subset first "
@@ -203,12 +218,14 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec('attack_n',
         'number of test examples attacked',
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='robustness'),
     MetricSpec('eot_draws',
         'stochastic models only (flagged stochastic): every attack of the suite differentiates the mean logits of '
         'this many draws of the random forward (expectation over transformation) and each adversarial input is '
         'judged on one seeded draw',
         shown='csv',
+        bounds=NON_NEGATIVE,
         group='robustness'),
     *(MetricSpec(f'{a.name}@<eps>', a.doc, attack=(a.label, 'ε'), **_ACC, higher_is_better=True, shown=a.shown,
                  group='robustness') for a in ATTACK_SUITE),  # one per attack, from its declaration
@@ -216,12 +233,14 @@ SPECS: tuple[MetricSpec, ...] = (
         'accuracy under PGD at eps = 1 (every image reachable); above 10% marks the row unreliable',
         higher_is_better=False,
         shown='csv',
+        bounds=FRACTION,
         group='diagnostics'),
     MetricSpec('vanishing_grad_fraction',
         'fraction of examples with a zero or non-finite margin-loss input gradient; above 10% marks the '
         'row unreliable',
         higher_is_better=False,
         shown='csv',
+        bounds=FRACTION,
         group='diagnostics'),
     MetricSpec('adjoint_grad_cosine',
         'models trained with the adjoint: mean cosine similarity of adjoint and direct (backpropagated '
@@ -261,6 +280,7 @@ SPECS: tuple[MetricSpec, ...] = (
                     'fewest NFE = cheapest evaluated solver setting with MSE ≤ 1.1 × the trained one'),
         higher_is_better=False,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='transfer'),
     MetricSpec('dt_speedup',
         'batch-1 latency of the trained model / latency of the dt_fewest_nfe manifestation',
@@ -268,6 +288,7 @@ SPECS: tuple[MetricSpec, ...] = (
         note='speedup = batch-1 latency at the trained setting / at that cheapest setting',
         higher_is_better=True,
         shown='table',
+        bounds=NON_NEGATIVE,
         group='transfer'),
     MetricSpec('dt_order',
         'least-squares slope of log(error) vs log(dt) for the trained scheme at dt <= trained dt, error '
@@ -284,6 +305,7 @@ SPECS: tuple[MetricSpec, ...] = (
         note='line shape = length / end-to-end distance of the depth trajectories, every model read at the '
         'same equally spaced depths (1 = straight)',
         shown='table',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('jacobian_sigma_max',
         "stiffness proxy: largest singular value of the rate function's Jacobian df/dx (an upper bound on"
@@ -293,6 +315,7 @@ SPECS: tuple[MetricSpec, ...] = (
         note="T·σ(∂f/∂x) = largest singular value of the rate function's Jacobian, depth rescaled to [0, 1] "
         'per stage, max along depth (stiffness proxy)',
         shown='table',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
     MetricSpec('jacobian_h_sigma_max',
         'fixed-step models: trained step size h times the (unscaled) largest singular value of df/dx at '
@@ -301,6 +324,7 @@ SPECS: tuple[MetricSpec, ...] = (
         label='max h·σ', kind='fixed', digits=2,
         note='h·σ = trained step size × σ(∂f/∂x), the dimensionless stiffness of the trained discretisation',
         shown='table',
+        bounds=NON_NEGATIVE,
         group='diagnostics'),
 )
 # Column order of the tables: these, then the per-radius columns (after the validation metric), then the tail.

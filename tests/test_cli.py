@@ -18,54 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import zoo
 from benchmarks import cli
 from benchmarks.cli import main
 from benchmarks.data import tasks
 from benchmarks.data.tasks import DataCorruptError, DataMissingError
 from benchmarks.execution import runner
 from benchmarks.protocols import SMOKE, Recipe
-from benchmarks.store.records import Record, RecordError, iter_records, load_record, record_path, save_record
+from benchmarks.store.records import RecordError, iter_records, load_record, record_path, save_record
 
-
-def fake_record(protocol, task: str, model: str, seed: int, accuracy: float = 0.6, failed: bool = False) -> Record:
-    record = Record(model=model, task=task, seed=seed, protocol=protocol.header(task),
-                    metrics={} if failed else {"accuracy": accuracy, "val_accuracy": accuracy},
-                    card=zoo.model_card(model).to_dict(), provenance={"phase_seconds": {"train": 0.01}})
-    if failed:
-        record.status, record.error, record.flags = "failed", "TrainingDiverged: loss is nan at epoch 1", ["diverged"]
-    return record
-
-
-@pytest.fixture
-def fake_runs(monkeypatch):
-    """Instant runs: records with accuracy 0.6, failed for models in `failing`; `calls` lists what ran."""
-    state = {"calls": [], "failing": set()}
-
-    def run_one(protocol, task, data, model_name, seed, device, on_epoch=None, concurrent_runs=1, checkpoint=None):
-        state["calls"].append((task.name, model_name, seed))
-        return fake_record(protocol, task.name, model_name, seed, failed=model_name in state["failing"])
-
-    monkeypatch.setattr(runner, "run_one", run_one)
-    return state
-
-
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """A fresh checkout's top level as the working directory: README, CITATION and a published store."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DEPTHBENCH_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    (tmp_path / "README.md").write_text("# readme\n<!-- leaderboard:start -->\nold\n<!-- leaderboard:end -->\n")
-    (tmp_path / "CITATION.cff").write_text("cff-version: 1.2.0\n")
-    save_record(tmp_path / "results", fake_record(SMOKE, "digits", "resnet", 0, accuracy=0.62))
-    save_record(tmp_path / "results", fake_record(SMOKE, "digits", "anode", 0, accuracy=0.95))
-    return tmp_path
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
+from cli_helpers import fake_record, snapshot
 
 # ---------------------------------------------------------------- a local store, its table, the comparison
 

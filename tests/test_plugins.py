@@ -101,6 +101,42 @@ claims_nfe.card = {{**CARD, "capabilities": ["nfe"]}}
 
 def no_card(input_shape, num_classes, **overrides):
     return PlainCNN(input_shape, num_classes, **overrides)
+
+
+class Float64(PlainCNN):
+    def forward(self, x):
+        return self.body(x).double()
+
+
+def float64_output(input_shape, num_classes, **overrides):
+    return Float64(input_shape, num_classes, **overrides)
+float64_output.card = CARD
+
+
+def hangs_when_built(input_shape, num_classes, **overrides):
+    import time
+    while True:  # waits on something that never comes
+        try:
+            time.sleep(3600)
+        except Exception:  # a plugin's own catch-all must not keep the check from stopping it
+            pass
+hangs_when_built.card = CARD
+
+
+class HangsInForward(PlainCNN):
+    def forward(self, x):
+        while True:
+            pass
+
+
+def hangs_in_forward(input_shape, num_classes, **overrides):
+    return HangsInForward(input_shape, num_classes, **overrides)
+hangs_in_forward.card = CARD
+
+
+def doi_only(input_shape, num_classes, **overrides):
+    return PlainCNN(input_shape, num_classes, **overrides)
+doi_only.card = {{k: v for k, v in CARD.items() if k != "arxiv"}} | {{"doi": "10.1000/xyz123"}}
 '''
 
 
@@ -255,6 +291,8 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(plugins
     ("tuple_output", "output shape, dtype, finite (train mode)", "returned a tuple, not a tensor"),
     ("no_card", "model card valid", "no model card: give the constructor a `card` attribute"),
     ("claims_nfe", "model card valid", "the card claims nfe, which the model does not offer"),
+    ("float64_output", "output shape, dtype, finite (train mode)", "returned dtype torch.float64, expected "
+                                                                   "torch.float32"),
 ])
 def test_check_fails_bad_models_with_the_reason(plugins, entry, failing, message) -> None:
     install_models(plugins, {"bad": entry})
@@ -335,3 +373,48 @@ def test_a_half_declared_capability_fails_the_check_not_the_run(plugins) -> None
     failed = {c.name: c.detail for c in check_model("half", ["pendulum"]).failures}
     assert list(failed) == ["tracks() for the trajectory diagnostics"]
     assert "tracks() gave 0 tracks for 0 blocks" in failed["tracks() for the trajectory diagnostics"]
+
+
+@pytest.mark.parametrize(("entry", "failing"), [("hangs_when_built", "builds"),
+                                                ("hangs_in_forward", "output shape, dtype, finite (train mode)")])
+def test_a_model_that_hangs_fails_the_check_instead_of_hanging_it(plugins, entry, failing) -> None:
+    install_models(plugins, {"hangs": entry})
+    load(plugins)
+    report = check_model("hangs", ["pendulum"], time_limit=0.5)
+    assert [c.name for c in report.failures][:1] == [failing]
+    assert "did not finish within 0.5 s (a hang in the model's constructor or forward?)" in report.failures[0].detail
+    assert "--time-limit" in report.failures[0].detail
+
+
+def test_a_dict_card_with_a_doi_and_no_arxiv_key_registers(plugins) -> None:
+    install_models(plugins, {"doi-only": "doi_only"})
+    assert "doi-only" in load(plugins), (plugins / "warnings.txt").read_text()
+    card = zoo.model_card("doi-only")
+    assert card.arxiv == "" and card.link == "https://doi.org/10.1000/xyz123"
+    assert check_model("doi-only", ["pendulum"]).ok
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_its_cause_not_as_unknown(plugins, capsys) -> None:
+    install(plugins, "brokenplugin", {"gone": "brokenplugin_missing:model"})
+    load(plugins)
+    assert main(["run", "--models", "gone", "--tasks", "digits", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'gone' is installed but could not be registered" in err and "ModuleNotFoundError" in err
+    assert "unknown model" not in err
+    assert main(["check", "gone"]) == 2
+    assert "could not be registered" in capsys.readouterr().err
+
+
+def test_a_failing_plugin_is_left_out_of_a_default_run_and_the_built_ins_run(plugins, tmp_path, fake_runs,
+                                                                             capsys) -> None:
+    install_models(plugins, {"nan-eval": "nan_in_eval", "plain-cnn": "plain"})
+    load(plugins)
+    tier = dataclasses.replace(SMOKE, models=("resnet",))  # the tier's own models, then every installed plugin
+    summary = runner.run_tier(tier, tasks=["digits"], results_dir=tmp_path / "results", progress=False,
+                              device=torch.device("cpu"))
+    assert fake_runs["calls"] == [("digits", "resnet", 0), ("digits", "plain-cnn", 0)]
+    assert list(summary.left_out) == ["nan-eval"] and "non-finite values" in summary.left_out["nan-eval"]
+    assert "plugin model nan-eval fails `depthbench check` and is left out of this run" in capsys.readouterr().err
+    with pytest.raises(ModelCheckFailed, match="nan-eval"):  # named explicitly, it still stops the run
+        runner.run_tier(tier, models=["resnet", "nan-eval"], tasks=["digits"], results_dir=tmp_path / "r2",
+                        progress=False, device=torch.device("cpu"))

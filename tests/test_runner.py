@@ -243,8 +243,9 @@ def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, c
     assert not list(tmp_path.iterdir()), "nothing ran"
 
 
-def test_concurrent_workers_write_the_records_of_a_sequential_run(quick_results, tmp_path) -> None:
+def test_concurrent_workers_write_the_records_of_a_sequential_run(quick_results, tmp_path, monkeypatch) -> None:
     reference_root, _ = quick_results
+    monkeypatch.setattr(runner, "available_cores", lambda: 2)  # two workers even on a one-core machine
     summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"),
                               progress=False, workers=2)
     assert len(summary.written) == 4 and not summary.failed and summary.phase_seconds["train"] > 0

@@ -45,6 +45,7 @@ def test_recorded_command_names_no_checkout_directory():
     from benchmarks.store.provenance import retyped_command
 
     assert retyped_command(["/work/wt/x/benchmarks/cli.py", "study", "memory"]) == "depthbench study memory"
+    assert retyped_command(["/work/wt/x/benchmarks/cli/__main__.py", "claims"]) == "depthbench claims"
     installed = "/home/u/.tox/py/bin/depthbench"
     assert retyped_command([installed, "run", "--tier", "smoke"]) == "depthbench run --tier smoke"
     assert retyped_command(["pytest", "-k", "a b"]) == "pytest -k 'a b'"

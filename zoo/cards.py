@@ -69,6 +69,9 @@ class ModelCard:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"card has unknown field(s) {', '.join(unknown)}; fields: {', '.join(sorted(known))}")
+        # arXiv is one of three links (arxiv, doi, url; `validate_card` wants at least one), so a dict may leave it
+        # out; the dataclass cannot default it without reordering its fields (and every positional construction).
+        data = {"arxiv": "", **data}
         required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         missing = [k for k in required if k not in data]
         if missing:

@@ -6,8 +6,11 @@
 - the constructor is called as ``constructor(input_shape, num_classes, **size)``; `size` holds the protocol's
   size class (``width``, ``depth``, ``stages``): accept them (or ``**overrides``) even if you ignore them;
 - ``model(x) -> Tensor``: inputs are float32, images (N, C, H, W) in [0, 1] or vectors (N, d); the output is one
-  floating tensor (not a tuple or dict) of shape (N, num_classes): logits for classification, the predicted
-  target for regression (the task's `num_classes` is the target's size); finite in train and eval mode;
+  float32 tensor (not a tuple or dict) of shape (N, num_classes): logits for classification, the predicted
+  target for regression (the task's `num_classes` is the target's size); finite in train and eval mode. Float32
+  because the attacks and metrics combine the output with float32 tensors of their own (AutoAttack's FAB fails on
+  float64 logits) and every model is measured at one precision; a model computing in float64 returns
+  ``out.float()``. Under the harness's bf16 autocast (training on CUDA) the output is whatever autocast makes it;
 - a card (`zoo.ModelCard`, see `zoo/cards.py`) as the constructor's ``card`` attribute or given to
   `register_model`: without a valid card `depthbench check` fails and `depthbench run` refuses the model.
 
@@ -141,8 +144,9 @@ class ModelOutputError(ValueError):
 
 
 def validate_output(out: object, batch: int, shape: Sequence[int] | None, *, finite: bool = True,
-                    where: str = "evaluation") -> torch.Tensor:
-    """`out` if it is a floating tensor of shape (batch, *shape) (finite where asked), else ModelOutputError."""
+                    where: str = "evaluation", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`out` if it is a floating tensor of shape (batch, *shape) (finite where asked; of `dtype` where given), else
+    ModelOutputError."""
     fix = "the model must return one tensor of shape (batch, num_classes) (see zoo/contract.py)"
     if not isinstance(out, torch.Tensor):
         raise ModelOutputError(f"during {where} the model returned a {type(out).__name__}, not a tensor; {fix}")
@@ -152,6 +156,9 @@ def validate_output(out: object, batch: int, shape: Sequence[int] | None, *, fin
                                f"{fix}")
     if not out.is_floating_point():
         raise ModelOutputError(f"during {where} the model returned dtype {out.dtype}, expected a floating dtype")
+    if dtype is not None and out.dtype != dtype:
+        raise ModelOutputError(f"during {where} the model returned dtype {out.dtype}, expected {dtype}: the attacks "
+                               "and metrics work in float32 (zoo/contract.py); return `out.float()`")
     if finite and not bool(torch.isfinite(out).all()):
         bad = int((~torch.isfinite(out)).flatten(1).any(dim=1).sum()) if out.dim() > 1 else int(out.numel())
         raise ModelOutputError(f"during {where} the model returned non-finite values (NaN or inf) for {bad} of "

@@ -46,6 +46,7 @@ class Broken:
 
     source: str
     cause: str
+    name: str | None = None  # the model name the source would have registered (None: unknown, e.g. a zoo module)
 
     def __str__(self) -> str:
         return f"{self.source}: {self.cause}"
@@ -123,7 +124,7 @@ def _load_entry_points() -> None:
                            distribution=dist_info) if card is None else \
                 _Entry(constructor, _as_card(card, point.name), source, distribution=dist_info)
         except Exception as error:  # noqa: BLE001 - a broken plugin must not take the zoo down with it
-            _BROKEN.append(Broken(source, f"{type(error).__name__}: {error}"))
+            _BROKEN.append(Broken(source, f"{type(error).__name__}: {error}", point.name))
             continue
         _add(point.name, entry)
     if len(_BROKEN) > broken_before:
@@ -160,8 +161,22 @@ def _entry(name: str) -> _Entry:
         raise ModelNameClash(f"model name {name!r} is claimed by {' and by '.join(_CLASHES[name])}; uninstall one "
                              "of them or rename the plugin's entry point")
     if name not in _REGISTRY:
+        if any(b.name == name for b in _BROKEN):
+            raise KeyError(unknown_model_message([name]))
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name]
+
+
+def unknown_model_message(names: Sequence[str]) -> str:
+    """Why `names` are not models: a plugin that failed to register says its cause; others are unknown names."""
+    _load_entry_points()
+    broken = {b.name: b for b in _BROKEN if b.name in names}
+    parts = [f"model {name!r} is installed but could not be registered: {broken[name]}; fix the plugin (`depthbench "
+             "list` shows every broken one)" for name in names if name in broken]
+    unknown = [name for name in names if name not in broken]
+    if unknown:
+        parts.append(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(list_models())}")
+    return "; ".join(parts)
 
 
 def model_distribution(name: str) -> dict[str, str] | None:

@@ -14,7 +14,11 @@ has. `depthbench run` runs this first and refuses a model that fails.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +33,9 @@ from zoo.cards import validate_card
 from zoo.registry import has_card
 
 BATCH = 4
+# Seconds one step (a build, a forward, a round trip) may take: every in-tree model needs well under a second per step
+# at the smoke size and a few seconds at the paper size on a CPU; a step past this is taken for a hang.
+CHECK_TIME_LIMIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -91,15 +98,57 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-class _Runner:
-    """Runs the checks of one input shape, turning every exception into a failed check with its message."""
+class StepTimedOut(BaseException):
+    """A step of the check ran past its time limit. A BaseException, like KeyboardInterrupt, so that a model's own
+    `except Exception` cannot swallow it and hang on."""
 
-    def __init__(self, report: CheckReport, scope: str) -> None:
-        self.report, self.scope = report, scope
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise StepTimedOut in the block once `seconds` have passed.
+
+    A SIGALRM timer on the main thread: it stops what a hanging model does in Python (loops, sleeps, waits on a
+    socket or a lock, and torch calls, between two of which the handler runs), in this process, so the check keeps
+    the model in memory for its next steps and costs no process start per model (`depthbench run` checks fourteen).
+    A single native call that never returns is beyond it (a child process could be killed, but would reload torch
+    and the model for every check). Off the main thread, or where SIGALRM does not exist, there is no limit. A
+    timer already running (an outer limit) is re-armed with what is left of it."""
+    usable = seconds is not None and hasattr(signal, "setitimer") and \
+        threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise StepTimedOut(f"did not finish within {seconds:g} s (a hang in the model's constructor or forward?); "
+                           "`depthbench check --time-limit S` allows longer")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3))
+
+
+class _Runner:
+    """Runs the checks of one input shape, turning every exception (and a step past its time limit) into a failed
+    check with its message."""
+
+    def __init__(self, report: CheckReport, scope: str, seconds: float | None = None) -> None:
+        self.report, self.scope, self.seconds = report, scope, seconds
 
     def __call__(self, name: str, fn: Callable[[], str | None]) -> bool:
         try:
-            detail = fn() or ""
+            with time_limit(self.seconds):
+                detail = fn() or ""
+        except StepTimedOut as error:
+            self.report.checks.append(Check(name, self.scope, False, str(error)))
+            return False
         except Exception as error:  # noqa: BLE001 - every way a model can break is a failed check, not a crash
             self.report.checks.append(Check(name, self.scope, False, _one_line(error)))
             return False
@@ -108,9 +157,9 @@ class _Runner:
 
 
 def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[str, Any],
-                 scope: str) -> frozenset[str] | None:
+                 scope: str, seconds: float | None = CHECK_TIME_LIMIT) -> frozenset[str] | None:
     """The checks of one input shape; returns the capabilities the model offers there (None: it did not build)."""
-    run = _Runner(report, scope)
+    run = _Runner(report, scope, seconds)
     out_shape = (task.num_classes,)
     x = _inputs(task.input_shape)
     built: dict[str, nn.Module] = {}
@@ -130,7 +179,7 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
         def go() -> str:
             model.train(mode == "train")
             with torch.no_grad():
-                out = contract.validate_output(model(x), BATCH, out_shape, where=f"{mode} mode")
+                out = contract.validate_output(model(x), BATCH, out_shape, where=f"{mode} mode", dtype=torch.float32)
             return f"{tuple(out.shape)} {str(out.dtype).removeprefix('torch.')}"
         return go
 
@@ -192,7 +241,8 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
             other = model.manifest("rk4", 2)
             if not _close(_forward(same, x, stochastic), _forward(model, x, stochastic)):
                 raise AssertionError("manifest() with the trained solver settings changes the output")
-            contract.validate_output(_forward(other, x, stochastic), BATCH, out_shape, where="manifest('rk4', 2)")
+            contract.validate_output(_forward(other, x, stochastic), BATCH, out_shape, where="manifest('rk4', 2)",
+                                     dtype=torch.float32)
             ids = {id(p) for p in model.parameters()}
             if {id(p) for p in other.parameters()} != ids:
                 raise AssertionError("manifest() must share the model's parameter objects, not copy them")
@@ -261,8 +311,10 @@ def _check_shape(report: CheckReport, name: str, task: Task, overrides: Mapping[
 
 
 def check_model(name: str, tasks: Sequence[str | Task] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> CheckReport:
-    """Run the contract on `name` for every distinct (input shape, classes, kind) of `tasks` (default: all)."""
+                overrides: Mapping[str, Any] | None = None, *,
+                time_limit: float | None = CHECK_TIME_LIMIT) -> CheckReport:
+    """Run the contract on `name` for every distinct (input shape, classes, kind) of `tasks` (default: all); a step
+    that takes longer than `time_limit` seconds fails (None: no limit)."""
     report = CheckReport(name)
     card = zoo.model_card(name)  # unknown names and name clashes raise here, with their own message
     task_objects = [t if isinstance(t, Task) else get_task(t) for t in (tasks or list_tasks())]
@@ -273,7 +325,7 @@ def check_model(name: str, tasks: Sequence[str | Task] | None = None,
     for (shape, _, _), same in groups.items():
         scope = f"{', '.join(t.name for t in same)} {shape}"
         with torch.random.fork_rng(devices=[]):  # builds seed the global RNG: leave the caller's stream as it was
-            found = _check_shape(report, name, same[0], dict(overrides or {}), scope)
+            found = _check_shape(report, name, same[0], dict(overrides or {}), scope, time_limit)
         if found is not None:
             capabilities = (capabilities or set()) | found
     problems = validate_card(card)

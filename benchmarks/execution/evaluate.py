@@ -9,7 +9,6 @@ arbitrary pickled code. Its record is kept apart from trained records of the sam
 from __future__ import annotations
 
 import hashlib
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 import zoo
 from benchmarks.data.tasks import Task, TaskData
 from benchmarks.evaluation import metrics as M
+from benchmarks.evaluation.check import require_passing
 from benchmarks.protocols import Protocol
 from benchmarks.store.records import Record
 from benchmarks.training.train import TrainResult
@@ -49,8 +49,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - any file: torch's unpickler fails in many ways (a text file: KeyError)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, KeyError | IndexError):  # the unpickler met an opcode it does not know: not a pickle
+            first = f"not a file torch.save wrote ({type(error).__name__} {first} from the unpickler)"
         raise CheckpointError(
             f"{path} is not a weights-only checkpoint that torch.load(..., weights_only=True) accepts ({first}); "
             "depthbench never unpickles code: save the weights with torch.save(model.state_dict(), path)") from None
@@ -89,8 +91,8 @@ def evaluate_checkpoint(protocol: Protocol, task: Task, data: TaskData, model_na
                         device: torch.device, seed: int = 0) -> Record:
     """The protocol's evaluation of the weights in `checkpoint` (no training) as a record.
 
-    Bad checkpoints raise `CheckpointError` (nothing is recorded); a model that fails while being measured gives
-    a failed record, as in `depthbench run`."""
+    Bad checkpoints raise `CheckpointError` and a model failing the contract `ModelCheckFailed` (nothing is
+    recorded); a model that fails while being measured gives a failed record, as in `depthbench run`."""
     from benchmarks.execution import (
         runner,  # runner imports this module's callers; import late to keep the graph simple
     )
@@ -105,6 +107,9 @@ def evaluate_checkpoint(protocol: Protocol, task: Task, data: TaskData, model_na
         raise ValueError(f"cannot build {model_name!r} at tier {protocol.name!r}'s size "
                          f"({protocol.model_overrides}): {error}") from None
     _fit(model, state, model_name, protocol)
+    # The contract, as `depthbench run` checks it, before any measurement (e.g. float64 logits, which the attacks
+    # cannot take): a model that fails raises ModelCheckFailed with the report, and nothing is recorded.
+    require_passing([model_name], [task], protocol.model_overrides)
     model.to(device)
 
     def validate_only(model: Any) -> TrainResult:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -25,25 +23,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 import zoo
 from benchmarks.data.tasks import DataMissingError, Task, TaskData, get_task
-from benchmarks.evaluation.check import require_passing
+from benchmarks.evaluation.check import check_model, require_passing
 from benchmarks.evaluation.phases import measure
 from benchmarks.evaluation.timing import PhaseTimer
+from benchmarks.execution.preflight import (  # noqa: F401 - check_writable, pick_device: the runner's API too
+    available_cores,
+    check_cache_writable,
+    check_writable,
+    chosen,
+    pick_device,
+    refuse_meta,
+)
+from benchmarks.execution.progress import Progress
+from benchmarks.io import DiskFullError
 from benchmarks.protocols import Protocol, recipe_for
+from benchmarks.store.locations import DEFAULT_RESULTS, LOCAL_RESULTS  # noqa: F401 - where callers look for them
+from benchmarks.store.locks import RunLock
 from benchmarks.store.provenance import git_state, model_source, now, run_provenance
 from benchmarks.store.records import Record, RecordError, load_record, record_path, save_record
 from benchmarks.training.checkpoint import TrainingCheckpoint
-from benchmarks.training.train import TrainingDiverged, TrainResult, seed_everything, train
+from benchmarks.training.train import MAX_SEED, TrainingDiverged, TrainResult, seed_everything, train
 from zoo import contract
 
 if TYPE_CHECKING:
     from benchmarks.execution.cluster import SlurmSettings
 
-DEFAULT_RESULTS = Path("results")  # the published store (committed); `depthbench run` defaults to a local one
-LOCAL_RESULTS = Path("local/results")  # the user's own store (git-ignored); `depthbench publish` copies from it
 clock = time.monotonic  # the time budget's clock (a module attribute, so a test can drive it)
 
 
@@ -58,6 +65,8 @@ class RunSummary:
     failures: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> why, for the runs that failed
     redone: list[Path] = field(default_factory=list)  # damaged records found and run again
     failed_before: list[Path] = field(default_factory=list)  # skipped records of runs that failed earlier
+    left_out: dict[str, str] = field(default_factory=dict)  # plugin model -> why: it fails the check (default list)
+    busy: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> the other process running it
     submitted: list[Path] = field(default_factory=list)  # handed to Slurm and not waited for (--no-wait)
     unfinished: dict[str, str] = field(default_factory=dict)  # "task model seed N" -> why it has no record yet
 
@@ -134,6 +143,8 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
         record.history = trained.history
         record.trajectory = profile
         record.not_applicable = contract.not_applicable(model)
+    except DiskFullError:  # the machine's problem, not the model's: stop, rather than record a failed run
+        raise
     except Exception as error:  # noqa: BLE001 - a failing model is a result, not a crash of the suite
         record.status = "failed"
         record.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
@@ -146,113 +157,6 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
     if source is not None:
         record.provenance["model_source"] = source
     return record
-
-
-def pick_device(requested: str | None, protocol: Protocol) -> torch.device:
-    """The device to run `protocol` on: `requested`, else the tier's own; raises with what to do when it is not
-    usable here (checked by allocating on it, before any run)."""
-    if requested is None:
-        if protocol.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"the {protocol.name!r} tier is meant for a CUDA GPU and none is available here; "
-                               "run `--tier smoke`, or `--device cpu` to force it onto the CPU (slow)")
-        requested = protocol.device
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ValueError(f"--device {requested!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
-    default = f"leave --device out to run the {protocol.name} tier on its own device ({protocol.device})" \
-        if protocol.device == "cpu" else "use --device cpu to force it onto the CPU (slow)"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        built = "" if torch.version.cuda else f" (this torch {torch.__version__} is built without CUDA)"
-        raise RuntimeError(f"--device {requested}: no CUDA GPU is available here{built}; {default}")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise RuntimeError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                           f"numbered from 0")
-    try:
-        torch.empty(1, device=device)
-    except Exception as error:  # noqa: BLE001 - any backend's refusal becomes one clear message
-        raise RuntimeError(f"--device {requested} cannot be used here ({str(error).splitlines()[0]}); "
-                           f"{default}") from None
-    return device
-
-
-def _chosen(kind: str, given: Sequence[Any] | None, default: Sequence[Any]) -> list[Any]:
-    """The names / seeds asked for (first occurrences, in order), or the protocol's; an explicit empty list is an
-    error, not a silent "nothing" or "everything"."""
-    if given is None:
-        return list(default)
-    if isinstance(given, str) or not len(given):
-        raise ValueError(f"no {kind} given: name at least one (comma-separated), or leave the option out for the "
-                         f"tier's {kind}")
-    return list(dict.fromkeys(given))
-
-
-def check_writable(root: Path) -> None:
-    """Create and remove a probe file in the results store, so that a store that cannot take records fails now,
-    not after the first training."""
-    try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".depthbench-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise RuntimeError(f"cannot write records under {root} ({error.strerror or error}); fix its permissions or "
-                           "choose another store with --results DIR") from None
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class Progress:
-    """A tqdm bar on a terminal; elsewhere (tox, CI logs, `| tee`) one flushed line per run start and finish, with
-    the elapsed time, the runs left and an ETA from the mean pace so far, since a bar redrawn with carriage returns
-    shows nothing through a pipe until it ends."""
-
-    def __init__(self, total: int, to_run: int, desc: str, enabled: bool) -> None:
-        self.lines = enabled and not getattr(sys.stderr, "isatty", lambda: False)()
-        self.bar = tqdm(total=total, desc=desc, disable=not enabled or self.lines, unit="run")
-        self.to_run, self.begun, self.finished, self.started = to_run, 0, 0, time.monotonic()
-        self.last_line = self.started
-
-    def say(self, text: str) -> None:
-        self.last_line = time.monotonic()
-        if self.bar.disable:
-            print(f"depthbench: {text}", file=sys.stderr, flush=True)
-        else:
-            tqdm.write(f"depthbench: {text}", file=sys.stderr)
-
-    def skip(self) -> None:
-        self.bar.update()
-
-    def start(self, label: str) -> None:
-        self.begun += 1
-        self.bar.set_postfix_str(label)
-        if self.lines:
-            self.say(f"run {self.begun}/{self.to_run} started: {label} "
-                     f"({_duration(time.monotonic() - self.started)} elapsed)")
-
-    def epoch(self, label: str, epoch: dict[str, float]) -> None:
-        text = f"{label} epoch {epoch['epoch']} val {epoch['val']:.4g}"
-        self.bar.set_postfix_str(text)
-        if self.lines and time.monotonic() - self.last_line > 30:  # a sign of life in long runs, not every epoch
-            self.say(f"  {text}")
-
-    def finish(self, label: str, status: str, error: str | None, seconds: float) -> None:
-        self.finished += 1
-        self.bar.update()
-        if status == "failed":
-            self.say(f"FAILED {label}: {error}")
-        if self.lines:
-            elapsed, left = time.monotonic() - self.started, self.to_run - self.finished
-            eta = f", about {_duration(elapsed / self.finished * left)} to go" if left else ""
-            self.say(f"run {self.finished}/{self.to_run} {'failed' if status == 'failed' else 'done'}: {label} in "
-                     f"{_duration(seconds)} ({_duration(elapsed)} elapsed, {left} runs left{eta})")
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def run_tier(
@@ -283,10 +187,16 @@ def run_tier(
 
     With `workers` > 1, that many runs go at once in separate processes sharing the device: small models leave
     a GPU mostly idle between kernel launches, so concurrent runs fill it. Results are those of a sequential run;
-    timings include the contention, and records say how many runs shared the device.
+    timings include the contention, and records say how many runs shared the device. More workers than runs to
+    do or than CPU cores here are not started (each worker needs a core of its own): the number is lowered, said.
 
     With `check_models` (the default), every model first passes the contract (`depthbench check`) at the protocol's
-    size on its tasks' input shapes; a model that fails raises ModelCheckFailed with the report, before any run.
+    size on its tasks' input shapes; a model that fails raises ModelCheckFailed with the report, before any run,
+    except for an installed plugin that joined the default model list (`models` not given): it is left out, with
+    the reason in `left_out`, so that one broken plugin never stops the built-in models.
+
+    Each local run holds a lock beside its record (benchmarks/store/locks.py): a run another process is doing is
+    skipped and listed in `busy`, so two `depthbench run`s on one store share the work instead of doing it twice.
 
     Training checkpoints every epoch beside the record (`checkpoint_for`), so an interrupted run resumes from its
     last epoch; a finished run's checkpoint is removed unless `keep_checkpoints`.
@@ -302,25 +212,32 @@ def run_tier(
     if slurm is not None and (workers > 1 or max_minutes is not None):
         raise ValueError("--workers and --max-minutes are for the local executor; on Slurm every run is its own "
                          "array job (set --slurm-array-parallelism and --slurm-time instead)")
-    models = _chosen("models", models, tier_models(protocol))
+    explicit_models = models is not None
+    models = chosen("models", models, tier_models(protocol))
     optional = [] if tasks is not None else [name for name in protocol.optional_tasks if name not in protocol.tasks]
-    tasks = _chosen("tasks", tasks, protocol.tasks) + optional
-    seeds = _chosen("seeds", seeds, protocol.seeds)
-    bad_seeds = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    tasks = chosen("tasks", tasks, protocol.tasks) + optional
+    seeds = chosen("seeds", seeds, protocol.seeds)
+    bad_seeds = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
     if bad_seeds:
-        raise ValueError(f"seeds must be non-negative integers, got {', '.join(map(repr, bad_seeds))}")
+        raise ValueError(f"seeds must be non-negative integers up to {MAX_SEED} (2**32 - 1, numpy's limit), got "
+                         f"{', '.join(map(repr, bad_seeds))}")
     unknown = sorted(set(models) - set(zoo.list_models()))
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(zoo.list_models())}")
+        raise ValueError(zoo.registry.unknown_model_message(unknown))
     task_objects = [get_task(name) for name in tasks]  # unknown task names fail here, before any work
     for task in task_objects:
         recipe_for(protocol, task.name)
     git_state()  # a bad $DEPTHBENCH_GIT_COMMIT fails here, before any work
-    if check_models:  # the model contract on CPU first: a broken model fails in seconds, not after its training
-        require_passing(models, task_objects, protocol.model_overrides)
-    device = device or pick_device(None, protocol)
-    check_writable(results_dir)
     summary = RunSummary()
+    if check_models:  # the model contract on CPU first: a broken model fails in seconds, not after its training
+        plugins = [] if explicit_models else [m for m in models if m not in protocol.models]
+        require_passing([m for m in models if m not in plugins], task_objects, protocol.model_overrides)
+        summary.left_out = _failing(plugins, task_objects, protocol)
+        models = [m for m in models if m not in summary.left_out]
+    device = device or pick_device(None, protocol)
+    refuse_meta(device, str(device))
+    check_writable(results_dir)
+    check_cache_writable()
     for task in task_objects:
         try:
             task.check(data_dir)
@@ -335,10 +252,11 @@ def run_tier(
     task_objects = [task for task in task_objects if task.name not in summary.unavailable]
     jobs = [(task, model, seed) for task in task_objects for model in models for seed in seeds]
     deadline = None if max_minutes is None else clock() + 60.0 * max_minutes
-    todo = []
+    todo, seen = [], {}
     for task, model_name, seed in jobs:
         path = record_path(results_dir, model_name, task.name, protocol.task_hash(task.name), seed)
         if path.exists():
+            seen[path] = path.stat().st_mtime_ns
             try:
                 done = load_record(path, results_dir)
             except RecordError as error:  # a damaged record is no result: run it again, overwriting it atomically
@@ -351,6 +269,7 @@ def run_tier(
                         summary.failed_before.append(path)
                     continue
         todo.append((task, model_name, seed, path))
+    workers = _affordable_workers(workers, len(todo))
     bar = Progress(len(jobs), len(todo), f"{protocol.name} v{protocol.version}", progress)
     bar.bar.update(len(summary.skipped))
     loaded: dict[str, TaskData] = {}
@@ -369,13 +288,37 @@ def run_tier(
                 summary.unavailable.append(task.name)
         return loaded.get(task.name)
 
+    locks: dict[str, RunLock] = {}
+
     def finished(path: Path, label: str, status: str, error: str | None, phases: dict[str, float]) -> None:
         for name, seconds in phases.items():
             summary.phase_seconds[name] = summary.phase_seconds.get(name, 0.0) + seconds
         (summary.failed if status == "failed" else summary.written).append(path)
         if status == "failed":
             summary.failures[label] = error or "no error message"
+        if label in locks:
+            locks.pop(label).release()
         bar.finish(label, status, error, sum(phases.values()))
+
+    def claim(path: Path, label: str) -> bool:
+        """Take the run's lock; False (said, and listed) when another process has it or has just finished it."""
+        lock = RunLock(path)
+        if not lock.acquire():
+            summary.busy[label] = lock.describe()
+            bar.say(f"skipping {label}: {lock.describe()} is running it")
+            return False
+        if path.exists() and path.stat().st_mtime_ns != seen.get(path):  # written by another process since the scan
+            try:
+                load_record(path, results_dir)
+            except RecordError:
+                pass
+            else:
+                lock.release()
+                summary.skipped.append(path)
+                bar.say(f"skipping {label}: another process has just recorded it")
+                return False
+        locks[label] = lock
+        return True
 
     if slurm is not None:
         from benchmarks.execution.slurm import run_on_slurm  # submitit is imported only when asked for
@@ -396,7 +339,7 @@ def run_tier(
                 bar.skip()
                 continue
             data = data_for(task)
-            if data is None:  # an optional task without data
+            if data is None or not claim(path, label):  # an optional task without data, or another's run
                 bar.skip()
                 continue
             bar.start(label)
@@ -411,10 +354,41 @@ def run_tier(
                 checkpoint_for(path).unlink(missing_ok=True)
             finished(path, label, record.status, record.error, record.provenance.get("phase_seconds", {}))
     finally:
-        if pool is not None:
-            pool.close()
-        bar.close()
+        try:
+            if pool is not None:
+                pool.close()
+        finally:
+            for lock in locks.values():  # interrupted or failed: the runs in flight are nobody's now
+                lock.release()
+            bar.close()
     return summary
+
+
+def _failing(plugins: Sequence[str], tasks: Sequence[Task], protocol: Protocol) -> dict[str, str]:
+    """The plugins among `plugins` that fail the contract -> why (their failed checks), each said at once."""
+    failing = {}
+    for name in plugins:
+        try:
+            report = check_model(name, tasks, protocol.model_overrides)
+            problems = "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
+        except (ValueError, KeyError) as error:  # e.g. a name two plugins claim
+            problems = str(error)
+        if problems:
+            failing[name] = problems
+            print(f"depthbench: warning: plugin model {name} fails `depthbench check` and is left out of this run "
+                  f"({problems})", file=sys.stderr, flush=True)
+    return failing
+
+
+def _affordable_workers(workers: int, runs: int) -> int:
+    """`workers`, lowered to the runs to do and the CPU cores here (said when lowered): each worker process needs a
+    core, and a worker without a run only costs a process start."""
+    cores = available_cores()
+    affordable = max(1, min(workers, runs, cores))
+    if affordable < workers and runs:
+        print(f"depthbench: --workers {workers} lowered to {affordable}: {runs} runs to do, {cores} CPU cores here",
+              file=sys.stderr, flush=True)
+    return affordable
 
 
 class _WorkerPool:

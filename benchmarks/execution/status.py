@@ -3,9 +3,10 @@
 Each (model, task, seed) of the tier is
 - done: its record says ok;
 - failed: its record says failed (`depthbench run --retry-failed` runs it again);
-- running: no record, but a Slurm job was submitted for it (`seed<N>.slurm` beside the record) and is still in
-  squeue, pending or running; where squeue is not available (a copy of the store on another machine) every
-  submitted run without a record counts as running, and the output says so;
+- running: no record, but a local `depthbench run` holds its lock (`seed<N>.lock`, benchmarks/store/locks.py), or a
+  Slurm job was submitted for it (`seed<N>.slurm` beside the record) and is still in squeue, pending or running;
+  where squeue is not available (a copy of the store on another machine) every submitted run without a record
+  counts as running, and the output says so;
 - missing: none of these (never run, cancelled, or its job ended without a record): `depthbench run` does it,
   continuing from its checkpoint where one is left.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from benchmarks.execution.cluster import read_marker, squeue_states
 from benchmarks.execution.runner import checkpoint_for, tier_models
 from benchmarks.protocols import Protocol
+from benchmarks.store.locks import is_locked
 from benchmarks.store.records import RecordError, load_record, record_path
 
 STATES = ("done", "failed", "running", "missing")
@@ -46,7 +48,7 @@ def run_states(protocol: Protocol, results: Path, models: Sequence[str] | None =
                     states[model, task, seed] = "done" if record.status == "ok" else "failed"
                     continue
                 marker = read_marker(path)
-                alive = marker is not None and (queue is None or marker.get("job_id") in queue)
+                alive = is_locked(path) or (marker is not None and (queue is None or marker.get("job_id") in queue))
                 states[model, task, seed] = "running" if alive else "missing"
     return states
 

@@ -15,7 +15,8 @@ Layout written by `write_leaderboards` (out_dir defaults to `leaderboards/`):
     <out_dir>/<protocol>/<task>.md|.csv|.tex    one table per (task, protocol); `<task>-<hash>` for older hashes
     <out_dir>/<protocol>/<task>.claims.csv      claimed vs reproduced, where a model card claims a number
     <out_dir>/<protocol>/plots/<task>_<kind>.png|.svg
-    <out_dir>/.generated                        files written last time; those no longer produced are removed
+    <out_dir>/.generated                        files written last time (those no longer produced are removed),
+                                                after the records root they come from (another store is refused)
     CITATION.cff, README.md (between the leaderboard markers)
 
 Records are the only input: a table whose records were deleted disappears with its files, so no number
@@ -54,6 +55,7 @@ __all__ = [
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 GENERATED_LIST = ".generated"  # the files this writer made last time (others are never deleted)
+SOURCE_LINE = "# records: "  # the listing's first line: the records root, relative to the folder
 
 
 def suite_version() -> str:
@@ -152,10 +154,12 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
     current directory, so run it from the repository root (as `depthbench leaderboard` does).
     `readme` is only edited between its leaderboard markers (left alone without them or if it does not exist);
     `readme=None` / `citation=None` skip those files."""
+    out = Path(out_dir)
+    _refuse_another_stores_folder(out, Path(records_root))
     frame = load_frame(records_root)
     tables = aggregate(frame)
     stems = file_stems(tables)
-    out, version, written = Path(out_dir), suite_version(), []
+    version, written = suite_version(), []
     plots: dict[TableKey, list[Path]] = {}
     for key, table in tables.items():
         md_path = out / f"{stems[key]}.md"
@@ -184,12 +188,32 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
         new = replace_readme_section(Path(readme).read_text(encoding="utf-8"), content)
         if new is not None:
             _write(Path(readme), new, written)
-    _remove_stale(out, written)
+    _remove_stale(out, written, Path(records_root))
     return written
 
 
-def _remove_stale(out: Path, written: list[Path]) -> None:
-    """Delete files this function generated last time but not now (their records are gone), then record the list.
+def _listed_source(out: Path) -> Path | None:
+    """The records root that `out`'s listing says its files were rendered from (None: no listing, or an older one
+    that does not say)."""
+    listing = out / GENERATED_LIST
+    if not listing.is_file():
+        return None
+    first = listing.read_text(encoding="utf-8").partition("\n")[0]
+    return (out / first.removeprefix(SOURCE_LINE)).resolve() if first.startswith(SOURCE_LINE) else None
+
+
+def _refuse_another_stores_folder(out: Path, records_root: Path) -> None:
+    """Rendering store B where store A's leaderboards are would delete A's tables as stale: refused, named."""
+    source = _listed_source(out)
+    if source is not None and source != records_root.resolve():
+        raise ValueError(f"{out} holds the leaderboards of the records in {source}; rendering {records_root} there "
+                         f"would replace them. Choose another folder (--out DIR), or delete {out} first if it is "
+                         "no longer wanted")
+
+
+def _remove_stale(out: Path, written: list[Path], records_root: Path) -> None:
+    """Delete files this function generated last time but not now (their records are gone), then record the list,
+    headed by the records root they come from (`_refuse_another_stores_folder`).
 
     Only paths listed in our own listing and inside `out` are ever removed."""
     listing, root = out / GENERATED_LIST, out.resolve()
@@ -197,9 +221,10 @@ def _remove_stale(out: Path, written: list[Path]) -> None:
     if listing.exists():
         for line in listing.read_text(encoding="utf-8").splitlines():
             path = (out / line).resolve()
-            if line and line not in now and root in path.parents and path.is_file():
+            if line and not line.startswith(SOURCE_LINE) and line not in now and root in path.parents \
+                    and path.is_file():
                 path.unlink()
-    _write(listing, "\n".join(now) + "\n", [])
+    _write(listing, "\n".join([SOURCE_LINE + _rel(records_root, out), *now]) + "\n", [])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,11 @@ def tolerance_for(protocol_name: str) -> Tolerance:
     return tier_tolerance(protocol_name)
 
 
+def describe_tolerance(tolerance: Tolerance) -> str:
+    """The rule in README's words: "10 points of accuracy or an MSE ratio within 3×"."""
+    return f"{tolerance.accuracy_points:g} points of accuracy or an MSE ratio within {1 + tolerance.mse_relative:g}×"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """`published` and `local` are means in display units (% for accuracy, raw MSE); `difference` and `allowed` are
@@ -51,8 +56,8 @@ class Verdict:
     def describe(self) -> str:
         if self.metric == "accuracy":
             diff = f"{self.difference:+.2f} pt, allowed ±{self.allowed:.2f} pt"
-        else:
-            diff = f"{100 * self.difference:+.0f}%, allowed ±{100 * self.allowed:.0f}%"
+        else:  # as README states the rule: the ratio of the MSEs, allowed within a factor either way
+            diff = f"ratio {1 + self.difference:.3g}×, allowed within {1 + self.allowed:.3g}×"
         return f"{'reproduces' if self.reproduces else 'DIFFERS'} ({diff} by {self.basis})"
 
 

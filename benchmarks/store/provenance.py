@@ -105,10 +105,12 @@ def device_description(device: torch.device) -> str:
 
 def retyped_command(argv: list[str]) -> str:
     """The command as a user retypes it: `depthbench ...` whether it ran as the installed script (argv[0] is that
-    script's absolute path) or as `python -m benchmarks.cli` (argv[0] is this checkout's cli.py); a record should
-    not name the directory of whoever produced it."""
+    script's absolute path) or as `python -m benchmarks.cli` (argv[0] is this checkout's benchmarks/cli/__main__.py,
+    or benchmarks/cli.py before the command became a package); a record should not name the directory of whoever
+    produced it."""
     program = Path(argv[0]) if argv else Path("depthbench")
-    if program.name == "depthbench" or program.parts[-2:] == ("benchmarks", "cli.py"):
+    if program.name == "depthbench" or program.parts[-2:] == ("benchmarks", "cli.py") or \
+            program.parts[-3:] == ("benchmarks", "cli", "__main__.py"):
         return shlex.join(["depthbench", *argv[1:]])
     return shlex.join(argv)
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.io import write_atomic
+from benchmarks.specs import FRACTION, NON_NEGATIVE, spec_for
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed")
@@ -123,9 +124,65 @@ def _schema_problem(data: Any) -> str | None:
     if not isinstance(data["protocol"].get("hash"), str) or not isinstance(data["protocol"].get("name"), str):
         return "field 'protocol' needs a string 'name' and 'hash'"
     for key, value in data.get("metrics", {}).items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if not _is_number(value) or not math.isfinite(value):
             return f"metric {key!r} is not a finite number: {value!r:.60}"
+        spec = spec_for(key)
+        if spec is not None and spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+            return f"metric {key!r} is {value!r}, outside its range {_range(spec.bounds)} (benchmarks/specs.py)"
+    return _entries_problem(data)
+
+
+# What each entry of the record's lists may hold: field -> (types, range); a field not listed may be any JSON scalar.
+_NUMBER_OR_NONE = (int, float, type(None))
+_ENTRY_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], tuple[float, float] | None]]] = {
+    "depth_transfer": {"scheme": ((str,), None), "trained": ((bool,), None), "failed": ((str,), None),
+                       "n_steps": ((int, type(None)), NON_NEGATIVE), "dt": (_NUMBER_OR_NONE, NON_NEGATIVE),
+                       "rtol": (_NUMBER_OR_NONE, NON_NEGATIVE), "factor": (_NUMBER_OR_NONE, NON_NEGATIVE),
+                       "nfe": (_NUMBER_OR_NONE, NON_NEGATIVE), "accuracy": (_NUMBER_OR_NONE, FRACTION),
+                       "mse": (_NUMBER_OR_NONE, NON_NEGATIVE), "error": (_NUMBER_OR_NONE, NON_NEGATIVE),
+                       "latency_ms": (_NUMBER_OR_NONE, NON_NEGATIVE)},
+    "trajectory": {"stage": ((int,), NON_NEGATIVE), "t": (_NUMBER_OR_NONE, None), "t0": (_NUMBER_OR_NONE, None),
+                   "t1": (_NUMBER_OR_NONE, None), "h": (_NUMBER_OR_NONE, NON_NEGATIVE),
+                   "sigma": (_NUMBER_OR_NONE, NON_NEGATIVE)},
+    "solver": {"scheme": ((str,), None), "n_steps": ((int, type(None)), NON_NEGATIVE),
+               "rtol": (_NUMBER_OR_NONE, NON_NEGATIVE), "atol": (_NUMBER_OR_NONE, NON_NEGATIVE),
+               "adjoint": ((bool,), None), "max_num_steps": ((int, type(None)), NON_NEGATIVE)},
+}
+_REQUIRED_ENTRY_FIELDS = {"depth_transfer": ("scheme", "trained"), "trajectory": ("stage",), "solver": ("scheme",)}
+
+
+def _entries_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the record's lists (flags, names, depth-transfer grid, trajectory, solvers), if anything:
+    the readers (tables, plots, studies) take every entry for a dict of these fields."""
+    for name in ("flags", "not_applicable"):
+        bad = [item for item in data.get(name, []) if not isinstance(item, str)]
+        if bad:
+            return f"field {name!r} should hold strings, got {bad[0]!r:.60}"
+    for name, allowed in _ENTRY_FIELDS.items():
+        for i, entry in enumerate(data.get(name, [])):
+            where = f"{name}[{i}]"
+            if not isinstance(entry, dict):
+                return f"{where} should be an object of {', '.join(allowed)}, got {entry!r:.60}"
+            missing = [key for key in _REQUIRED_ENTRY_FIELDS[name] if key not in entry]
+            if missing:
+                return f"{where} lacks {', '.join(missing)}"
+            for key, value in entry.items():
+                types, bounds = allowed.get(key, ((str, int, float, bool, type(None)), None))
+                if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                    return f"{where}.{key} should be {' or '.join(t.__name__ for t in types)}, got {value!r:.60}"
+                if _is_number(value) and not math.isfinite(value):
+                    return f"{where}.{key} is not finite: {value!r}"
+                if bounds is not None and _is_number(value) and not bounds[0] <= value <= bounds[1]:
+                    return f"{where}.{key} is {value!r}, outside its range {_range(bounds)}"
     return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _range(bounds: tuple[float, float]) -> str:
+    return f"[{bounds[0]:g}, {bounds[1]:g}]"
 
 
 def record_path(root: Path, model: str, task: str, protocol_hash: str, seed: int) -> Path:

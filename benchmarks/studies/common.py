@@ -15,7 +15,7 @@ from benchmarks.data.tasks import Task, TaskData, get_task
 from benchmarks.protocols import SMOKE, Recipe, recipe_for
 from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.studies import write_study
-from benchmarks.training.train import TrainResult, seed_everything, train
+from benchmarks.training.train import MAX_SEED, TrainResult, seed_everything, train
 
 TIER = "cpu-study"
 # The smoke tier's recipe and size class with more epochs: the smoke tier's 4 epochs leave digits models far from
@@ -35,8 +35,8 @@ def study_recipe(task: str) -> Recipe:
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
     seeds = list(dict.fromkeys(int(s) for s in seeds))
-    if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"give one or more non-negative seeds, got {seeds}")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise ValueError(f"give one or more seeds from 0 to {MAX_SEED} (numpy's limit), got {seeds}")
     return seeds
 
 

@@ -46,3 +46,36 @@ def bench_data():
     return task, task.load(limit=limit)
 
 
+
+
+def _seconds(value: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def summary_lines(benchmarks: list, report: str | None) -> list[str]:
+    """One short line per benchmark (median and IQR of its rounds), then where the full report is: what `tox -e bench`
+    shows instead of pytest-benchmark's 250-column table, so that the bench ends with the user's own results."""
+    lines = [f"pytest-benchmark: {len(benchmarks)} benchmarks, median (IQR) per call:"]
+    width = max((len(b.name) for b in benchmarks), default=0)
+    for bench in sorted(benchmarks, key=lambda b: b.name):
+        if bench.has_error or not bench.stats:
+            lines.append(f"  {bench.name:<{width}}  error")
+            continue
+        lines.append(f"  {bench.name:<{width}}  {_seconds(bench.stats.median)} ({_seconds(bench.stats.iqr)}), "
+                     f"{bench.stats.rounds} rounds")
+    if report:
+        lines.append(f"every statistic and the machine: {report}")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """With --benchmark-quiet (tox.ini's bench), a compact summary in place of pytest-benchmark's table."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not config.getoption("benchmark_quiet", default=False) or not session.benchmarks:
+        return
+    report = config.getoption("benchmark_json", default=None)
+    for line in summary_lines(session.benchmarks, getattr(report, "name", report)):
+        terminalreporter.write_line(line)

@@ -28,12 +28,16 @@ from benchmarks.protocols import Recipe
 from benchmarks.training.checkpoint import TrainingCheckpoint
 from zoo.contract import capabilities, validate_output
 
+MAX_SEED = 2**32 - 1  # numpy's global generator takes seeds 0 .. 2**32 - 1 (torch's and Python's take more)
+
 
 def seed_everything(seed: int) -> None:
-    """Python's, numpy's and torch's global generators, as the runner seeds every run (and its surrogate)."""
+    """Python's, numpy's and torch's global generators, as the runner seeds every run (and its surrogate); a seed
+    outside 0 .. MAX_SEED raises ValueError (numpy's limit)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss or validation metric became NaN or infinite."""
