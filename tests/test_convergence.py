@@ -11,9 +11,9 @@ from torch import nn
 
 from benchmarks.cli import main
 from benchmarks.data.tasks import Split
-from benchmarks.evaluation.convergence import SCHEMES, build, has_dip, horizon_pairs, observed_order, order_above_floor
 from benchmarks.reporting.convergence import table, verdict
 from benchmarks.store.studies import read_study
+from benchmarks.studies.convergence import SCHEMES, build, has_dip, horizon_pairs, observed_order, order_above_floor
 
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)  # damped rotation: x(t) = expm(A t) x0
 
@@ -76,7 +76,7 @@ def test_horizon_pairs_chain_the_trajectories() -> None:
 
 def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None:
     results, out = tmp_path / "results", tmp_path / "boards"
-    code = main(["convergence", "--seeds", "2", "--iterations", "3", "--limit", "60",
+    code = main(["study", "convergence", "--seeds", "0", "1", "--limit", "60",
                  "--results", str(results), "--out", str(out)])
     assert code == 0
     study = read_study(results / "convergence" / "pendulum.json")
@@ -89,7 +89,9 @@ def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None
     assert summary["euler/euler/dip"]["n"] == 2 and summary["rk4/rk4/dip_ratio"]["n"] == 2
     assert summary["rk4/floor"]["values"] == result["floors"]["rk4"]
     assert study["provenance"]["device"].startswith("CPU")
-    assert study["provenance"]["command"] == "depthbench convergence --seeds 2 --iterations 3 --n-train 4 --limit 60"
+    assert study["provenance"]["command"]  # the command as retyped (sys.argv under the CLI)
+    assert study["details"]["title"].startswith("Convergence test") and study["details"]["claims"] == ["a"]
+    out = out / "convergence"
     md = (out / "pendulum.md").read_text()
     assert md == table(study)
     assert f"at commit {study['provenance']['git_commit'][:12]}" in md
@@ -97,6 +99,6 @@ def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None
     assert (out / "pendulum.png").stat().st_size > 0 and (out / "pendulum.svg").stat().st_size > 0
 
 
-def test_convergence_command_rejects_a_bad_step_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["convergence", "--n-train", "6", "--results", str(tmp_path)]) != 0
-    assert "multiple of 4" in capsys.readouterr().err
+def test_convergence_command_rejects_another_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "convergence", "--task", "digits", "--results", str(tmp_path)]) != 0
+    assert "pendulum" in capsys.readouterr().err

@@ -54,6 +54,7 @@ from benchmarks.store.locations import (
     store_problem,
 )
 from benchmarks.store.records import RecordError, iter_records, load_record
+from benchmarks.studies.registry import all_studies, get_study
 
 EXIT_FAILED, EXIT_USAGE, EXIT_POSTPONED = 1, 2, 3
 
@@ -196,39 +197,20 @@ def _has_a_record(root: Path) -> bool:
     return False
 
 
-def _convergence(args: argparse.Namespace) -> int:
-    from benchmarks.evaluation.convergence import per_seed_summary
-    from benchmarks.evaluation.convergence import run as run_convergence
-    from benchmarks.reporting.convergence import render, verdict
-    from benchmarks.store.provenance import now, run_provenance
-    from benchmarks.store.studies import write_study
-
-    started = now()
-    # the command as a user retypes it (sys.argv under `python -m` names this checkout's cli.py)
-    command = ["depthbench", "convergence", "--seeds", str(args.seeds), "--iterations", str(args.iterations),
-               "--n-train", str(args.n_train), *(["--limit", str(args.limit)] if args.limit else [])]
-    result = run_convergence(seeds=args.seeds, n_train=args.n_train, iterations=args.iterations, limit=args.limit)
-    rows = [{"train_scheme": c["train_scheme"], "eval_scheme": c["eval_scheme"],
-             "verdict": verdict(c, result["scheme_orders"][c["eval_scheme"]])} for c in result["curves"]]
-    path = write_study(args.results, study="convergence", task=result["task"],
-                       tier="cpu-study", seeds=list(range(args.seeds)), per_seed=per_seed_summary(result), rows=rows,
-                       provenance=run_provenance(torch.device("cpu"), started, command),
-                       figure=str(Path(args.out) / f"{result['task']}.png"), details=result)
-    written = render(path, args.out)
-    print(f"depthbench: wrote {path} and {len(written)} files under {args.out}", file=sys.stderr)
-    return 0
-
-
 def _study(args: argparse.Namespace) -> int:
-    import importlib
-
-    from benchmarks.reporting.studies import FIGURES, render
+    from benchmarks.reporting.studies import RENDERERS, render
 
     torch.set_num_threads(1)  # small models; one thread keeps timings comparable on a shared CPU
-    module = importlib.import_module(f"benchmarks.studies.{args.name.replace('-', '_')}")
-    figure = f"{(args.out / args.name / args.task).as_posix()}.png" if args.name in FIGURES else None
+    spec = get_study(args.name)
+    task = args.task or spec.task
+    seeds = args.seeds if args.seeds is not None else list(spec.seeds)
+    figure = f"{(args.out / args.name / task).as_posix()}.png" if spec.figure or args.name in RENDERERS else None
     extra = {"checkpoints": args.checkpoints} if args.checkpoints is not None else {}
-    path = module.run(args.task, args.seeds, args.results, limit=args.limit, figure=figure, **extra)
+    if extra and "checkpoints" not in spec.options:
+        raise ValueError(f"--checkpoints applies to the studies that reuse a tier's weights "
+                         f"({', '.join(n for n, s in all_studies().items() if 'checkpoints' in s.options)}), "
+                         f"not to {args.name}")
+    path = spec.run(task, seeds, args.results, limit=args.limit, figure=figure, **extra)
     written = render(path, args.out / args.name)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out / args.name}", file=sys.stderr)
     return 0
@@ -330,7 +312,7 @@ INTERRUPTED = {
     "list": "interrupted",
 }
 COMMANDS = {"run": _run, "publish": _publish, "check": _check, "evaluate": _evaluate, "leaderboard": _leaderboard,
-            "convergence": _convergence, "study": _study, "claims": _claims, "status": _status,
+            "study": _study, "claims": _claims, "status": _status,
             "list": lambda args: _list()}
 
 

@@ -11,9 +11,8 @@ from benchmarks.evaluation.check import CHECK_TIME_LIMIT
 from benchmarks.execution import cluster
 from benchmarks.protocols import PROTOCOLS
 from benchmarks.store.locations import DEFAULT_RESULTS, LOCAL_LEADERBOARDS, LOCAL_RESULTS
+from benchmarks.studies.registry import all_studies
 from benchmarks.training.train import MAX_SEED
-
-STUDIES = ("refinement", "compression", "memory", "stiffness", "suite-strength")
 
 
 def _names(text: str) -> list[str]:
@@ -155,21 +154,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="data root (default: $DEPTHBENCH_DATA or ~/.cache/depthbench/data)")
     evaluate.add_argument("--device", help="torch device (default: the tier's)")
 
-    conv = commands.add_parser("convergence", help="the convergence test (Queiruga et al. 2020) on the pendulum task, "
-                               "on CPU: results/convergence/pendulum.json and leaderboards/convergence/pendulum.*")
-    conv.add_argument("--seeds", type=int, default=3)
-    conv.add_argument("--iterations", type=int, default=500, help="L-BFGS iterations per (scheme, seed)")
-    conv.add_argument("--n-train", type=int, default=4, help="training step count over the horizon, a multiple of 4")
-    conv.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
-    conv.add_argument("--results", type=Path, default=Path("results"),
-                      help="root of the study files: writes RESULTS/convergence/pendulum.json")
-    conv.add_argument("--out", type=Path, default=Path("leaderboards/convergence"))
-
-    study = commands.add_parser("study", help="a study of issue #15 on CPU, minutes: results/<study>/<task>.json and "
-                                "leaderboards/<study>/<task>.md/.csv (and .png)")
-    study.add_argument("name", choices=STUDIES, help="which study")
-    study.add_argument("--task", default="digits", help="task to run it on (default: digits)")
-    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    studies = all_studies()
+    study = commands.add_parser(
+        "study", help="a study on CPU (minutes to half an hour): results/<study>/<task>.json and "
+        "leaderboards/<study>/<task>.md/.csv (and .png)", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="studies:\n" + "\n".join(f"  {name}: {spec.summary} (default task {spec.task}, seeds "
+                                              f"{' '.join(map(str, spec.seeds))})" for name, spec in studies.items()))
+    study.add_argument("name", choices=list(studies), help="which study")
+    study.add_argument("--task", help="task to run it on (default: the study's own)")
+    study.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the study's own)")
     study.add_argument("--limit", type=int, help="keep at most this many examples per split (quick runs)")
     study.add_argument("--results", type=Path, default=Path("results"), help="study files go to RESULTS/<study>/")
     study.add_argument("--out", type=Path, default=Path("leaderboards"), help="tables go to OUT/<study>/")

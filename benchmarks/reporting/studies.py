@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,9 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from benchmarks.io import write_atomic
+from benchmarks.reporting import convergence
 from benchmarks.reporting.plots import RC, _save
 from benchmarks.store.studies import read_study
-
-TITLES = {
-    "refinement": "Refinement training vs full depth (Queiruga et al. 2020)",
-    "compression": "Compression by depth transfer: the cheapest manifestation within 0.5 pt (Queiruga et al. 2020)",
-    "memory": "Peak training memory vs steps, direct vs adjoint backprop; ODE-Net vs ResNet parameters "
-              "(Chen et al. 2018)",
-    "stiffness": "Stiffness penalty on the rate Jacobian's spectral radius (after Hudson et al. 2023)",
-    "suite-strength": "The cpu tier's reduced attack budgets against the full-strength suite",
-}
 
 
 def _columns(study: dict[str, Any]) -> list[str]:
@@ -53,7 +46,7 @@ def _quantity(q: dict[str, Any]) -> str:
 def table(study: dict[str, Any]) -> str:
     prov, details = study["provenance"], study["details"]
     paper = details.get("paper", {})
-    lines = [f"# {TITLES.get(study['study'], study['study'])}: {study['task']}", "",
+    lines = [f"# {details.get('title', study['study'])}: {study['task']}", "",
              f"Produced by `{prov.get('command', '?')}` at commit {str(prov.get('git_commit', '?'))[:12]}"
              f"{' (dirty)' if prov.get('git_dirty') else ''} on {prov.get('device', '?')}, {prov.get('finished', '?')}"
              f"; tier {study['tier']}, seeds {', '.join(map(str, study['seeds']))}"
@@ -83,43 +76,52 @@ def rows_csv(study: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def memory_figure(study: dict[str, Any]) -> Figure | None:
-    points = [r for r in study["rows"] if r.get("kind") == "sweep"]
+def line_figure(study: dict[str, Any]) -> Figure | None:
+    """The study's declared line plot (`details["figure_spec"]`, a registry `LineFigure`): y against x per series,
+    the mean over the rows (seeds) that share an x, from the rows that match `where`."""
+    spec = study["details"].get("figure_spec")
+    if not spec:
+        return None
+    points = [r for r in study["rows"] if all(r.get(k) == v for k, v in spec.get("where", {}).items())
+              and isinstance(r.get(spec["x"]), int | float) and isinstance(r.get(spec["y"]), int | float)]
     if not points:
         return None
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(5.2, 3.6))
         ax = fig.add_subplot()
-        for mode, marker in (("direct", "o"), ("adjoint", "s")):
-            steps = sorted({r["n_steps"] for r in points if r["mode"] == mode})
-            means = [sum(r["peak_mib"] for r in points if r["mode"] == mode and r["n_steps"] == n)
-                     / sum(1 for r in points if r["mode"] == mode and r["n_steps"] == n) for n in steps]
-            ax.plot(steps, means, marker=marker, label=f"{mode} backprop")
-        ax.set_xlabel("RK4 steps (depth)")
-        ax.set_ylabel("peak training memory above baseline (MiB)")
-        ax.set_title(f"Peak training memory, {study['task']} study (mean over {len(study['seeds'])} seeds)")
-        # bottom right: above the flat adjoint line, below the rising direct one
-        ax.text(0.98, 0.12, study["details"].get("measure", ""), transform=ax.transAxes, fontsize=6, color="grey",
-                ha="right")
+        for series in sorted({str(r[spec["series"]]) for r in points}):
+            mine = [r for r in points if str(r[spec["series"]]) == series]
+            xs = sorted({r[spec["x"]] for r in mine})
+            ys = [statistics.fmean(r[spec["y"]] for r in mine if r[spec["x"]] == x) for x in xs]
+            ax.plot(xs, ys, marker="o", label=series)
+        ax.set_xscale("log" if spec.get("logx") else "linear")
+        ax.set_yscale("log" if spec.get("logy") else "linear")
+        ax.set_xlabel(spec["xlabel"])
+        ax.set_ylabel(spec["ylabel"])
+        ax.set_title(f"{study['details'].get('title', study['study'])}: {study['task']} "
+                     f"(mean over {len(study['seeds'])} seeds)", fontsize=8)
         ax.legend()
         fig.tight_layout()
     return fig
 
 
-FIGURES: dict[str, Callable[[dict[str, Any]], Figure | None]] = {"memory": memory_figure}
-
-
 def render(json_path: Path | str, out_dir: Path | str) -> list[Path]:
-    """Write <task>.md, <task>.csv (and <task>.png/.svg where the study has a figure) under `out_dir`."""
+    """Write <task>.md, <task>.csv (and <task>.png/.svg where the study declares a figure) under `out_dir`; a study
+    with a renderer of its own (`RENDERERS`) is rendered by it."""
     study = read_study(Path(json_path))
+    if study["study"] in RENDERERS:
+        return RENDERERS[study["study"]](json_path, out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = out / study["task"]
     written = [Path(f"{base}.md"), Path(f"{base}.csv")]
     write_atomic(written[0], table(study))
     write_atomic(written[1], rows_csv(study))
-    make = FIGURES.get(study["study"])
-    fig = make(study) if make else None
+    fig = line_figure(study)
     if fig is not None:
         written += _save(fig, base)
     return written
+
+
+# Studies whose figure is more than a declared line plot: the convergence test's error-vs-Δt curves per scheme pair.
+RENDERERS: dict[str, Callable[[Path | str, Path | str], list[Path]]] = {"convergence": convergence.render}

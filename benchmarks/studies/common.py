@@ -12,25 +12,35 @@ import torch
 
 import zoo
 from benchmarks.data.tasks import Task, TaskData, get_task
-from benchmarks.protocols import SMOKE, Recipe, recipe_for
+from benchmarks.protocols import CPU, SMOKE, Protocol, Recipe, recipe_for
 from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.studies import write_study
 from benchmarks.training.train import MAX_SEED, TrainResult, seed_everything, train
 
-TIER = "cpu-study"
+TIER = "cpu-study"  # the tier a digits study file names (digits studies train the smoke size for EPOCHS epochs)
 # The smoke tier's recipe and size class with more epochs: the smoke tier's 4 epochs leave digits models far from
 # converged, and a study compares trainings, so each must have finished learning. 8 epochs split evenly into the
 # refinement study's four stages.
 EPOCHS = 8
 WIDTH = 16
-TASKS = ("digits",)
+# Where a study's recipe comes from, per task: Fashion-MNIST studies train as the citable cpu tier does (its recipe,
+# its size class; a study changes only what it compares), digits studies as above.
+BASES: dict[str, Protocol] = {"digits": SMOKE, "fashion-mnist": CPU}
+TASKS = tuple(BASES)
 
 
 def study_recipe(task: str) -> Recipe:
-    """The recipe every arm of a study trains with (the smoke tier's for `task`, `EPOCHS` epochs)."""
-    if task not in TASKS:
+    """The recipe every arm of a study trains with: the cpu tier's on fashion-mnist, the smoke tier's with `EPOCHS`
+    epochs on digits."""
+    if task not in BASES:
         raise ValueError(f"the studies run on {', '.join(TASKS)}; got task {task!r}")
-    return dataclasses.replace(recipe_for(SMOKE, task), epochs=EPOCHS)
+    recipe = recipe_for(BASES[task], task)
+    return dataclasses.replace(recipe, epochs=EPOCHS) if BASES[task] is SMOKE else recipe
+
+
+def study_tier(task: str) -> str:
+    """The tier name a study file of `task` carries (claims rank and cite evidence by it)."""
+    return BASES[task].name if task in BASES and BASES[task] is not SMOKE else TIER
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -89,7 +99,11 @@ def provenance(device: torch.device) -> dict[str, Any]:
 
 def save(results: Path, *, study: str, task: str, seeds: Sequence[int], per_seed: Mapping[str, Sequence[float]],
          rows: Sequence[Mapping[str, Any]], provenance: Mapping[str, Any], details: Mapping[str, Any],
-         figure: str | None = None) -> Path:
-    """The study file, with the recipe and the run's provenance."""
-    return write_study(results, study=study, task=task, tier=TIER, seeds=seeds, per_seed=per_seed, rows=rows,
-                       provenance={**provenance, "finished": now()}, figure=figure, details=details)
+         figure: str | None = None, tier: str | None = None) -> Path:
+    """The study file, with the study's declaration (title, claims, figure spec), the recipe and the provenance."""
+    from benchmarks.studies.registry import STUDIES
+
+    header = STUDIES[study].header() if study in STUDIES else {}
+    return write_study(results, study=study, task=task, tier=tier or study_tier(task), seeds=seeds,
+                       per_seed=per_seed, rows=rows, provenance={**provenance, "finished": now()}, figure=figure,
+                       details={**header, **details})

@@ -39,6 +39,7 @@ from torch import nn
 
 from benchmarks.evaluation.metrics import accuracy
 from benchmarks.studies.common import WIDTH, begin, build_and_train, save
+from benchmarks.studies.registry import LineFigure, register_study
 from zoo.layers import ConvRate
 
 STUDY = "memory"
@@ -141,6 +142,11 @@ def sweep(seed: int, device: torch.device, steps: Sequence[int] = STEPS, shape: 
     return {mode: [peak_bytes(mode, n, shape, seed, device) for n in steps] for mode in MODES}
 
 
+@register_study("memory", title="Peak training memory vs steps, direct vs adjoint backprop; ODE-Net vs ResNet "
+                "parameters (Chen et al. 2018)", summary="peak training memory per extra RK4 step with direct backprop "
+                "and with the adjoint, in child processes", claims=("d-memory",), task="digits",
+                figure=LineFigure(x="n_steps", y="peak_mib", series="mode", where={"kind": "sweep"},
+                                  xlabel="RK4 steps (depth)", ylabel="peak training memory above baseline (MiB)"))
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, steps: Sequence[int] | None = None,
         shape: Sequence[int] | None = None) -> Path:

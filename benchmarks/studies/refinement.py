@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.evaluation.metrics import accuracy
 from benchmarks.studies.common import WIDTH, begin, build_and_train, save
+from benchmarks.studies.registry import register_study
 
 STUDY = "refinement"
 DEPTH = 8  # the stage's depth interval [0, 8], and the final number of elements and RK4 steps
@@ -33,6 +34,9 @@ def schedule(epochs: int, stages: int = STAGES) -> list[int]:
     return [1 + k * epochs // stages for k in range(1, stages)]
 
 
+@register_study("refinement", title="Refinement training vs full depth (Queiruga et al. 2020)",
+                summary="ContinuousNet deepened 1 -> 2 -> 4 -> 8 steps during training against full depth from the "
+                "start", claims=("c",), task="digits")
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, epochs: int | None = None) -> Path:
     """Train both arms for every seed; write `results/refinement/<task>.json`."""

@@ -27,6 +27,7 @@ from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.evaluation.metrics import accuracy, eps_key
 from benchmarks.protocols import SMOKE
 from benchmarks.studies.common import WIDTH, begin, build_and_train, save
+from benchmarks.studies.registry import register_study
 from zoo.penalty import penalise_stiffness
 
 STUDY = "stiffness"
@@ -48,6 +49,9 @@ def transfer_error(entries: Sequence[dict]) -> float:
                             for e in others)
 
 
+@register_study("stiffness", title="Stiffness penalty on the rate Jacobian's largest singular value",
+                summary="ResNet trained plain and with the engine's stiffness penalty: accuracy, robustness, "
+                "stiffness, depth transfer", task="digits")
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, weight: float = WEIGHT) -> Path:
     """Train both arms for every seed and measure them; write `results/stiffness/<task>.json`."""

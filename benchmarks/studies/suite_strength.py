@@ -28,6 +28,7 @@ from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.records import record_path
 from benchmarks.store.studies import write_study
 from benchmarks.studies.common import load
+from benchmarks.studies.registry import register_study
 from benchmarks.training.train import seed_everything, train
 
 STUDY = "suite-strength"
@@ -63,6 +64,9 @@ def trained_model(name: str, tier: Protocol, task: Any, data: Any, seed: int, de
     return model.eval(), "trained here with the tier's recipe"
 
 
+@register_study("suite-strength", title="The cpu tier's reduced attack budgets against the full-strength suite",
+                summary="robust accuracy of the cpu tier's models under the tier's attack budgets and under "
+                "AutoAttack's, on the same images", task="fashion-mnist", seeds=(0,), options=("checkpoints",))
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, checkpoints: Path | None = None,
         models: Sequence[str] = MODELS, examples: int = EXAMPLES, tier: Protocol = CPU,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +26,8 @@ from torch import nn
 
 import zoo
 from benchmarks.data.tasks import PENDULUM_DELTA, Split, get_task
+from benchmarks.studies.common import provenance, save
+from benchmarks.studies.registry import register_study
 
 SCHEMES = ("euler", "midpoint", "rk4")
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
@@ -121,8 +125,8 @@ def _rmse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x) - y).square().mean().sqrt())
 
 
-def run(seeds: int = 3, n_train: int = 4, iterations: int = 500, width: int = 32,
-        limit: int | None = None) -> dict[str, Any]:
+def sweep(seeds: int = 3, n_train: int = 4, iterations: int = 500, width: int = 32,
+          limit: int | None = None) -> dict[str, Any]:
     """Train every scheme for every seed, evaluate every (train, eval) scheme pair over the Δt sweep.
 
     Returns plain JSON data: per pair, the RMSE per seed and Δt, and per seed the fitting floor, the observed order
@@ -182,3 +186,22 @@ def per_seed_summary(result: dict[str, Any]) -> dict[str, list[float]]:
         if all(o is not None for o in c["order"]):
             out[f"{key}/order"] = c["order"]
     return out
+
+
+@register_study("convergence", title="Convergence test on the pendulum (Queiruga et al. 2020)",
+                summary="Euler-, midpoint- and RK4-trained rates re-run with every scheme while Δt is swept: error vs "
+                "Δt, observed orders, dips at the training Δt", claims=("a",), task="pendulum", seeds=(0, 1, 2))
+def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
+        limit: int | None = None, figure: str | None = None) -> Path:
+    """The sweep for seeds 0 .. n-1 (`seeds` must be 0, 1, ..., n-1); write `results/convergence/pendulum.json`."""
+    if task_name != "pendulum":
+        raise ValueError(f"the convergence test runs on the pendulum task (its exact flow is known), not {task_name!r}")
+    seeds = list(seeds)
+    if seeds != list(range(len(seeds))) or not seeds:
+        raise ValueError(f"the convergence study runs seeds 0, 1, ..., n-1; got {seeds}")
+    started = provenance(torch.device("cpu"))
+    result = sweep(seeds=len(seeds), limit=limit)
+    rows = [{"train_scheme": c["train_scheme"], "eval_scheme": c["eval_scheme"],
+             "dips": f"{sum(c['dip'])}/{len(c['dip'])}"} for c in result["curves"]]
+    return save(results, study="convergence", task="pendulum", seeds=seeds, per_seed=per_seed_summary(result),
+                rows=rows, provenance=started, details=result, figure=figure)
