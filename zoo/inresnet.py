@@ -23,7 +23,7 @@ _BIBTEX = """@article{yang2020interpolation,
   author = {Yang, Zonghan and Liu, Yang and Bao, Chenglong and Shi, Zuoqiang},
   journal = {Proceedings of the 37th International Conference on Machine Learning (ICML)},
   year = {2020},
-  eprint = {1909.06545},
+  eprint = {2006.05749},
   archivePrefix = {arXiv}
 }"""
 
@@ -36,7 +36,7 @@ _DIFFERENCES = (
 
 def _card(name: str, variant: str) -> ModelCard:
     return ModelCard(name=name, family="inresnet", title="Interpolation between Residual and Non-Residual Networks",
-                     authors="Zonghan Yang, Yang Liu, Chenglong Bao, Zuoqiang Shi", year=2020, arxiv="1909.06545",
+                     authors="Zonghan Yang, Yang Liu, Chenglong Bao, Zuoqiang Shi", year=2020, arxiv="2006.05749",
                      bibkey="yang2020interpolation", bibtex=_BIBTEX, variant=variant, differences=_DIFFERENCES,
                      venue="International Conference on Machine Learning (ICML)", licence="MIT",
                      capabilities=("nfe", "depth_transfer", "trajectories"))
