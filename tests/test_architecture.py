@@ -88,7 +88,7 @@ def test_an_upward_import_is_caught() -> None:
                                     "benchmarks.reporting.plots", "benchmarks.reporting.claims",
                                     "benchmarks.reporting.reproduce", "benchmarks.reporting.convergence",
                                     "benchmarks.reporting.studies",
-                                    "benchmarks.reporting.claims_board", "benchmarks.reporting.depth_transfer"])
+                                    "benchmarks.reporting.paper_claims.board", "benchmarks.reporting.depth_transfer"])
 def test_report_layer_loads_no_torch(module: str) -> None:
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,

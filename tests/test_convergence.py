@@ -90,7 +90,7 @@ def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None
     assert summary["rk4/floor"]["values"] == result["floors"]["rk4"]
     assert study["provenance"]["device"].startswith("CPU")
     assert study["provenance"]["command"]  # the command as retyped (sys.argv under the CLI)
-    assert study["details"]["title"].startswith("Convergence test") and study["details"]["claims"] == ["a"]
+    assert study["details"]["title"].startswith("Convergence test") and study["details"]["claims"] == ["queiruga-dip"]
     out = out / "convergence"
     md = (out / "pendulum.md").read_text()
     assert md == table(study)

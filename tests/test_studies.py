@@ -221,16 +221,14 @@ def test_study_command_writes_the_stiffness_file(tmp_path, monkeypatch) -> None:
 
 
 def test_study_command_writes_the_memory_file_and_figure(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(common, "study_recipe", lambda task: Recipe(epochs=1, batch_size=32, lr=5e-3))
     monkeypatch.setattr(memory, "STEPS", (2, 6))
     monkeypatch.setattr(memory, "SHAPE", (16, 8, 16, 16))
-    code = main(["study", "memory", "--seeds", "0", "--limit", "100", "--results", str(tmp_path / "r"),
-                 "--out", str(tmp_path / "l")])
+    code = main(["study", "memory", "--seeds", "0", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "l")])
     assert code == 0
-    study = read_study(tmp_path / "r" / "memory" / "digits.json")
+    study = read_study(tmp_path / "r" / "memory" / "ode-state.json")  # no data set: a random state
     summary = study["summary"]
     assert summary["direct_peak_bytes_slope"]["mean"] > summary["adjoint_peak_bytes_slope"]["mean"]
-    assert summary["odenet_params"]["mean"] < summary["resnet_params"]["mean"]  # one block's weights vs six
-    assert study["figure"] == f"{(tmp_path / 'l' / 'memory' / 'digits').as_posix()}.png"
-    assert (tmp_path / "l" / "memory" / "digits.png").stat().st_size > 0
+    assert study["details"]["claims"] == ["chen-memory"] and study["details"]["figure_spec"]["x"] == "n_steps"
+    assert study["figure"] == f"{(tmp_path / 'l' / 'memory' / 'ode-state').as_posix()}.png"
+    assert (tmp_path / "l" / "memory" / "ode-state.png").stat().st_size > 0
     assert len([r for r in study["rows"] if r["kind"] == "sweep"]) == 4

@@ -217,17 +217,18 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _claims(args: argparse.Namespace) -> int:
-    from benchmarks.reporting import claims_board, depth_transfer
+    from benchmarks.reporting import depth_transfer
+    from benchmarks.reporting.paper_claims import board
     from benchmarks.store.provenance import now, run_provenance
 
     command = ["depthbench", "claims", *(["--results", str(args.results)] if args.results != Path("results") else [])]
     provenance = run_provenance(torch.device("cpu"), now(), command)
-    written = depth_transfer.write(args.results, args.results, args.out / depth_transfer.STUDY, provenance)
-    results = claims_board.evaluate(args.results)
+    written = depth_transfer.write(args.results, args.out / depth_transfer.FOLDER, provenance)
+    outcomes = board.evaluate(args.results)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "claims.md", claims_board.markdown(results, args.out))
-    write_atomic(args.out / "claims.csv", claims_board.csv_text(results))
-    verdicts = ", ".join(f"({c.key}) {o.verdict}" for c, o in results)
+    write_atomic(args.out / "claims.md", board.markdown(outcomes))
+    write_atomic(args.out / "claims.csv", board.csv_text(outcomes))
+    verdicts = ", ".join(f"{o.claim.key} {o.verdict}" for o in outcomes)
     print(f"depthbench: wrote {args.out / 'claims.md'}, claims.csv and {len(written)} depth-transfer files: "
           f"{verdicts}", file=sys.stderr)
     return 0

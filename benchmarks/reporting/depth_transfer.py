@@ -11,8 +11,8 @@ evaluation scheme, the training Δt marked, and decides per seed:
   training discretisation and rises when refined: the model learned its discrete map, not an ODE);
 - transfers: refine drop and scheme drop both within the tolerance.
 
-A model's verdict is the majority over its seeds; the study file (results/depth-transfer/<task>.json) keeps the
-per-seed numbers. Adaptive models have no training Δt: only the scheme drop applies to them.
+A model's verdict is the majority over its seeds (shown, not a claim's verdict: the paper claims read the records
+through benchmarks/reporting/paper_claims/). Adaptive models have no training Δt: only the scheme drop applies.
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ from benchmarks.protocols import tier_rank
 from benchmarks.reporting.plots import RC, _save
 from benchmarks.reporting.render import pipeline_check_banner
 from benchmarks.store.records import iter_records
-from benchmarks.store.studies import write_study
 
 TOLERANCE_POINTS = 1.0  # accuracy points: a model transfers if no re-discretisation costs more than this
-STUDY = "depth-transfer"
+FOLDER = "depth-transfer"  # leaderboards/depth-transfer/<task>.*
 LINESTYLES = {"euler": ":", "midpoint": "--", "rk4": "-", "rk4_38": "-."}
 
 
@@ -237,34 +236,14 @@ def figure(analysis: dict[str, Any]) -> Figure:
     return fig
 
 
-def per_seed(analysis: dict[str, Any]) -> tuple[list[int], dict[str, list[float]]]:
-    """Study-file summary: each model's numbers over the seeds common to all models (the frame has one seed list)."""
-    common = sorted(set.intersection(*(set(m["seeds"]) for m in analysis["models"].values())))
-    out: dict[str, list[float]] = {}
-    if not common:
-        return [], out
-    for model, m in analysis["models"].items():
-        seeds = [s for seed, s in zip(m["seeds"], m["per_seed"]) if seed in common]
-        out[f"{model}/trained_accuracy"] = [s["trained_accuracy"] for s in seeds]
-        out[f"{model}/transfers"] = [float(s["transfers"]) for s in seeds]
-        for key in ("refine_drop", "scheme_drop", "dip"):
-            if seeds and all(s[key] is not None for s in seeds):
-                out[f"{model}/{key}"] = [float(s[key]) for s in seeds]
-    return common, out
-
-
-def write(records_root: Path, results_root: Path, out_dir: Path, provenance: dict[str, Any],
+def write(records_root: Path, out_dir: Path, provenance: dict[str, Any],
           tolerance: float = TOLERANCE_POINTS) -> list[Path]:
-    """Every classification task's study file and its leaderboards/depth-transfer/<task>.{md,csv,png,svg}."""
+    """Every classification task's leaderboards/depth-transfer/<task>.{md,csv,png,svg}, from the records alone (a
+    rendering of the tier's records, not a study: the claims read the records themselves)."""
     written = []
     out_dir = Path(out_dir)
     for task, chosen in collect(records_root).items():
         analysis = analyse(chosen, tolerance)
-        seeds, quantities = per_seed(analysis)
-        figure_path = out_dir / f"{task}.png"
-        written.append(write_study(results_root, study=STUDY, task=task, tier=analysis["tier"], seeds=seeds,
-                                   per_seed=quantities, rows=rows(analysis), provenance=provenance,
-                                   figure=str(figure_path), details=analysis))
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out_dir / f"{task}.md", table(analysis, provenance))
         write_atomic(out_dir / f"{task}.csv", csv_text(analysis))

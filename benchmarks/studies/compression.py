@@ -54,8 +54,8 @@ def cheapest(entries: Sequence[dict[str, Any]], tolerance: float = TOLERANCE) ->
 
 @register_study("compression", title="Compression by depth transfer: the cheapest manifestation within 0.5 pt "
                 "(Queiruga et al. 2020)", summary="a trained ContinuousNet re-run with fewer steps and cheaper "
-                "schemes: accuracy, NFE and latency of the cheapest setting within 0.5 pt", claims=("b",),
-                task="digits")
+                "schemes: accuracy, NFE and latency of the cheapest setting within 0.5 pt",
+                claims=("queiruga-compression",), task="digits")
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, models: dict[str, dict[str, Any]] | None = None) -> Path:
     """Train every model for every seed, find its cheapest manifestation; write `results/compression/<task>.json`."""

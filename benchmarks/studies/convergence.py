@@ -190,7 +190,8 @@ def per_seed_summary(result: dict[str, Any]) -> dict[str, list[float]]:
 
 @register_study("convergence", title="Convergence test on the pendulum (Queiruga et al. 2020)",
                 summary="Euler-, midpoint- and RK4-trained rates re-run with every scheme while Δt is swept: error vs "
-                "Δt, observed orders, dips at the training Δt", claims=("a",), task="pendulum", seeds=(0, 1, 2))
+                "Δt, observed orders, dips at the training Δt", claims=("queiruga-dip",), task="pendulum",
+                seeds=(0, 1, 2))
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None) -> Path:
     """The sweep for seeds 0 .. n-1 (`seeds` must be 0, 1, ..., n-1); write `results/convergence/pendulum.json`."""

@@ -1,5 +1,4 @@
-"""Memory and parameters (Chen et al. 2018): peak training memory vs depth with adjoint vs direct backprop, and the
-parameters of an ODE-Net vs a ResNet on the same task.
+"""Memory (Chen et al. 2018): peak training memory vs depth with adjoint vs direct backprop.
 
 Memory: one ODE-Net stage (the zoo's `ConvRate`, torchdiffeq's ODEfunc) integrated over [0, 1] by torchdiffeq's
 fixed-step `rk4` with `n_steps` steps, so depth is controlled exactly; one forward and backward of a mean-square loss,
@@ -13,15 +12,14 @@ ODE solved backwards, O(1) in steps). The peak is measured
   the peak (`VmHWM`) minus the resident set before it. (`ru_maxrss` alone is not enough: after `exec` Linux keeps
   the forking parent's peak in it, so a child of a large process reports nothing.)
 
-The slope of peak bytes against steps (least squares over the sweep) is the memory cost of one more step.
-Parameters: the registry's `resnet` (DEPTH blocks) and `neural-ode` with the ResNet's width (one block's weights for
-the whole depth, as in the paper) trained with the study recipe: parameters and test accuracy side by side.
+The slope of peak bytes against steps (least squares over the sweep) is the memory cost of one more step. The
+measurement needs no data set (a random state of a fixed shape): its study file is filed under the task name
+`ode-state`. (ODE-Net vs ResNet parameters and accuracy: the odenet-params study.)
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -37,15 +35,14 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from benchmarks.evaluation.metrics import accuracy
-from benchmarks.studies.common import WIDTH, begin, build_and_train, save
+from benchmarks.studies.common import check_seeds, provenance, save
 from benchmarks.studies.registry import LineFigure, register_study
 from zoo.layers import ConvRate
 
 STUDY = "memory"
+TASK = "ode-state"  # no data set: a random state of SHAPE
 STEPS = (2, 4, 8, 16)
 SHAPE = (64, 16, 16, 16)  # batch, channels, height, width of the ODE state (1 MiB in fp32)
-DEPTH = 6  # the ResNet's blocks (Chen et al. compare with a 6-block ResNet)
 MODES = ("direct", "adjoint")
 
 
@@ -142,21 +139,22 @@ def sweep(seed: int, device: torch.device, steps: Sequence[int] = STEPS, shape: 
     return {mode: [peak_bytes(mode, n, shape, seed, device) for n in steps] for mode in MODES}
 
 
-@register_study("memory", title="Peak training memory vs steps, direct vs adjoint backprop; ODE-Net vs ResNet "
-                "parameters (Chen et al. 2018)", summary="peak training memory per extra RK4 step with direct backprop "
-                "and with the adjoint, in child processes", claims=("d-memory",), task="digits",
+@register_study("memory", title="Peak training memory vs steps, direct vs adjoint backprop (Chen et al. 2018)",
+                summary="peak training memory per extra RK4 step with direct backprop and with the adjoint, in child "
+                "processes", claims=("chen-memory",), task=TASK,
                 figure=LineFigure(x="n_steps", y="peak_mib", series="mode", where={"kind": "sweep"},
                                   xlabel="RK4 steps (depth)", ylabel="peak training memory above baseline (MiB)"))
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, steps: Sequence[int] | None = None,
         shape: Sequence[int] | None = None) -> Path:
-    """The step sweep for every seed and mode, and the ODE-Net vs ResNet comparison on `task_name`."""
+    """The step sweep for every seed and mode (`task_name` must be `ode-state`: no data set is read)."""
+    if task_name != TASK:
+        raise ValueError(f"the memory study measures a random ODE state, filed as task {TASK!r}; got {task_name!r}")
+    clock = time.perf_counter()
     steps, shape = STEPS if steps is None else steps, SHAPE if shape is None else shape
-    seeds, device, started, task, data, recipe, clock = begin(task_name, seeds, device, limit)
-    x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
-    per_seed: dict[str, list[float]] = {k: [] for k in ("direct_peak_bytes_slope", "adjoint_peak_bytes_slope",
-                                                         "odenet_params", "resnet_params", "odenet_accuracy",
-                                                         "resnet_accuracy")}
+    seeds, device = check_seeds(seeds), device or torch.device("cpu")
+    started = provenance(device)
+    per_seed: dict[str, list[float]] = {k: [] for k in ("direct_peak_bytes_slope", "adjoint_peak_bytes_slope")}
     rows = []
     for seed in seeds:
         peaks = sweep(seed, device, steps, shape)
@@ -164,23 +162,16 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
             per_seed[f"{mode}_peak_bytes_slope"].append(slope(steps, values))
             rows += [{"kind": "sweep", "seed": seed, "mode": mode, "n_steps": n, "peak_bytes": v,
                       "peak_mib": v / 2**20} for n, v in zip(steps, values)]
-        for key, name, overrides in (("odenet", "neural-ode", {"channels": WIDTH}), ("resnet", "resnet", {})):
-            model, _ = build_and_train(name, task, data, recipe, seed, device, width=WIDTH, depth=DEPTH, **overrides)
-            params, acc = sum(p.numel() for p in model.parameters()), accuracy(model, x_test, y_test, batch_size=500)
-            per_seed[f"{key}_params"].append(params)
-            per_seed[f"{key}_accuracy"].append(acc)
-            rows.append({"kind": "params", "seed": seed, "mode": name, "params": params, "accuracy": acc})
     measure = ("CUDA allocator peak" if device.type == "cuda" else "CPU peak RSS of a child process") + \
         f", state {'x'.join(map(str, shape))} fp32, torchdiffeq rk4"
-    details = {"columns": ["kind", "seed", "mode", "n_steps", "peak_bytes", "peak_mib", "params", "accuracy"],
-               "steps": list(steps), "shape": list(shape), "measure": measure, "width": WIDTH, "resnet_depth": DEPTH,
-               "recipe": dataclasses.asdict(recipe), "seconds": round(time.perf_counter() - clock, 1),
+    details = {"columns": ["kind", "seed", "mode", "n_steps", "peak_bytes", "peak_mib"],
+               "steps": list(steps), "shape": list(shape), "measure": measure,
+               "seconds": round(time.perf_counter() - clock, 1),
                "reference": "Chen et al. 2018, arXiv 1806.07366: ResNet 0.60 M params vs ODE-Net 0.22 M on MNIST, "
                             "O(L) vs O(1) memory",
                "note": f"Peak training memory above baseline vs steps ({measure}); slopes are bytes per extra step "
-                       f"(least squares over {', '.join(map(str, steps))} steps). ODE-Net: neural-ode (dopri5, "
-                       f"adaptive) with the ResNet's width {WIDTH}; ResNet: {DEPTH} blocks; both the study recipe"}
-    return save(results, study=STUDY, task=task.name, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
+                       f"(least squares over {', '.join(map(str, steps))} steps)"}
+    return save(results, study=STUDY, task=TASK, seeds=seeds, per_seed=per_seed, rows=rows, provenance=started,
                 details=details, figure=figure)
 
 

@@ -36,7 +36,7 @@ def schedule(epochs: int, stages: int = STAGES) -> list[int]:
 
 @register_study("refinement", title="Refinement training vs full depth (Queiruga et al. 2020)",
                 summary="ContinuousNet deepened 1 -> 2 -> 4 -> 8 steps during training against full depth from the "
-                "start", claims=("c",), task="digits")
+                "start", claims=("queiruga-refinement",), task="digits")
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None, epochs: int | None = None) -> Path:
     """Train both arms for every seed; write `results/refinement/<task>.json`."""

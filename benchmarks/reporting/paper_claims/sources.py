@@ -1,0 +1,85 @@
+"""The seed talks the papers' claims are quoted from, and the quotes themselves, each pinned to its line.
+
+The seed documents (`../shared/seeds/` beside the checkout, or $DEPTHBENCH_SEEDS) are the text of talks on the papers
+the zoo implements. A claim is quoted from them verbatim, never from memory: `Quote.check` finds the text on its
+stated line (tests/test_paper_claims.py checks every quote where the seeds are on disk, and in CI always).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def seeds_dir() -> Path | None:
+    """$DEPTHBENCH_SEEDS, else ../shared/seeds beside the checkout; None when neither holds the seed files."""
+    for candidate in (os.environ.get("DEPTHBENCH_SEEDS"), REPO.parent / "shared" / "seeds"):
+        if candidate and Path(candidate).is_dir() and any(Path(candidate).glob("*.txt")):
+            return Path(candidate)
+    return None
+
+
+@dataclass(frozen=True)
+class Source:
+    """One seed document: the talk, and the paper its claims come from."""
+
+    seed_file: str  # file name under the seeds folder
+    talk: str  # who gave the talk, its title
+    paper: str  # "Authors (year), Title"
+    url: str  # the paper (arXiv where the seed or its authors give one)
+    arxiv: str = ""
+
+    def text(self, folder: Path) -> list[str]:
+        return (folder / self.seed_file).read_text(encoding="utf-8").split("\n")
+
+
+@dataclass(frozen=True)
+class Quote:
+    """Verbatim text of a seed, on its (1-based) line."""
+
+    source: Source
+    line: int
+    text: str
+
+    def check(self, folder: Path) -> None:
+        """Raise ValueError unless `text` stands on `line` of the seed file."""
+        lines = self.source.text(folder)
+        if not 1 <= self.line <= len(lines) or self.text not in lines[self.line - 1]:
+            found = [i + 1 for i, line in enumerate(lines) if self.text in line]
+            raise ValueError(f"{self.source.seed_file}: {self.text!r} is not on line {self.line}"
+                             + (f" (found on {found})" if found else " (nowhere in the file)"))
+
+    def cite(self) -> str:
+        return f"{self.source.seed_file}:{self.line}"
+
+
+QUEIRUGA = Source("000_4f734b4869891a19.txt", "Michael W. Mahoney, Continuous-in-Depth Neural Networks (talk)",
+                  "Queiruga, Erichson, Taylor & Mahoney (2020), Continuous-in-Depth Neural Networks",
+                  "https://arxiv.org/abs/2008.02389", "2008.02389")
+CHEN = Source("001_f168be8525f4e816.txt",
+              "Jodie Zhu (Dessa), Neural Networks as Ordinary Differential Equations (talk)",
+              "Chen, Rubanova, Bettencourt & Duvenaud (2018), Neural Ordinary Differential Equations",
+              "https://arxiv.org/abs/1806.07366", "1806.07366")
+# Zhang's talk reports three works: Chen et al.'s MNIST table, Yan et al.'s robustness tables, and his own line shape.
+ZHANG_CHEN = Source("002_ae3b484b0c49e362.txt", "Shihua Zhang, Dynamic View of Deep Learning (talk, Dec 15, 2021)",
+                    "Chen, Rubanova, Bettencourt & Duvenaud (2018), Neural Ordinary Differential Equations",
+                    "https://arxiv.org/abs/1806.07366", "1806.07366")
+YAN = Source("002_ae3b484b0c49e362.txt", "Shihua Zhang, Dynamic View of Deep Learning (talk, Dec 15, 2021)",
+             "Yan, Du, Tan & Feng (2020), On Robustness of Neural Ordinary Differential Equations (ICLR)",
+             "https://arxiv.org/abs/1910.05513", "1910.05513")
+ZHANG = Source("002_ae3b484b0c49e362.txt", "Shihua Zhang, Dynamic View of Deep Learning (talk, Dec 15, 2021)",
+               "Gai & Zhang, Deep Learning (ResNet) Learns the Geodesic Curve of Wasserstein Space (the talk's "
+               "Part II)",
+               "https://arxiv.org/abs/2102.09235", "2102.09235")
+HUDSON = Source("003_eb48b84567f27627.txt", "Joshua Hudson (PI), Khachik Sargsyan, Marta D'Elia, Habib Najm, Examining "
+                "stiffness in ResNets through interpretation as discretized Neural ODEs (Sandia LDRD #21-0528 talk, "
+                "September 19, 2022)", "Hudson, Sargsyan, D'Elia & Najm (2022), Sandia LDRD project talk",
+                "https://www.ksargsyan.net/publication/hudson-2023-a/")
+YANG = Source("004_ec39f44cac98fc4a.txt", "Zonghan Yang, Yang Liu, Chenglong Bao, Zuoqiang Shi, Interpolation between "
+              "Residual And Non-Residual Networks (talk, August 21, 2020)",
+              "Yang, Liu, Bao & Shi (2020), Interpolation between Residual and Non-Residual Networks (ICML)",
+              "https://arxiv.org/abs/2006.05749", "2006.05749")
+SOURCES = (QUEIRUGA, CHEN, YAN, ZHANG, HUDSON, YANG)
