@@ -9,7 +9,6 @@ Evaluation (`benchmarks.evaluation`) produces metric values under these names; t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,12 +39,50 @@ class MetricSpec:
     bounds: tuple[float, float] | None = None  # [low, high] of every valid value (a record outside is damaged)
 
     def matches(self, name: str) -> bool:
-        return _regex(self.pattern).fullmatch(name) is not None
+        return MetricKey.parse(name).pattern() == self.pattern
+
+    @property
+    def base(self) -> str:
+        """The metric's name without its radius (`robust@<eps>` -> `robust`): MetricKey.name of its records."""
+        return self.pattern.partition("@")[0]
 
 
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(re.escape(pattern).replace(re.escape("<eps>"), r"[0-9.eE+-]+")
-                      .replace(re.escape("<sigma>"), r"[0-9.eE+-]+"))
+def radius_text(value: float) -> str:
+    """Short, stable text of a radius or sigma: 3 significant digits, no trailing zeros (0.1 -> '0.1',
+    8/255 -> '0.0314'). The one place a number becomes part of a metric's name."""
+    return f"{float(value):.3g}"
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """A recorded metric's name, structured: a base name and, for per-radius metrics, the radius (an attack's eps or
+    a noise sigma). Records store `str(key)` (`robust@0.0314`); everything that reads one parses it here, once."""
+
+    name: str
+    at: float | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.at is None else f"{self.name}@{radius_text(self.at)}"
+
+    @classmethod
+    def parse(cls, text: str) -> MetricKey:
+        """`robust@0.1` -> MetricKey("robust", 0.1); a name without `@` (or with an unparsable radius) is plain."""
+        name, sep, at = str(text).partition("@")
+        if not sep:
+            return cls(name)
+        try:
+            return cls(name, float(at))
+        except ValueError:
+            return cls(str(text))
+
+    def pattern(self) -> str:
+        """The spec pattern this name falls under (`robust@<eps>`, `noise@<sigma>`, or the name itself)."""
+        if self.at is None:
+            return self.name
+        return f"{self.name}@<{'sigma' if self.name in SIGMA_METRICS else 'eps'}>"
+
+
+SIGMA_METRICS = ("noise",)  # per-sigma metrics; every other per-radius metric is per attack radius eps
 
 
 # Accuracies (and every per-radius attack/noise column) share one format and note; so do MSEs and sizes.
@@ -339,6 +376,4 @@ DOCS: dict[str, str] = {s.pattern: s.doc for s in SPECS}  # `depthbench list` an
 
 def spec_for(name: str) -> MetricSpec | None:
     """The spec a recorded metric name falls under (`robust@0.1` -> `robust@<eps>`), None for an unknown name."""
-    if name in BY_PATTERN:
-        return BY_PATTERN[name]
-    return next((s for s in SPECS if "<" in s.pattern and s.matches(name)), None)
+    return BY_PATTERN.get(name) or BY_PATTERN.get(MetricKey.parse(name).pattern())

@@ -37,8 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo
-from benchmarks.evaluation.metrics import batches, eps_key, forward_all, frozen, is_adaptive, seeded
+from benchmarks.evaluation.metrics import batches, forward_all, frozen, is_adaptive, seeded
 from benchmarks.protocols import Evaluation
+from benchmarks.specs import MetricKey
 from benchmarks.suite import (
     ATTACK_SUITE,
     BY_NAME,
@@ -303,22 +304,21 @@ def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded
 
     ordered = sorted(by_eps.values(), key=lambda r: r.eps)
     for result in ordered:
-        key = eps_key(result.eps)
         fgsm, pgd = broken(result.survived("fgsm", n)), broken(result.survived("pgd", n))
         if beyond_noise(int((fgsm & ~pgd).sum()), int((pgd & ~fgsm).sum()), n):
-            reasons.append(f"iterative-weaker-than-single-step@{key}")
+            reasons.append(str(MetricKey("iterative-weaker-than-single-step", result.eps)))
         if "pgd_fewsteps" in result.attacks:
             long = torch.ones(n, dtype=torch.bool, device=clean.device)
             long[result.attacks["pgd"][0]] = result.pgd_first
             long, short = broken(long), broken(result.survived("pgd_fewsteps", n))
             if beyond_noise(int((short & ~long).sum()), int((long & ~short).sum()), n):
-                reasons.append(f"more-steps-weaker@{key}")
+                reasons.append(str(MetricKey("more-steps-weaker", result.eps)))
         black = sum(int((~ok).sum()) for name, (_, ok) in result.attacks.items() if _is_black_box(name))
         if beyond_noise(black, 0, n):
-            reasons.append(f"black-box-beats-white-box@{key}")
+            reasons.append(str(MetricKey("black-box-beats-white-box", result.eps)))
     for smaller, larger in zip(ordered, ordered[1:]):
         if beyond_noise(int((larger.robust & ~smaller.robust).sum()), int((smaller.robust & ~larger.robust).sum()), n):
-            reasons.append(f"accuracy-rises-with-eps@{eps_key(larger.eps)}")
+            reasons.append(str(MetricKey("accuracy-rises-with-eps", larger.eps)))
     if unbounded is not None and unbounded > UNBOUNDED_MAX_ACCURACY:
         reasons.append("unbounded-attack-fails")
     if vanishing > VANISHING_FRACTION:
@@ -351,11 +351,11 @@ def robustness_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps_
         result, nfe = _attack_eps(attacker, view, {Source.TWIN: twin, Source.SURROGATE: surrogate}, clean, eps,
                                   headline, ev, n_classes)
         by_eps[eps] = result
-        key = eps_key(eps)
         robust = int(result.robust.sum())
         low, high = wilson_interval(robust, n)
-        metrics.update({f"robust@{key}": robust / n, f"robust_ci_low@{key}": low, f"robust_ci_high@{key}": high})
-        metrics.update({f"{name}@{key}": value for name, value in result.own.items()})
+        metrics.update({str(MetricKey("robust", eps)): robust / n, str(MetricKey("robust_ci_low", eps)): low,
+                        str(MetricKey("robust_ci_high", eps)): high})
+        metrics.update({str(MetricKey(name, eps)): value for name, value in result.own.items()})
         if twin is not None and eps == max(eps_grid):
             metrics["nfe_adversarial"] = nfe
     unbounded = None

@@ -19,14 +19,15 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
+from benchmarks.specs import MetricKey, radius_text
 from zoo.contract import validate_output
 
 Kind = Literal["classification", "regression"]
 
 
 def eps_key(value: float) -> str:
-    """Short, stable name of a radius: 3 significant digits, no trailing zeros (0.1 -> '0.1', 8/255 -> '0.0314')."""
-    return f"{float(value):.3g}"
+    """Short, stable name of a radius (benchmarks/specs.py's `radius_text`: 0.1 -> '0.1', 8/255 -> '0.0314')."""
+    return radius_text(value)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -157,5 +158,5 @@ def noise_robustness(
                 noise = torch.randn(x[part].shape, generator=generator, device=x.device, dtype=x.dtype)
                 noisy = (x[part] + sigma * noise).clamp(0.0, 1.0)
                 correct += (model(noisy).argmax(dim=1) == y[part]).sum().item()
-        results[f"noise@{eps_key(sigma)}"] = correct / len(x)
+        results[str(MetricKey("noise", sigma))] = correct / len(x)
     return results

@@ -28,6 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLoc
 
 from benchmarks.io import atomic_output
 from benchmarks.reporting.tables import attack_key
+from benchmarks.specs import MetricKey
 
 # Fixed salt and no date: the SVG then has the same bytes for the same records (ids are hashes otherwise salted with
 # a random uuid); no Software text in the PNG, so a matplotlib upgrade alone does not change every image.
@@ -142,7 +143,8 @@ def depth_transfer_figure(frame: pd.DataFrame, table: pd.DataFrame) -> Figure | 
 
 def attack_figure(table: pd.DataFrame) -> Figure | None:
     """Mean robust accuracy (%) vs radius, error bars = std over seeds: FGSM alone and the suite's worst case."""
-    attacks = [m for m in table.attrs.get("metrics", []) if m.split("@")[0] in ("fgsm", "robust") and attack_key(m)]
+    attacks = [m for m in table.attrs.get("metrics", [])
+               if MetricKey.parse(m).name in ("fgsm", "robust") and attack_key(m)]
     if not attacks:
         return None
     fig = Figure(figsize=(6, 4), layout="constrained")
@@ -151,7 +153,7 @@ def attack_figure(table: pd.DataFrame) -> Figure | None:
     for _, row in table.iterrows():
         colour, marker = colours[row["model"]]
         for kind, style in (("fgsm", "--"), ("robust", "-")):
-            names = [m for m in attacks if m.startswith(kind + "@") and not pd.isna(row[f"{m}_mean"])]
+            names = [m for m in attacks if MetricKey.parse(m).name == kind and not pd.isna(row[f"{m}_mean"])]
             if names:
                 eps = [attack_key(m)[1] for m in names]
                 ax.errorbar(eps, [100 * row[f"{m}_mean"] for m in names], capsize=2, color=colour, ls=style,

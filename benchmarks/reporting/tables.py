@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.protocols import PROTOCOLS, tier_citable
-from benchmarks.specs import BY_PATTERN, DOCS, TABLE_HEAD, TABLE_TAIL
+from benchmarks.specs import BY_PATTERN, DOCS, TABLE_HEAD, TABLE_TAIL, MetricKey, radius_text
 from benchmarks.specs import SPECS as METRIC_SPECS
 from benchmarks.store.records import iter_records
 
@@ -34,11 +34,10 @@ META_COLUMNS = [
 ]
 HEADER_PACKAGES = ("torch", "torchdiffeq", "torchattacks")  # versions stated in every table header
 CARD_FIELDS = ("name", "family", "title", "authors", "year", "arxiv", "doi", "url", "bibkey", "bibtex", "variant")
-ATTACK = re.compile(r"^([a-z_]+)@([0-9.eE+-]+)$")
 # Per-radius metrics in display order (benchmarks/evaluation/attacks.py): the headline worst case and its 95% interval,
 # each attack of the suite, then noise. Tables show the worst case (with its interval) and noise; the CSV has them all.
-ATTACK_KINDS = {s.pattern.split("@")[0]: s.attack for s in METRIC_SPECS if s.attack}  # kind -> (name, radius symbol)
-DISPLAYED_KINDS = tuple(kind for kind, spec in ((s.pattern.split("@")[0], s) for s in METRIC_SPECS if s.attack)
+ATTACK_KINDS = {s.base: s.attack for s in METRIC_SPECS if s.attack}  # kind -> (label, radius symbol)
+DISPLAYED_KINDS = tuple(kind for kind, spec in ((s.base, s) for s in METRIC_SPECS if s.attack)
                         if spec.shown == "table")  # the worst case and noise; single attacks go to the CSV
 
 
@@ -109,14 +108,11 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def attack_key(name: str) -> tuple[int, float] | None:
-    """(kind order, radius) of an attack metric such as `pgd@0.0314`, None for other metrics."""
-    match = ATTACK.match(name)
-    if not match or match.group(1) not in ATTACK_KINDS:
+    """(kind order, radius) of a per-radius metric such as `pgd@0.0314`, None for other metrics."""
+    key = MetricKey.parse(name)
+    if key.at is None or key.name not in ATTACK_KINDS:
         return None
-    try:
-        return list(ATTACK_KINDS).index(match.group(1)), float(match.group(2))
-    except ValueError:
-        return None
+    return list(ATTACK_KINDS).index(key.name), key.at
 
 
 def order_metrics(names: Any) -> list[str]:
@@ -236,10 +232,10 @@ REGRESSION_SPECS = {s.pattern: s.regression for s in METRIC_SPECS if s.regressio
 
 
 def column_for(metric: str, regression: bool = False) -> Column:
-    attack = ATTACK.match(metric)
-    if attack and attack.group(1) in ATTACK_KINDS:
-        name, symbol = ATTACK_KINDS[attack.group(1)]
-        return Column(metric, f"{name} {symbol}={attack.group(2)} (%)", *ACC)
+    key = MetricKey.parse(metric)
+    if key.at is not None and key.name in ATTACK_KINDS:
+        name, symbol = ATTACK_KINDS[key.name]
+        return Column(metric, f"{name} {symbol}={radius_text(key.at)} (%)", *ACC)
     base = "dt_delta_2x" if metric == "dt_delta_half" else metric  # ½× shares the 2× spec but its label
     spec = (REGRESSION_SPECS if regression and base in REGRESSION_SPECS else SPECS).get(base)
     if spec is None:
@@ -252,7 +248,7 @@ def display_columns(table: pd.DataFrame) -> list[Column]:
     """The leaderboard column set, restricted to metrics some OK record of this table actually has."""
     present = set(table.attrs.get("metrics", []))
     keep = [m for m in order_metrics(present)
-            if m in TABLE_HEAD or m in TABLE_TAIL or (attack_key(m) and m.split("@")[0] in DISPLAYED_KINDS)]
+            if m in TABLE_HEAD or m in TABLE_TAIL or (attack_key(m) and MetricKey.parse(m).name in DISPLAYED_KINDS)]
     return [column_for(m, regression=table.attrs.get("primary") == "test_mse") for m in keep]
 
 
@@ -377,10 +373,7 @@ def metric_docs() -> dict[str, str]:
 
 
 def metric_doc(metric: str, docs: dict[str, str]) -> str:
-    attack = ATTACK.match(metric)
-    if attack:
-        return docs.get(f"{attack.group(1)}@<{'sigma' if attack.group(1) == 'noise' else 'eps'}>", "")
-    return docs.get(metric, "")
+    return docs.get(MetricKey.parse(metric).pattern(), "")
 
 
 def units_note(columns: list[Column]) -> str:

@@ -24,8 +24,9 @@ import torch
 from benchmarks.evaluation.attacks import robustness_suite
 from benchmarks.evaluation.depth_transfer import depth_transfer
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
-from benchmarks.evaluation.metrics import accuracy, eps_key
+from benchmarks.evaluation.metrics import accuracy
 from benchmarks.protocols import SMOKE
+from benchmarks.specs import MetricKey
 from benchmarks.studies.common import WIDTH, begin, build_and_train, save
 from benchmarks.studies.registry import register_study
 from zoo.penalty import penalise_stiffness
@@ -70,7 +71,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
             acc = accuracy(model, x_test, y_test, batch_size=500)
             suite = robustness_suite(model, x_test[:ATTACK_SUBSET], y_test[:ATTACK_SUBSET], eps_grid=(headline,),
                                      headline_eps=headline, ev=ev, batch_size=500, seed=0)
-            robust = suite.metrics[f"robust@{eps_key(headline)}"]
+            robust = suite.metrics[str(MetricKey("robust", headline))]
             entries, _ = depth_transfer(model, x_test, y_test, kind="classification", factors=ev.transfer_factors,
                                         schemes=ev.transfer_schemes, tolerances=(), batch_size=500)
             error = transfer_error(entries)

@@ -20,10 +20,10 @@ import torch
 
 import zoo
 from benchmarks.evaluation.attacks import robustness_suite
-from benchmarks.evaluation.metrics import eps_key
 from benchmarks.evaluation.surrogate import resnet_surrogate
 from benchmarks.execution.runner import checkpoint_for
 from benchmarks.protocols import CPU, STANDARD, Evaluation, Protocol, recipe_for
+from benchmarks.specs import MetricKey
 from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.records import record_path
 from benchmarks.store.studies import write_study
@@ -91,7 +91,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                                          ev=ev, batch_size=ev.eval_batch, seed=0, surrogate=surrogate)
                 outcome[label] = (suite.metrics, time.perf_counter() - tick)
             for eps in task.attack_eps:
-                key = f"robust@{eps_key(eps)}"
+                key = str(MetricKey("robust", eps))
                 low, high = outcome["reduced"][0][key], outcome["full"][0][key]
                 gaps[int(seed)].append(low - high)
                 rows.append({"model": name, "seed": int(seed), "eps": eps, "reduced": low, "full": high,
