@@ -12,6 +12,8 @@ import zoo
 from benchmarks.evaluation.diagnostics import jacobian_sigma, line_shape_score, trajectory_diagnostics
 from zoo.integrate import ODEBlock, Solver
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 
 class Linear(nn.Module):
     """dx/dt = A x (+ c): the rate functions with known flows and Jacobians."""

@@ -24,6 +24,8 @@ from zoo import (
     schemes,
 )
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 
 def test_schemes_lists_required_methods() -> None:
     assert {"euler", "midpoint", "heun", "rk4", "rk4_38"} <= set(schemes())

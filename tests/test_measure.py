@@ -16,6 +16,8 @@ from benchmarks.protocols import SMOKE, Evaluation
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.training.train import TrainResult
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 BATCH = 16
 TINY = dataclasses.replace(SMOKE, name="test-measure", evaluation=Evaluation(
     transfer_subset=BATCH, transfer_factors=(1.0,), transfer_schemes=("euler",), transfer_tolerances=(1e-2,),

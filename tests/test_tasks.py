@@ -368,6 +368,7 @@ def energy(state: torch.Tensor) -> torch.Tensor:
     return 0.5 * state[..., 1] ** 2 - torch.cos(state[..., 0])
 
 
+@pytest.mark.numerics
 def test_pendulum_is_the_reference_flow() -> None:
     from scipy.integrate import solve_ivp  # scipy comes with scikit-learn
 
