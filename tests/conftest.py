@@ -1,10 +1,11 @@
-"""Shared test settings: tiny models run fastest (and most repeatably) on one intra-op thread; a pass asked to run
-at a CPU capability (tests/cpu_capabilities.py) really runs at it; and the fixtures of the command-line tests (a
-checkout to stand in, instant runs)."""
+"""Shared test settings: tiny models run fastest (and most repeatably) on one intra-op thread; no test reaches a
+Slurm cluster it did not start; a pass asked to run at a CPU capability (tests/cpu_capabilities.py) really runs at
+it; and the fixtures of the command-line tests (a checkout to stand in, instant runs)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,9 @@ from benchmarks.store.records import save_record
 from cli_helpers import fake_record
 
 torch.set_num_threads(1)
+# Slurm's commands (squeue in `depthbench status`, ...) find no cluster in this session and its subprocesses: on a
+# login node they would otherwise query, or submit to, the production queue. test_slurm.py starts its own.
+os.environ["SLURM_CONF"] = str(Path(__file__).with_name("no-slurm-cluster.conf"))
 
 
 @pytest.fixture
