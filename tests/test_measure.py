@@ -79,7 +79,8 @@ def test_adaptive_solvers_are_flagged_batch_coupled_and_fixed_steps_are_not() ->
     adaptive, adaptive_flags = run(flow(zoo.Solver("dopri5", rtol=1e-5, atol=1e-5)))
     assert "batch-coupled" in adaptive_flags and adaptive["batch_coupling"] > BATCH_COUPLING_TOLERANCE
     fixed, fixed_flags = run(flow(zoo.Solver("rk4", 100)))
-    assert "batch-coupled" not in fixed_flags and fixed["batch_coupling"] < 1e-12
+    # measured on a float64 twin: 400 evaluations' rounding (~1e-15), nothing like coupling (~rtol)
+    assert "batch-coupled" not in fixed_flags and fixed["batch_coupling"] < 1e4 * torch.finfo(torch.float64).eps
 
 
 @pytest.mark.parametrize(("name", "coupled"), [("neural-ode", True), ("anode", True), ("resnet", False),
