@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from waiting import SAFETY_NET_S
+
 PACKAGE = Path(__file__).resolve().parent.parent / "benchmarks"
 # Bottom to top, as in docs/architecture.md; a module may import its own group and the groups before it.
 LAYERS = [
@@ -92,14 +94,14 @@ def test_an_upward_import_is_caught() -> None:
 def test_report_layer_loads_no_torch(module: str) -> None:
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=SAFETY_NET_S)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_specs_module_loads_no_pandas() -> None:
     code = "import sys, benchmarks.specs; assert not {'torch', 'pandas'} & set(sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
-                            timeout=60)
+                            timeout=SAFETY_NET_S)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

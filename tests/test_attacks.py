@@ -20,7 +20,12 @@ from benchmarks.data.tasks import get_task, list_tasks
 from benchmarks.evaluation import attacks
 from benchmarks.protocols import PROTOCOLS, SMOKE, STANDARD, Evaluation
 
-SMALL = Evaluation(attack_subset=100, pgd_steps=5, pgd_restarts=2, apgd_steps=5, apgd_restarts=1, square_queries=30,
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
+# 20 PGD steps: the unbounded sanity check gets half of them, and with 2 (pgd_steps=5) it left 8-14% of this tiny
+# model's digits unbroken depending on the CPU's SIMD level (the 300 training steps amplify ulps into a different
+# model), straddling the 10% threshold; with 10 it is at 0 on every level.
+SMALL = Evaluation(attack_subset=100, pgd_steps=20, pgd_restarts=2, apgd_steps=5, apgd_restarts=1, square_queries=30,
                    autoattack_targets=1)
 GRID = (0.05, 0.1, 0.2)
 

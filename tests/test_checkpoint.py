@@ -15,6 +15,8 @@ from benchmarks.protocols import Recipe
 from benchmarks.training.checkpoint import TrainingCheckpoint
 from benchmarks.training.train import seed_everything, train
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 CPU = torch.device("cpu")
 
 

@@ -27,6 +27,7 @@ from benchmarks.protocols import SMOKE, Recipe
 from benchmarks.store.records import RecordError, iter_records, load_record, record_path, save_record
 
 from cli_helpers import fake_record, snapshot
+from waiting import SAFETY_NET_S
 
 # ---------------------------------------------------------------- a local store, its table, the comparison
 
@@ -241,7 +242,7 @@ def test_progress_lines_come_through_a_real_pipe(tmp_path):
         [sys.executable, "-m", "benchmarks.cli", "run", "--tier", "smoke", "--models", "resnet", "--tasks",
          "pendulum", "--results", str(tmp_path / "results"), "--published", str(tmp_path / "none"),
          "--no-leaderboard"],
-        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=SAFETY_NET_S,
         env={**os.environ, "OMP_NUM_THREADS": "1", "DEPTHBENCH_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     assert "run 1/1 started: pendulum resnet seed 0" in result.stderr

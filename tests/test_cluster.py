@@ -1,13 +1,17 @@
-"""Slurm settings (defaults, TOML config, flags), their error messages, and `depthbench status`; no cluster needed."""
+"""Slurm settings (defaults, TOML config, flags), their error messages, fitting them to a partition, the pending
+reasons that never resolve, and `depthbench status`; no cluster needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 from benchmarks.cli import main
 from benchmarks.execution.cluster import SlurmSettings, job_marker, load_settings
+from benchmarks.execution.partition import PartitionLimits, _gpus, fit_to_partition, hopeless, slurm_minutes
 from benchmarks.execution.runner import checkpoint_for
 from benchmarks.execution.status import matrix, run_states
 from benchmarks.protocols import SMOKE
@@ -85,3 +89,59 @@ def test_status_counts_each_state_per_model_and_task(tmp_path, capsys) -> None:
     assert f"tier smoke v{SMOKE.version} ({hashes})" in out and "total: 2 done, 1 failed" in out
     assert "1 of the runs without a record have a training checkpoint" in out
     assert "squeue is not available here" in out or "Slurm's view (squeue" in out
+
+
+TINY = PartitionLimits(name="tiny", cpus=2, memory_mb=4096, gpus=0, minutes=60, state="up")
+GPU = PartitionLimits(name="gpu", cpus=8, memory_mb=64000, gpus=2, minutes=None, state="up")
+
+
+def test_defaults_a_partition_cannot_give_are_lowered_aloud_and_chosen_values_refused() -> None:
+    said: list[str] = []
+    fitted = fit_to_partition(SlurmSettings(), torch.device("cpu"), said.append, TINY)
+    assert (fitted.cpus_per_job, fitted.time_minutes) == (2, 60) and len(said) == 2
+    assert said[0] == "asking 2 CPUs per job, not the default 4: partition tiny gives no more (--slurm-cpus chooses)"
+    assert fit_to_partition(SlurmSettings(), torch.device("cuda"), said.append, GPU) == SlurmSettings()
+    chosen = load_settings(cpus_per_job=8)
+    with pytest.raises(ValueError, match="--slurm-cpus 8: partition tiny gives one job at most 2 CPUs; ask for 2 or "
+                                         "less with --slurm-cpus, or choose another partition with --slurm-partition"):
+        fit_to_partition(chosen, torch.device("cpu"), said.append, TINY)
+    with pytest.raises(ValueError, match=r"--slurm-gpus 3: partition gpu gives one job at most 2 GPUs"):
+        fit_to_partition(load_settings(gpus_per_job=3), torch.device("cuda"), said.append, GPU)
+    with pytest.raises(ValueError, match=r"\(the runs are on cuda\), but partition tiny has no GPUs"):
+        fit_to_partition(SlurmSettings(cpus_per_job=1, time_minutes=60), torch.device("cuda"), said.append, TINY)
+    with pytest.raises(ValueError, match=r"--slurm-mem-gb 8: partition tiny gives one job at most 4 GB"):
+        fit_to_partition(load_settings(mem_gb=8.0, cpus_per_job=2), torch.device("cpu"), said.append, TINY)
+    per_cpu = dataclasses.replace(GPU, memory_mb=None, max_mem_per_cpu_mb=1024)  # MaxMemPerCPU: 1 GB x 4 CPUs
+    with pytest.raises(ValueError, match=r"--slurm-mem-gb 5: partition gpu gives one job at most 4 GB"):
+        fit_to_partition(load_settings(mem_gb=5.0), torch.device("cpu"), said.append, per_cpu)
+    # No default memory: a job without a request asks a whole node's (64 GB), which MaxMemPerNode (4 GB) refuses
+    no_default = dataclasses.replace(TINY, default_memory=False, node_memory_mb=64000)
+    assert fit_to_partition(SlurmSettings(), torch.device("cpu"), said.append, no_default).mem_gb == 4.0
+    assert said[-2].startswith("asking 4 GB per job: partition tiny sets no default memory, and a whole node's (62.5")
+    own = SlurmSettings(sbatch={"mem-per-cpu": "900"})  # the user's own memory option is left as it is
+    assert fit_to_partition(own, torch.device("cpu"), said.append, no_default).mem_gb is None
+    down = dataclasses.replace(GPU, state="down")
+    fit_to_partition(SlurmSettings(), torch.device("cpu"), said.append, down)
+    assert said[-1] == "partition gpu is down: the jobs wait in the queue until it is up"
+
+
+def test_pending_reasons_that_never_resolve_name_the_flag_and_the_others_wait() -> None:
+    assert hopeless("PartitionConfig") == ("the request exceeds a limit of the partition",
+                                           "--slurm-cpus, --slurm-mem-gb, --slurm-gpus or --slurm-partition")
+    assert hopeless("PartitionTimeLimit")[1] == "--slurm-time"
+    assert hopeless("QOSMaxCpuPerJobLimit")[1].startswith("--slurm-cpus")
+    assert hopeless("AssocMaxWallDurationPerJobLimit")[1].startswith("--slurm-time")
+    assert hopeless("QOSMaxGRESPerNode")[1].startswith("--slurm-gpus")
+    assert hopeless("QOSMinMemory")[0] == "the request breaks a minimum of the QOS"
+    # a busy queue, aggregate and count limits lift as other jobs end; an administrator may resolve the rest
+    for reason in ("Resources", "Priority", "None", "BeginTime", "AssocMaxJobsLimit", "QOSMaxJobsPerUserLimit",
+                   "AssocGrpCpuLimit", "QOSGrpGRES", "MaxCpuPerAccount", "JobArrayTaskLimit", "ReqNodeNotAvail",
+                   "PartitionDown", "JobHeldAdmin"):
+        assert hopeless(reason) is None, reason
+
+
+def test_slurm_times_and_gres_are_read_as_sinfo_writes_them() -> None:
+    assert [slurm_minutes(t) for t in ("infinite", "UNLIMITED", "30", "5:00", "1:00:00", "2-00:00:00", "1-2:03:59")] \
+        == [None, None, 30, 5, 60, 2880, 1563]
+    assert [_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:4(S:0-1),shard:8", "gpu:a100:2,gpu:v100:1", "mps:100")] \
+        == [0, 4, 4, 3, 0]

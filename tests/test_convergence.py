@@ -15,6 +15,8 @@ from benchmarks.reporting.convergence import table, verdict
 from benchmarks.store.studies import read_study
 from benchmarks.studies.convergence import SCHEMES, build, has_dip, horizon_pairs, observed_order, order_above_floor
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)  # damped rotation: x(t) = expm(A t) x0
 
 

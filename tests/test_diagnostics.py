@@ -12,6 +12,10 @@ import zoo
 from benchmarks.evaluation.diagnostics import jacobian_sigma, line_shape_score, trajectory_diagnostics
 from zoo.integrate import ODEBlock, Solver
 
+F32 = torch.finfo(torch.float32).eps  # the zoo models' dtype: their diagnostics are float32 numbers
+
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 
 class Linear(nn.Module):
     """dx/dt = A x (+ c): the rate functions with known flows and Jacobians."""
@@ -104,10 +108,11 @@ def test_diagnostics_of_zoo_models() -> None:
     out, profile = trajectory_diagnostics(resnet, x, iterations=10)
     assert set(out) == {"line_shape", "jacobian_sigma_max", "jacobian_h_sigma_max"}
     assert [(p["stage"], p["t"], p["h"]) for p in profile] == [(0, 0.0, 1.0), (0, 1.0, 1.0), (0, 2.0, 1.0)]
-    assert 3 * max(p["sigma"] for p in profile) <= out["jacobian_sigma_max"] + 1e-6  # max of means <= mean of max
+    # max of means <= mean of max, up to the rounding of float32 means over 6 samples
+    assert 3 * max(p["sigma"] for p in profile) <= out["jacobian_sigma_max"] * (1 + 16 * F32)
     assert out["line_shape"] >= 1.0 and out["jacobian_sigma_max"] > 0
     # h * sigma with h = 1 against T * sigma with T = depth = 3: the same maximum, scaled by h / T
-    assert out["jacobian_h_sigma_max"] == pytest.approx(out["jacobian_sigma_max"] / 3)
+    assert out["jacobian_h_sigma_max"] == pytest.approx(out["jacobian_sigma_max"] / 3, rel=8 * F32)
     tracks = resnet.tracks(x)
     with torch.no_grad():
         torch.testing.assert_close(resnet.head(tracks[-1].states[-1]), resnet(x))
@@ -115,7 +120,7 @@ def test_diagnostics_of_zoo_models() -> None:
     cn_out, _ = trajectory_diagnostics(cn, x, iterations=10)
     step = cn.blocks[0].trajectory(cn.stem(x)).steps[0]
     assert step[1] - step[0] == pytest.approx(4 / 3)  # four hat functions: three elements, one RK4 step each
-    assert cn_out["jacobian_h_sigma_max"] == pytest.approx(cn_out["jacobian_sigma_max"] / 3)  # h / T = 1 / 3
+    assert cn_out["jacobian_h_sigma_max"] == pytest.approx(cn_out["jacobian_sigma_max"] / 3, rel=8 * F32)  # h/T=1/3
     node = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=8, depth=3)
     node_out, node_profile = trajectory_diagnostics(node, x, points=4, iterations=10)
     assert set(node_out) == {"line_shape", "jacobian_sigma_max"}  # no fixed step to scale by

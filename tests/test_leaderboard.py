@@ -22,6 +22,7 @@ from benchmarks.reporting.page import write_page
 from benchmarks.store.records import save_record
 
 from leaderboard_records import EVIL, STANDARD, _card, _record, build
+from waiting import SAFETY_NET_S
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +255,7 @@ def test_chromium_sorts_table(site: Path, tmp_path: Path) -> None:
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=90)
+                          capture_output=True, text=True, timeout=SAFETY_NET_S)
     assert done.returncode == 0, done.stderr[-2000:]
     parser = _Rows(table_id)
     parser.feed(done.stdout)

@@ -16,6 +16,8 @@ from benchmarks.protocols import SMOKE, Evaluation
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.training.train import TrainResult
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 BATCH = 16
 TINY = dataclasses.replace(SMOKE, name="test-measure", evaluation=Evaluation(
     transfer_subset=BATCH, transfer_factors=(1.0,), transfer_schemes=("euler",), transfer_tolerances=(1e-2,),
@@ -77,7 +79,8 @@ def test_adaptive_solvers_are_flagged_batch_coupled_and_fixed_steps_are_not() ->
     adaptive, adaptive_flags = run(flow(zoo.Solver("dopri5", rtol=1e-5, atol=1e-5)))
     assert "batch-coupled" in adaptive_flags and adaptive["batch_coupling"] > BATCH_COUPLING_TOLERANCE
     fixed, fixed_flags = run(flow(zoo.Solver("rk4", 100)))
-    assert "batch-coupled" not in fixed_flags and fixed["batch_coupling"] < 1e-12
+    # measured on a float64 twin: 400 evaluations' rounding (~1e-15), nothing like coupling (~rtol)
+    assert "batch-coupled" not in fixed_flags and fixed["batch_coupling"] < 1e4 * torch.finfo(torch.float64).eps
 
 
 @pytest.mark.parametrize(("name", "coupled"), [("neural-ode", True), ("anode", True), ("resnet", False),

@@ -29,6 +29,7 @@ from benchmarks.store.records import save_record
 
 from data_on_disk import REPO, skip_or_fail
 from leaderboard_records import SMOKE, STANDARD, _card, _record, build
+from waiting import SAFETY_NET_S
 
 # (model, test accuracy, latency ms, NFE) of the smoke run behind issue #9's overlapping labels
 MODELS = [("neural-ode", 0.795, 9.888, 26), ("resnet", 0.70, 1.397, 3), ("inresnet-lambda", 0.6175, 0.874, 3),
@@ -101,7 +102,7 @@ def test_every_table_compiles_with_its_declared_packages(site: Path, wide: dict,
                    f"\\input{{t{i}.tex}}\n\\end{{document}}\n")
         (tmp_path / f"doc{i}.tex").write_text(wrapper, encoding="utf-8")
         done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", f"doc{i}.tex"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=SAFETY_NET_S)
         log = (tmp_path / f"doc{i}.log").read_text(encoding="latin-1") if (tmp_path / f"doc{i}.log").exists() else ""
         assert done.returncode == 0, f"{name} does not compile:\n{done.stdout[-3000:]}"
         assert "Unicode character" not in log and "Missing character" not in log, name
@@ -145,7 +146,7 @@ def test_plot_files_are_identical_across_processes(tmp_path: Path) -> None:
     records = make_wide(tmp_path / "records")
     for run in ("a", "b"):
         subprocess.run([sys.executable, "-c", PLOT_SCRIPT, str(records), str(tmp_path / run)], check=True,
-                       cwd=REPO, timeout=300)
+                       cwd=REPO, timeout=SAFETY_NET_S)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert {"digits_pareto_latency.svg", "digits_pareto_latency.png", "digits_attacks.svg"} <= set(files)
     for name in files:
@@ -197,7 +198,7 @@ def _dump(browser: str, url: str, profile: Path) -> _Page:
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            "--window-size=1400,900", f"--user-data-dir={profile}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=90)
+                          capture_output=True, text=True, timeout=SAFETY_NET_S)
     assert done.returncode == 0, done.stderr[-2000:]
     page = _Page()
     page.feed(done.stdout)

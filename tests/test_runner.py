@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from benchmarks.protocols import SMOKE, Evaluation, Recipe
 from benchmarks.specs import spec_for
 from benchmarks.store.records import iter_records
 from zoo import registry
+
+from waiting import wait_for
 
 # A cheaper smoke protocol for tests: same pipeline, fewer epochs and examples.
 QUICK = dataclasses.replace(
@@ -174,12 +175,12 @@ def test_resume_after_a_killed_process_gives_identical_records(quick_results, tm
     script = KILLABLE_RUN.format(tests=str(Path(__file__).parent), root=str(tmp_path))
     process = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    def first_record() -> bool:  # kill it as soon as its first record is written
+        assert process.poll() is None, "the run ended before writing a record"
+        return bool(list(tmp_path.glob("*/*/*/seed*.json")))
+
     try:
-        deadline = time.monotonic() + 300
-        while not list(tmp_path.glob("*/*/*/seed*.json")):  # kill it as soon as its first record is written
-            assert process.poll() is None, "the run ended before writing a record"
-            assert time.monotonic() < deadline, "no record within 5 minutes"
-            time.sleep(0.05)
+        wait_for(first_record, "the killable run's first record", poll_seconds=0.05)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()

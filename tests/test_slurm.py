@@ -1,15 +1,17 @@
-"""`depthbench run --executor slurm` on a real Slurm cluster (.ci/start-slurm starts a single-node one): the same
-records as a local run, preemption and scancel resumed from the last epoch with nothing lost and no duplicate,
-failing jobs recorded with Slurm's reason and log. Skipped where no cluster answers, failed in CI."""
+"""`depthbench run --executor slurm` on a real Slurm cluster that the tests start themselves (tests/slurm_cluster.py:
+a private single-node cluster by .ci/start-slurm, never the machine's own): the same records as a local run,
+preemption and scancel resumed from the last epoch with nothing lost and no duplicate, failing jobs recorded with
+Slurm's reason and log, requests fitted to what the partition gives, and a job that can never start cancelled and
+named. Skipped where no cluster can be started, failed in CI."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import shutil
+import re
 import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,36 +19,31 @@ import torch
 
 from benchmarks.cli import main
 from benchmarks.execution import runner
-from benchmarks.execution.cluster import SlurmSettings, job_marker, squeue_states
+from benchmarks.execution.cluster import SlurmSettings, job_marker, scontrol_job, squeue_states
+from benchmarks.execution.partition import hopeless
 from benchmarks.execution.status import run_states
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
 from benchmarks.store.records import iter_records, load_record, record_path
 from zoo import registry
 
-from data_on_disk import skip_or_fail
+from slurm_cluster import MARKER, ForeignCluster, check_own, own_cluster
 from test_plugins import install
 from test_runner import _comparable
+from waiting import wait_for
 
 CPU = torch.device("cpu")
 FAST = dict(cpus_per_job=1, poll_seconds=0.3)  # two jobs at once on a 2-core runner; follow them closely
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cluster() -> None:
-    if not all(shutil.which(tool) for tool in ("sinfo", "sbatch", "srun", "squeue", "scontrol", "scancel")):
-        skip_or_fail("Slurm is not installed (apt-get install slurm-wlm munge; .ci/start-slurm)")
-    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
-    if out.returncode or not {"idle", "mix", "alloc"} & set(out.stdout.split()):
-        skip_or_fail(f"no Slurm cluster answers here (sinfo: {(out.stdout + out.stderr).strip()!r}); start one with "
-                     ".ci/start-slurm")
+def cluster() -> Iterator[Path]:
+    with own_cluster() as conf:
+        yield conf
 
 
-def wait_for(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
+@pytest.fixture(autouse=True)
+def only_our_cluster(cluster: Path) -> None:
+    check_own(cluster)  # before any submission: SLURM_CONF is the tests' config and its controller answers as ours
 
 
 def comparable_store(root: Path) -> dict:
@@ -209,3 +206,82 @@ def test_failing_jobs_become_failed_records_with_slurm_reason_and_log(tmp_path, 
     assert raised.error == f"RuntimeError: the model gave up (Slurm job {job['job_id']}, log {job['stderr']})"
     assert Path(job["stderr"]).is_file()
     assert not list(results.rglob("seed*.slurm")), "no run is left marked as submitted"
+
+
+def test_the_tests_refuse_a_cluster_they_did_not_start(cluster, tmp_path, monkeypatch) -> None:
+    text = cluster.read_text()
+    unmarked = tmp_path / "unmarked.conf"  # the same cluster, but a configuration the tests did not write
+    unmarked.write_text(text.replace(MARKER + "\n", ""))
+    monkeypatch.setenv("SLURM_CONF", str(unmarked))
+    with pytest.raises(ForeignCluster, match="no marker line"):
+        check_own(unmarked)
+    # Marked, but another cluster answers on its port (a stale copy, a port taken by someone else's controller)
+    renamed = tmp_path / "renamed.conf"
+    renamed.write_text(text.replace("ClusterName=depthbench-", "ClusterName=depthbench-0"))
+    monkeypatch.setenv("SLURM_CONF", str(renamed))
+    with pytest.raises(ForeignCluster, match="answers as cluster depthbench-"):
+        check_own(renamed)
+    monkeypatch.delenv("SLURM_CONF")  # Slurm's own default (/etc/slurm, DNS): whatever this machine belongs to
+    with pytest.raises(ForeignCluster, match="SLURM_CONF is None"):
+        check_own(cluster)
+    # Every other test runs with a SLURM_CONF that names no cluster: squeue fails at once, reaching nothing
+    monkeypatch.setenv("SLURM_CONF", str(Path(__file__).with_name("no-slurm-cluster.conf")))
+    assert squeue_states() is None
+
+
+SMOKE_RUN = ["run", "--tier", "smoke", "--models", "resnet", "--tasks", "pendulum", "--no-progress",
+             "--no-leaderboard", "--executor", "slurm"]
+
+
+def _quick(tmp_path: Path) -> list[str]:
+    config = tmp_path / "slurm.toml"
+    config.write_text("[slurm]\npoll_seconds = 0.3\n")
+    return ["--results", str(tmp_path / "results"), "--published", str(tmp_path / "none"), "--slurm-config",
+            str(config)]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--slurm-cpus", "2"], "--slurm-cpus 2: partition tiny gives one job at most 1 CPUs"),
+    (["--slurm-time", "10"], "--slurm-time 10: partition tiny gives one job at most 5 minutes"),
+    (["--slurm-mem-gb", "1"], "--slurm-mem-gb 1: partition tiny gives one job at most 0.5 GB"),
+    (["--slurm-gpus", "1"], "each job would ask for 1 GPU(s) (--slurm-gpus 1), but partition tiny has no GPUs"),
+    (["--device", "cuda"], "each job would ask for 1 GPU(s) (the runs are on cuda), but partition tiny has no GPUs"),
+    (["--slurm-partition", "nosuch"], "--slurm-partition nosuch: no such partition on this cluster (sinfo lists: "
+                                      "debug, tiny)"),
+])
+def test_a_request_the_partition_cannot_give_is_refused_naming_the_flag(tmp_path, capsys, flags, message) -> None:
+    partition = [] if "--slurm-partition" in flags else ["--slurm-partition", "tiny"]
+    assert main([*SMOKE_RUN, *_quick(tmp_path), *partition, *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.rglob("seed*")) and not (tmp_path / "results/.slurm").exists(), "nothing submitted"
+
+
+def test_defaults_the_partition_cannot_give_are_lowered_aloud(tmp_path, capsys) -> None:
+    # The defaults ask 4 CPUs and 240 minutes; partition tiny gives 1 CPU and 5 minutes (.ci/start-slurm). Before,
+    # such a job stayed PENDING (reason PartitionConfig) and depthbench waited without a word.
+    assert main([*SMOKE_RUN, *_quick(tmp_path), "--slurm-partition", "tiny"]) == 0
+    err = capsys.readouterr().err
+    assert "asking 1 CPUs per job, not the default 4: partition tiny gives no more (--slurm-cpus chooses)" in err
+    assert "asking 5 minutes per job, not the default 240: partition tiny gives no more" in err
+    # and tiny sets no default memory, so a job without a request would ask the whole node's: more than its 512 MB
+    assert "asking 0.5 GB per job: partition tiny sets no default memory, and a whole node's (" in err
+    (record,) = [r for _, r in iter_records(tmp_path / "results")]
+    job = scontrol_job(record.provenance["slurm"]["job_id"])
+    assert record.status == "ok" and (job["NumCPUs"], job["TimeLimit"], job["MinMemoryNode"]) == ("1", "00:05:00",
+                                                                                                   "512M")
+
+
+def test_a_job_that_can_never_start_is_cancelled_and_named_with_its_reason(tmp_path, capsys) -> None:
+    # An sbatch option depthbench does not check (600 MB per CPU on a partition of 512 MB per node): Slurm accepts
+    # the job and keeps it PENDING (reason PartitionConfig or MaxMemPerLimit), which no amount of waiting resolves.
+    # Before, depthbench waited for it forever without a word.
+    assert main([*SMOKE_RUN, *_quick(tmp_path), "--slurm-partition", "tiny", "--slurm-option",
+                 "mem-per-cpu=600"]) == 3  # unfinished runs: rerun the command once the request is changed
+    err = capsys.readouterr().err
+    job_id, reason = re.search(r"pendulum resnet seed 0: Slurm job (\S+) could never start: pending for reason "
+                               r"(\w+) ", err).groups()
+    meaning, flags = hopeless(reason)
+    assert f"Slurm job {job_id} could never start: pending for reason {reason} ({meaning}); it was cancelled: change " \
+        f"{flags} and rerun the same command" in err and "--slurm-mem-gb" in flags
+    assert "pendulum resnet seed 0 has no record: Slurm job" in err  # the summary repeats it
+    assert job_id not in squeue_states([job_id]) and not list((tmp_path / "results").rglob("seed*")), "cancelled"

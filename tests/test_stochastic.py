@@ -21,6 +21,8 @@ from benchmarks.training.train import TrainResult, train
 
 from leaderboard_records import _card, _record
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 TIMING = {"latency_ms", "latency_iqr_ms", "throughput", "dt_speedup"}
 TINY = dataclasses.replace(SMOKE, name="test-stochastic", evaluation=Evaluation(
     attack_subset=40, pgd_steps=2, pgd_restarts=1, apgd_steps=2, apgd_restarts=1, square_queries=2,

@@ -34,6 +34,7 @@ def _coarse(task) -> zoo.DepthModel:
                             n_basis=2, n_steps=1)
 
 
+@pytest.mark.numerics
 def test_refine_at_epochs_refines_exactly_at_the_switch(digits) -> None:
     # lr 0: the weights only change by the refinement itself, so after training the model must be the coarse
     # model's ODE on twice... four times the steps, i.e. exactly the same theta(t) on the refined grid.
@@ -52,6 +53,7 @@ def test_refine_at_epochs_refines_exactly_at_the_switch(digits) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)  # ... the function of depth did not
 
 
+@pytest.mark.numerics
 def test_refine_at_epochs_keeps_training_and_the_schedule(digits) -> None:
     task, data = digits
     model = _coarse(task)
@@ -103,6 +105,7 @@ def _entry(scheme: str, steps: int, acc: float, nfe: int, trained: bool = False,
     return {"scheme": scheme, "n_steps": steps, "accuracy": acc, "nfe": nfe, "trained": trained, **extra}
 
 
+@pytest.mark.numerics
 def test_cheapest_is_the_fewest_nfe_within_half_a_point() -> None:
     entries = [_entry("rk4", 8, 0.90, 32, trained=True), _entry("rk4", 2, 0.896, 8), _entry("euler", 2, 0.894, 2),
                _entry("midpoint", 1, 0.95, 2, failed="non-finite outputs"), _entry("rk4", 16, 0.91, 64)]
@@ -153,10 +156,12 @@ def test_memory_probe_refuses_an_unknown_mode() -> None:
         memory.probe_here("checkpointed", 2, (2, 8, 8, 8), 0, CPU)
 
 
+@pytest.mark.numerics
 def test_slope_is_bytes_per_step() -> None:
     assert memory.slope([1, 2, 4], [10, 20, 40]) == pytest.approx(10)
 
 
+@pytest.mark.numerics
 def test_penalise_stiffness_shares_the_parameters_and_penalises_in_training_only(digits) -> None:
     task, data = digits
     torch.manual_seed(0)
@@ -198,6 +203,7 @@ def test_the_penalty_lowers_the_spectral_radius_it_penalises() -> None:
     assert sigmas[0.1] < sigmas[0.0] / 2, sigmas
 
 
+@pytest.mark.numerics
 def test_transfer_error_is_the_mean_accuracy_change_off_the_trained_setting() -> None:
     entries = [_entry("rk4", 4, 0.9, 16, trained=True), _entry("rk4", 2, 0.8, 8), _entry("euler", 8, 0.95, 8),
                _entry("euler", 2, 0.5, 2, failed="non-finite outputs")]

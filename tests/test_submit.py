@@ -26,6 +26,8 @@ from benchmarks.store.provenance import model_source
 from benchmarks.store.records import Record, iter_records, save_record
 from zoo import registry
 
+from waiting import SAFETY_NET_S
+
 EXAMPLE = Path(__file__).parent / "example_plugin"
 # The smallest protocol that still runs every phase: one epoch on 300 digits.
 DIGITS_HASH = SMOKE.task_hash("digits")
@@ -117,7 +119,7 @@ def example_plugin(tmp_path_factory):
     target = root / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                            "--no-index", "--target", str(target), f"git+file://{source}"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=SAFETY_NET_S)
     assert done.returncode == 0, done.stderr
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(target))

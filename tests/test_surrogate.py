@@ -15,6 +15,8 @@ from benchmarks.reporting.tables import attack_key
 from benchmarks.specs import DOCS as METRIC_DOCS
 from benchmarks.training.train import seed_everything, train
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 CPU = torch.device("cpu")
 
 

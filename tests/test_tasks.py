@@ -368,6 +368,7 @@ def energy(state: torch.Tensor) -> torch.Tensor:
     return 0.5 * state[..., 1] ** 2 - torch.cos(state[..., 0])
 
 
+@pytest.mark.numerics
 def test_pendulum_is_the_reference_flow() -> None:
     from scipy.integrate import solve_ivp  # scipy comes with scikit-learn
 
@@ -377,7 +378,8 @@ def test_pendulum_is_the_reference_flow() -> None:
     for split in (data.train, data.val, data.test):
         assert split.x.dtype == split.y.dtype == torch.float32 and split.x.shape[1:] == split.y.shape[1:] == (2,)
         assert torch.equal(split.inputs(), split.x)
-        assert (energy(split.x) - energy(split.y)).abs().max() < 1e-6
+        # conserved up to float32: the stored states' rounding and cos in float32 (values of order 1)
+        assert (energy(split.x) - energy(split.y)).abs().max() < 32 * torch.finfo(torch.float32).eps
         assert energy(split.x).max() < 1  # below the separatrix: every orbit oscillates
         # trajectories of 20 steps: y of one example is x of the next
         x, y = split.x.reshape(-1, 20, 2), split.y.reshape(-1, 20, 2)
@@ -389,7 +391,8 @@ def test_pendulum_is_the_reference_flow() -> None:
         x0 = data.train.x[i].double().numpy()
         sol = solve_ivp(lambda t, s: [s[1], -np.sin(s[0])], (0, PENDULUM_DELTA), x0, method="DOP853",
                         rtol=1e-12, atol=1e-12)
-        assert np.abs(sol.y[:, -1] - data.train.y[i].double().numpy()).max() < 1e-6
+        stored = data.train.y[i].double().numpy()  # float32: within its rounding of the float64 flow
+        assert np.abs(sol.y[:, -1] - stored).max() <= torch.finfo(torch.float32).eps * max(1.0, np.abs(stored).max())
     # the library's own integrator is converged: halving its step changes nothing at 1e-10
     x = data.test.x[:50].double()
     assert (tasks._pendulum_flow(x) - tasks._pendulum_flow(x, n=2 * tasks._PENDULUM_SUBSTEPS)).abs().max() < 1e-10

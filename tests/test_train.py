@@ -13,6 +13,8 @@ from benchmarks.protocols import Recipe
 from benchmarks.training import train as train_module
 from benchmarks.training.train import augment, channels_last, evaluate, train, training_forward
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 
 @pytest.fixture(scope="module")
 def digits():

@@ -15,6 +15,8 @@ from zoo import registry
 from zoo.layers import ConvRate
 from zoo.template import count_params
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
+
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar": ((3, 32, 32), 10), "pendulum": ((2,), 2)}
 FAMILIES = list(ALL_MODELS)  # the in-tree families, listed once (benchmarks/protocols.py)
 SMALL = {"width": 8, "depth": 3}

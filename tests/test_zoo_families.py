@@ -31,6 +31,7 @@ def build(name: str, shape: str = "digits", seed: int = 0, **size) -> zoo.DepthM
 
 
 @pytest.mark.parametrize("name", NEW)
+@pytest.mark.numerics
 def test_passes_the_model_contract(name: str) -> None:
     report = check_model(name, ["digits", "pendulum"], {"width": 8, "depth": 2})
     assert report.ok, report.text()
@@ -39,6 +40,7 @@ def test_passes_the_model_contract(name: str) -> None:
 # Every tier's size class on every input shape, except multi-stage sizes on vectors (vector inputs take one stage).
 @pytest.mark.parametrize(("tier", "shape"), [(tier, shape) for tier in SIZES for shape in SHAPES
                                              if len(SHAPES[shape][0]) > 1 or SIZES[tier].get("stages", 1) == 1])
+@pytest.mark.numerics
 def test_parameter_matched_to_the_resnet(tier: str, shape: str) -> None:
     size = SIZES[tier]
     target = count_params(build("resnet", shape, **size))
@@ -85,6 +87,7 @@ def _spread(block: torch.nn.Module, h: torch.Tensor, dh: torch.Tensor) -> float:
         return ((block(h + dh) - block(h)).flatten(1).norm(dim=1) / dh.flatten(1).norm(dim=1)).max().item()
 
 
+@pytest.mark.numerics
 def test_parabolic_stage_never_amplifies_perturbations_where_a_resnet_does() -> None:
     """dy/dt = -K^T relu(Ky + b) is a gradient flow: 50 random layers contract perturbations; 25 ResNet blocks
     (the same parameter budget) amplify them."""
@@ -106,6 +109,7 @@ def _conv_operator_norm(weight: torch.Tensor, size: int = 8, iterations: int = 2
 
 @pytest.mark.parametrize("kind", ["parabolic", "hyperbolic"])
 @pytest.mark.parametrize("image", [False, True])
+@pytest.mark.numerics
 def test_trained_weights_cannot_leave_the_schemes_stability_bound(kind: str, image: bool) -> None:
     """However large training makes K (pendulum's reached ||K|| ~ 40 at h = 1, and Euler blew up), the layer uses
     a K within the scheme's stability bound; for a convolution, the operator's own norm (power iteration on it)."""
@@ -130,6 +134,7 @@ def test_trained_weights_cannot_leave_the_schemes_stability_bound(kind: str, ima
         assert (gap.flatten(1).norm(dim=1) <= (a - b).flatten(1).norm(dim=1) * (1 + rtol)).all()
 
 
+@pytest.mark.numerics
 def test_a_layer_inside_the_bound_is_left_as_it_is() -> None:
     layer = SymmetricLayer(4, 8, False, NORM_BOUND["parabolic"])
     with torch.no_grad():
@@ -150,6 +155,7 @@ def _constant_in_depth(model: zoo.DepthModel) -> tuple[torch.nn.Module, torch.Te
     return force, force.coefficients["K__weight"][0], force.coefficients["K__bias"][0]
 
 
+@pytest.mark.numerics
 def test_hyperbolic_leapfrog_conserves_energy_where_euler_blows_up() -> None:
     """With K constant in depth, E = |v|^2 / 2 + |relu(Ky + b)|^2 / 2 is conserved by y'' = -K^T relu(Ky + b).
     200 leapfrog steps keep E within a factor 2 of its start (the staggered velocity makes it oscillate); forward
@@ -175,6 +181,7 @@ def test_hyperbolic_leapfrog_conserves_energy_where_euler_blows_up() -> None:
         assert (energy(track.states[-1]) / start).min() > 100
 
 
+@pytest.mark.numerics
 def test_hyperbolic_leapfrog_is_reversible() -> None:
     """Leapfrog runs backwards exactly: from the last (y, v) the 12 layers give back the input (float64)."""
     model = build("pde-hyperbolic", width=16, depth=6).double()
@@ -188,6 +195,7 @@ def test_hyperbolic_leapfrog_is_reversible() -> None:
     torch.testing.assert_close(v0, torch.zeros_like(v0), rtol=0, atol=1e-10)
 
 
+@pytest.mark.numerics
 def test_hyperbolic_forward_is_the_leapfrog_and_manifests_to_other_schemes() -> None:
     model = build("pde-hyperbolic", width=8, depth=2).eval()
     x = torch.rand(2, 1, 8, 8)
@@ -204,6 +212,7 @@ def test_hyperbolic_forward_is_the_leapfrog_and_manifests_to_other_schemes() -> 
 # --------------------------------------------------------------- TisODE
 
 
+@pytest.mark.numerics
 def test_tisode_rate_is_time_invariant() -> None:
     model = build("tisode", width=8, depth=2)
     func = model.blocks[0].func
@@ -212,6 +221,7 @@ def test_tisode_rate_is_time_invariant() -> None:
         assert torch.equal(func(0.0, x), func(0.73, x)) and torch.equal(func(0.0, x), func(torch.tensor(5.0), x))
 
 
+@pytest.mark.numerics
 def test_tisode_regulariser_is_the_steady_state_term() -> None:
     """In training the regulariser is weight x int_T^2T |f(x(t))| dt (left Riemann sum on 4 Euler steps) past the
     block's output; in eval mode it is zero."""
@@ -232,6 +242,7 @@ def test_tisode_regulariser_is_the_steady_state_term() -> None:
     assert model.regulariser().item() == 0.0
 
 
+@pytest.mark.numerics
 def test_tisode_regulariser_decreases_in_training(digits) -> None:
     task, data = digits
     model = build("tisode", width=8, depth=2, weight=1.0, rtol=1e-2, atol=1e-2)
@@ -252,6 +263,7 @@ def test_tisode_regulariser_decreases_in_training(digits) -> None:
 # --------------------------------------------------------------- stiffness penalty
 
 
+@pytest.mark.numerics
 def test_sigma_max_estimate_matches_the_exact_jacobian_norm() -> None:
     torch.manual_seed(0)
     rate = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.Tanh(), torch.nn.Linear(32, 5)).double()
@@ -261,6 +273,7 @@ def test_sigma_max_estimate_matches_the_exact_jacobian_norm() -> None:
     torch.testing.assert_close(estimate, exact, rtol=1e-4, atol=0)
 
 
+@pytest.mark.numerics
 def test_stiffness_penalty_is_differentiable_and_training_on_it_lowers_sigma() -> None:
     model = build("resnet-stiffness", width=8, depth=3, stiffness_weight=1.0)
     block = model.blocks[0]
@@ -292,6 +305,7 @@ def test_stiffness_penalty_is_differentiable_and_training_on_it_lowers_sigma() -
     assert model.regulariser().item() == 0.0
 
 
+@pytest.mark.numerics
 def test_stiffness_penalty_trains_under_bf16_autocast() -> None:
     """The standard tier trains with bf16 autocast: the penalty's forward-mode products must still run."""
     model = build("resnet-stiffness", **SIZES["smoke"]).train()
@@ -305,6 +319,7 @@ def test_stiffness_penalty_trains_under_bf16_autocast() -> None:
 # --------------------------------------------------------------- noise-injected ResNet / neural SDE
 
 
+@pytest.mark.numerics
 def test_sde_is_stochastic_in_eval_mode_reproducibly_under_a_seed_and_can_be_switched_off() -> None:
     model = build("resnet-sde", width=8, depth=3)
     x = torch.rand(4, 1, 8, 8)
@@ -327,6 +342,7 @@ def test_sde_is_stochastic_in_eval_mode_reproducibly_under_a_seed_and_can_be_swi
         assert not torch.equal(model(x), model(x))  # training always draws
 
 
+@pytest.mark.numerics
 def test_sde_steps_are_euler_maruyama() -> None:
     """With the drift zeroed, a stage of T = depth unit steps adds Gaussian noise of std sigma sqrt(T)."""
     model = build("resnet-sde", width=8, depth=4, sigma=0.3)
@@ -344,6 +360,7 @@ def test_sde_steps_are_euler_maruyama() -> None:
 # --------------------------------------------------------------- ANODEV2
 
 
+@pytest.mark.numerics
 def test_anodev2_weights_follow_their_own_ode_in_depth() -> None:
     """theta(t) is the Euler solution of dtheta/dt = tanh(p * theta) from theta_0, and the block's forward is
     z_{k+1} = z_k + h f(z_k; theta_k) with those weights, written out by hand here."""
@@ -371,6 +388,7 @@ def test_anodev2_weights_follow_their_own_ode_in_depth() -> None:
 # --------------------------------------------------------------- SONODE
 
 
+@pytest.mark.numerics
 def test_sonode_state_is_position_and_velocity() -> None:
     """The block carries (x, v) with v = dx/dt along the solution and v(0) = g(x(0)); it outputs the position."""
     model = build("sonode", width=8, depth=2).double().eval()

@@ -45,6 +45,9 @@ class SlurmSettings:
     max_timeouts: int = 10  # requeues after hitting the time limit; preemptions do not count
     wait: bool = True  # wait for the jobs and report as a local run does; False: submit and return
     poll_seconds: float = 5.0  # how often a waiting `depthbench run` looks at the store and squeue
+    # the names above that the user chose (--slurm-config, flags): a chosen value the partition cannot give is an
+    # error naming its flag, a default is lowered to what the partition gives (partition.fit_to_partition)
+    chosen: frozenset[str] = frozenset()
 
     def gpus(self, device: torch.device) -> int:
         return self.gpus_per_job if self.gpus_per_job is not None else int(device.type == "cuda")
@@ -56,7 +59,7 @@ class SlurmSettings:
                 f"per job{memory}, {self.time_minutes} min, at most {self.array_parallelism} at once{extra}")
 
 
-_KEYS = {f.name for f in fields(SlurmSettings)} - {"wait"}
+_KEYS = {f.name for f in fields(SlurmSettings)} - {"wait", "chosen"}
 
 
 def load_settings(config: Path | None = None, **flags: Any) -> SlurmSettings:
@@ -84,7 +87,7 @@ def load_settings(config: Path | None = None, **flags: Any) -> SlurmSettings:
     if not isinstance(values.get("setup", []), list | tuple):
         raise ValueError(f"slurm setup must be a list of shell lines, got {values['setup']!r}{where}")
     settings = SlurmSettings(**{**values, "sbatch": dict(values.get("sbatch", {})),
-                                "setup": tuple(values.get("setup", ()))})
+                                "setup": tuple(values.get("setup", ())), "chosen": frozenset(values)})
     _check(settings, config)
     return settings
 

@@ -24,6 +24,7 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ import torch
 import benchmarks
 from benchmarks.data.tasks import Task, get_task
 from benchmarks.execution.cluster import LOGS, SlurmSettings, job_marker, read_marker, scontrol_job, squeue_states
+from benchmarks.execution.partition import fit_to_partition, hopeless
 from benchmarks.execution.runner import Progress, RunSummary, checkpoint_for, pick_device, run_one
 from benchmarks.io import write_atomic
 from benchmarks.protocols import Protocol
@@ -140,6 +142,7 @@ def run_on_slurm(settings: SlurmSettings, protocol: Protocol, todo: Sequence[tup
     follow: list[tuple[str, Task, str, int, Path, dict]] = [
         (marker["job_id"], *job, marker) for job, marker in queued]
     if submit:
+        settings = fit_to_partition(settings, device, bar.say)  # a request the partition cannot meet waits forever
         folder = Path(settings.logs or results_dir / LOGS).resolve()
         run = SlurmRun(protocol, results_dir, None if data_dir is None else str(Path(data_dir).resolve()),
                        str(device), keep_checkpoints, retyped_command(sys.argv))
@@ -173,11 +176,12 @@ def _follow(follow: list, summary: RunSummary, finished: Callable[..., None], ba
     pending = {job_id: rest for job_id, *rest in follow}
     started: set[str] = set()
     gone_once: set[str] = set()  # absent from squeue at one poll: concluded at the next (a record may be landing)
+    told: set[str] = set()  # pending reasons already said aloud
     while pending:
         live = squeue_states(list(pending))
         for job_id, (task, model_name, seed, path, marker) in list(pending.items()):
             label = f"{task.name} {model_name} seed {seed}"
-            state = (live or {}).get(job_id, ("", ""))[0]
+            state, reason = (live or {}).get(job_id, ("", ""))
             if state == "RUNNING" and job_id not in started:
                 started.add(job_id)
                 bar.start(label)
@@ -185,6 +189,14 @@ def _follow(follow: list, summary: RunSummary, finished: Callable[..., None], ba
             if record is not None:
                 finished(path, label, record.status, record.error, record.provenance.get("phase_seconds", {}))
                 del pending[job_id]
+            elif state == "PENDING" and (never := hopeless(reason)) is not None:
+                del pending[job_id]
+                summary.unfinished[label] = _give_up(job_id, path, reason, *never)
+                bar.say(f"{label}: {summary.unfinished[label]}")
+            elif state == "PENDING" and reason not in _ROUTINE and reason not in told:
+                told.add(reason)
+                bar.say(f"Slurm keeps {label} (job {job_id}) pending for reason {reason}; waiting for it to lift "
+                        "(`squeue --me` shows all)")
             elif live is not None and job_id not in live:
                 if job_id not in gone_once:
                     gone_once.add(job_id)
@@ -202,6 +214,25 @@ def _follow(follow: list, summary: RunSummary, finished: Callable[..., None], ba
                 finished(path, label, "failed", failed.error, {})
         if pending:
             time.sleep(poll_seconds)
+
+
+# Pending reasons of a queue at work, not worth a line each
+_ROUTINE = {"", "None", "Priority", "Resources", "BeginTime", "Dependency", "JobArrayTaskLimit", "Cleaning", "Prolog"}
+
+
+def _give_up(job_id: str, path: Path, reason: str, meaning: str, flags: str) -> str:
+    """Cancel a job that can never start (no record, no marker: the same command resubmits it) and say why."""
+    try:
+        done = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+        cancelled = done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        cancelled = False
+    if not cancelled:  # still queued: keep the marker, so that a rerun does not submit the run a second time
+        return (f"Slurm job {job_id} can never start: pending for reason {reason} ({meaning}); cancelling it "
+                f"failed, so `scancel {job_id}` it, change {flags}, and rerun the same command")
+    job_marker(path).unlink(missing_ok=True)
+    return (f"Slurm job {job_id} could never start: pending for reason {reason} ({meaning}); it was cancelled: "
+            f"change {flags} and rerun the same command")
 
 
 def _failed_record(protocol: Protocol, task: Task, model_name: str, seed: int, job_id: str, info: dict[str, str],
