@@ -73,6 +73,7 @@ class Effect:
     study: str | None = None
     quantity: str | None = None  # a study's per-seed quantity
     minus: str | None = None  # difference of two study quantities (quantity - minus), paired by seed
+    over: str | None = None  # quotient of two study quantities (quantity / over), paired by seed
     tier: str | None = None
     metric: str | None = None  # a record metric
     model: str | None = None
@@ -90,12 +91,14 @@ class Effect:
         if self.study is not None:
             study = results.study(self.study, self.task, self.command)
             summary = study["summary"]
-            for name in (self.quantity, self.minus):
+            for name in (self.quantity, self.minus, self.over):
                 if name is not None and name not in summary:
                     raise MissingData(f"{self.study}/{self.task}.json has no quantity {name!r}: rerun `{self.command}`")
             values = list(summary[self.quantity]["values"])
             if self.minus is not None:
                 values = [a - b for a, b in zip(values, summary[self.minus]["values"])]
+            if self.over is not None:
+                values = [a / b for a, b in zip(values, summary[self.over]["values"])]
             return values
         models = results.records(self.tier, self.task)
         mine = models.get(self.model, {})
