@@ -66,7 +66,7 @@ def test_models_and_manifests_carry_the_backend() -> None:
     assert "batch_coupling" not in zoo.capabilities(model)
     assert model.manifest(rtol=1e-4, atol=1e-4).solvers[0].backend == "per-example"
     assert model.manifest("rk4", 2).solvers[0].backend == "torchdiffeq"
-    node = small("neural-ode")
+    node = small("neural-ode", backend="torchdiffeq")  # explicit: the test holds whichever default the zoo has
     assert node.batch_coupled and node.manifest(backend="per-example").solvers[0].backend == "per-example"
     for name in ("anode", "tisode", "sonode"):
         assert small(name, backend="per-example").solvers[0].backend == "per-example"
@@ -129,7 +129,8 @@ def test_numerics_match_torchdiffeq_and_converge_to_a_reference(name: str) -> No
 @pytest.mark.parametrize("name", ["neural-ode", "anode"])
 def test_an_example_no_longer_depends_on_its_batch(name: str) -> None:
     x = images(32)
-    coupled = metrics.batch_coupling(small(name, rtol=1e-5, atol=1e-5).eval(), x, batch_size=32)
+    coupled = metrics.batch_coupling(small(name, rtol=1e-5, atol=1e-5, backend="torchdiffeq").eval(), x,
+                                     batch_size=32)
     model = small(name, rtol=1e-5, atol=1e-5, backend="per-example").eval()
     assert coupled > BATCH_COUPLING_TOLERANCE  # torchdiffeq: the batch's error norm moves every example
     assert metrics.batch_coupling(model, x, batch_size=32) < F64_NOISE  # the harness's own measure: only rounding
