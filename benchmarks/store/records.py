@@ -147,7 +147,8 @@ _ENTRY_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], tuple[float, float] |
                    "sigma": (_NUMBER_OR_NONE, NON_NEGATIVE)},
     "solver": {"scheme": ((str,), None), "n_steps": ((int, type(None)), NON_NEGATIVE),
                "rtol": (_NUMBER_OR_NONE, NON_NEGATIVE), "atol": (_NUMBER_OR_NONE, NON_NEGATIVE),
-               "adjoint": ((bool,), None), "max_num_steps": ((int, type(None)), NON_NEGATIVE)},
+               "adjoint": ((bool,), None), "max_num_steps": ((int, type(None)), NON_NEGATIVE),
+               "backend": ((str,), None)},
 }
 _REQUIRED_ENTRY_FIELDS = {"depth_transfer": ("scheme", "trained"), "trajectory": ("stage",), "solver": ("scheme",)}
 

@@ -1,13 +1,14 @@
 """torchdiffeq's per-batch steps against per-example steps (zoo/per_example.py, issue #24), side by side.
 
-neural-ode and anode on 28x28 single-channel images (Fashion-MNIST), at the smoke tier's size on a CPU (width 16,
+neural-ode and anode on 28x28 single-channel images (Fashion-MNIST), at the cpu tier's size on a CPU (width 16,
 depth 3) and the standard tier's on a GPU, briefly trained with the default backend so that examples differ in
 how hard their dynamics are; then the same weights are timed with each backend at the same tolerance (the zoo's
 dopri5, rtol = atol = 1e-3): the forward (evaluation) and forward + backward (a training step's work, direct
-backpropagation) of one batch of 128 and of 500. extra_info keeps the NFE: the batch's under torchdiffeq (every
-example is integrated with all of its steps), under per-example steps the mean over examples (the model's `nfe`),
-their spread, and `nfe_batch`, the evaluations the batch actually made (the slowest example's: every call
-evaluates the whole batch, finished examples riding along with zero steps), which is what the time pays for.
+backpropagation) of one batch of 128 (the cpu tier's training batch) and of 500 (its evaluation batch).
+extra_info keeps the NFE: the batch's under torchdiffeq (every example is integrated with all of its steps), under
+per-example steps the mean over examples (the model's `nfe`), their spread, and `nfe_batch`, the evaluations the
+batch actually made (the slowest example's: every call evaluates the whole batch, finished examples riding along
+with zero steps), which is what the time pays for.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from torch.nn import functional as F
 import zoo
 from benchmarks.data.tasks import DataMissingError, get_task
 from benchmarks.evaluation.timing import sync
-from benchmarks.protocols import SMOKE, STANDARD
+from benchmarks.protocols import CPU, STANDARD
 
 BACKENDS = ("torchdiffeq", "per-example")
 TRAIN_STEPS, TRAIN_BATCH = 20, 128  # Adam steps at lr 5e-3 before timing: dynamics that differ between examples
 
 
 def _size(device: torch.device) -> dict:
-    return dict(STANDARD.model_overrides if device.type == "cuda" else SMOKE.model_overrides)
+    return dict(STANDARD.model_overrides if device.type == "cuda" else CPU.model_overrides)
 
 
 @pytest.fixture(scope="module")
