@@ -12,6 +12,7 @@ from benchmarks.evaluation import metrics
 from benchmarks.evaluation.check import check_model
 from benchmarks.execution.runner import solver_settings
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
+from benchmarks.store.records import Record, load_record, save_record
 from zoo import template
 from zoo.integrate import replace_solver
 
@@ -73,6 +74,12 @@ def test_models_and_manifests_carry_the_backend() -> None:
     # Records name the backend only where it is not the default, so default records stay as they were.
     assert "backend" not in solver_settings(node)[0]
     assert solver_settings(model)[0]["backend"] == "per-example"
+
+
+def test_a_per_example_record_round_trips(tmp_path) -> None:
+    record = Record(model="neural-ode", task="digits", seed=0, protocol={"name": "t", "version": 1, "hash": "abc"})
+    record.solver = solver_settings(small("neural-ode", backend="per-example"))
+    assert load_record(save_record(tmp_path, record)).solver[0]["backend"] == "per-example"
 
 
 # FSAL (6 new stages a step) and not (2); the second order method at a looser tolerance, within the step limit.
