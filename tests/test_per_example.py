@@ -16,6 +16,7 @@ from benchmarks.store.records import Record, load_record, save_record
 from zoo import template
 from zoo.integrate import replace_solver
 
+pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
 F64_NOISE = 1e3 * torch.finfo(torch.float64).eps  # rounding of batched float64 kernels, amplified along the solve
 
 
