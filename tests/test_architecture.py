@@ -106,8 +106,8 @@ def test_specs_module_loads_no_pandas() -> None:
 
 
 ZOO = PACKAGE.parent / "zoo"
-ENGINE = {"zoo", "zoo.tableaus", "zoo.integrate", "zoo.basis", "zoo.layers", "zoo.template", "zoo.contract",
-          "zoo.cards", "zoo.registry", "zoo.penalty"}
+ENGINE = {"zoo", "zoo.tableaus", "zoo.integrate", "zoo.per_example", "zoo.basis", "zoo.layers", "zoo.template",
+          "zoo.contract", "zoo.cards", "zoo.registry", "zoo.penalty"}
 
 
 def zoo_imports(path: Path) -> set[str]:

@@ -92,3 +92,16 @@ def test_batch_coupling_of_zoo_models(name: str, coupled: bool) -> None:
     coupling = metrics.batch_coupling(model, x, batch_size=32)
     assert (coupling > BATCH_COUPLING_TOLERANCE) == coupled, coupling
     assert next(model.parameters()).dtype == torch.float32  # measured on a float64 copy, the model is untouched
+
+
+def test_per_example_solves_are_measured_uncoupled_with_the_mean_nfe_of_every_example() -> None:
+    # The same flow, each example with its own steps (zoo/per_example.py): the harness measures, not trusts, that.
+    model = flow(zoo.Solver("dopri5", rtol=1e-5, atol=1e-5, backend="per-example"))
+    assert not model.batch_coupled and "batch_coupling" not in zoo.capabilities(model)
+    x = states().test.inputs()
+    with torch.no_grad():
+        model(x)
+    every_example = model.nfe_per_example.double().mean().item()  # one batch of all: each example's own count
+    recorded, flags = run(model)
+    assert "batch-coupled" not in flags and recorded["batch_coupling"] < 1e3 * torch.finfo(torch.float64).eps
+    assert recorded["nfe"] == pytest.approx(every_example)  # the same whichever batches the examples were in

@@ -5,13 +5,13 @@ channels, so trajectories can go round each other instead of crossing.
 from __future__ import annotations
 
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, neural_ode_model
+from zoo.template import DepthModel, adaptive_capabilities, neural_ode_model
 
 ANODE_CARD = ModelCard(
     name="anode",
     venue="Advances in Neural Information Processing Systems (NeurIPS)",
     licence="MIT",
-    capabilities=("nfe", "depth_transfer", "trajectories", "batch_coupling"),
+    capabilities=adaptive_capabilities(),
     family="anode",
     title="Augmented Neural ODEs",
     authors="Emilien Dupont, Arnaud Doucet, Yee Whye Teh",
@@ -38,9 +38,9 @@ ANODE_CARD = ModelCard(
 def anode(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
     channels: int | None = None, augment: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3,
-    atol: float = 1e-3, adjoint: bool = False,
+    atol: float = 1e-3, adjoint: bool = False, backend: str | None = None,
 ) -> DepthModel:
     if augment is None:
         augment = 8 if len(input_shape) == 3 else 2
     return neural_ode_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels,
-                            augment=augment, scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+                            augment=augment, scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint, backend=backend)

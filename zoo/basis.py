@@ -194,6 +194,10 @@ class DepthVarying(nn.Module):
         return out
 
     def forward(self, t: float | torch.Tensor, x: torch.Tensor, interval: Interval) -> torch.Tensor:
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            raise ValueError("depth-varying parameters are evaluated at one time per call, but the per-example "
+                             "backend gives every example its own time: solve this model with backend='torchdiffeq' "
+                             "or a fixed-step scheme")
         time = float(t)  # a host sync only under adaptive solvers, whose step control syncs anyway
         return functional_call(self._template, self.theta(time, interval), (t, x))
 

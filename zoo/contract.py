@@ -17,8 +17,9 @@
 **Optional capabilities** — the harness uses each when present; a metric that needs one the model lacks is
 recorded as not applicable ("n/a" in tables), never as a failure. `capabilities(model)` names what a model has:
 
-- ``"nfe"``: an int attribute/property ``nfe``, the function evaluations of the last forward pass
-  (required of adaptive-step models); with the adjoint also ``nfe_backward``;
+- ``"nfe"``: an attribute/property ``nfe``, the function evaluations of the last forward pass, an int, or the mean
+  over the batch's examples where each example takes its own steps (required of adaptive-step models); with the
+  adjoint also ``nfe_backward``;
 - ``"depth_transfer"``: ``solvers`` (one `zoo.Solver` per stage), ``blocks`` (stages with ``t0``, ``t1``) and
   ``manifest(scheme=None, n_steps=None, *, rtol=None, atol=None, adjoint=None) -> nn.Module``, the same
   parameters re-discretised (see `zoo.DepthModel.manifest`);
@@ -28,7 +29,13 @@ recorded as not applicable ("n/a" in tables), never as a failure. `capabilities(
   a kinetic-energy or Jacobian penalty computed during that forward);
 - ``"batch_coupling"``: ``batch_coupled = True`` declares that one sample's output may depend on the rest of
   its batch (adaptive steps chosen for the whole batch, batch statistics in eval mode); undeclared coupling
-  fails `depthbench check`;
+  fails `depthbench check`. An adaptive model that solves each example on its own declares nothing
+  (``batch_coupled`` False or absent; on the zoo's engine: ``Solver(..., backend="per-example")``, or
+  ``backend="per-example"`` to an adaptive family's constructor or ``manifest()``, see `zoo/per_example.py`).
+  The harness trusts neither answer: every record measures ``batch_coupling`` (an example's output alone vs inside
+  the evaluation batch, in float64) and flags the run ``batch-coupled`` above 1e-6 (`benchmarks.specs`), so a
+  per-example model earns an unflagged row by measuring ~1e-16 there, and a coupled one is flagged whatever it
+  declares;
 - ``"stochastic"``: ``stochastic = True`` declares that the eval forward itself is random (noise injected at test
   time, as in a neural SDE), drawing from torch's global RNG. The harness then seeds that RNG at the start of every
   evaluation phase (the same record twice from the same weights), crafts every attack against the expectation over
@@ -38,7 +45,8 @@ recorded as not applicable ("n/a" in tables), never as a failure. `capabilities(
   identical. A model that draws from a private generator is not reproducible this way: seed it per evaluation
   yourself or draw from the global RNG.
 
-`zoo.DepthModel` (the zoo's template) has every capability but the regulariser.
+`zoo.DepthModel` (the zoo's template) has every capability but the regulariser (and ``batch_coupling`` only while an
+adaptive stage takes torchdiffeq's per-batch steps).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 `integrate_fixed` reads any Butcher tableau; `ODEBlock` integrates a rate function over a fixed
 depth interval [t0, t1] with either a fixed-step scheme (our tableaus) or one of torchdiffeq's
 adaptive methods, and counts function evaluations (NFE) of its last forward (and, with the adjoint,
-backward) pass. Changing the solver never changes the interval: that is what makes depth transfer
+backward) pass. An adaptive solver's `backend` says who chooses the steps: torchdiffeq, one step sequence for
+the whole batch (the default), or `zoo.per_example` (torchode), one per example, so that no example's output or
+NFE depends on the rest of its batch. Changing the solver never changes the interval: that is what makes depth transfer
 ("manifestation") a re-discretisation of the same ODE rather than a different model.
 
 Rate functions are called as ``func(t, x, interval)``: ``t`` is the stage time (a Python float on
@@ -20,13 +22,16 @@ import bisect
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torchdiffeq
 from torch import nn
 
 from zoo.tableaus import ADAPTIVE_METHODS, TABLEAUS, ButcherTableau, get_tableau
+
+if TYPE_CHECKING:
+    from zoo.per_example import PerExampleSolve
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -38,9 +43,15 @@ class SolverDidNotConverge(RuntimeError):
     """An adaptive solver hit its step limit: the dynamics are too stiff for the tolerances."""
 
 
+# Who chooses an adaptive solver's steps: torchdiffeq, one sequence for the whole batch from an error norm over all
+# of it (so an example's output depends on its batch companions), or torchode per example (zoo/per_example.py).
+BACKENDS: tuple[str, ...] = ("torchdiffeq", "per-example")
+
+
 @dataclass(frozen=True)
 class Solver:
-    """How an ODE block is discretised: a fixed-step scheme with `n_steps`, or an adaptive method."""
+    """How an ODE block is discretised: a fixed-step scheme with `n_steps`, or an adaptive method (whose steps are
+    chosen per batch by torchdiffeq, or per example with backend="per-example")."""
 
     scheme: str
     n_steps: int | None = None
@@ -48,12 +59,24 @@ class Solver:
     atol: float = 1e-3
     adjoint: bool = False
     max_num_steps: int = 1000
+    backend: str = "torchdiffeq"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; accepted values: {', '.join(BACKENDS)}")
         if self.scheme in ADAPTIVE_METHODS:
             if not (self.rtol > 0 and self.atol > 0):
                 raise ValueError(f"adaptive scheme {self.scheme!r} needs rtol > 0 and atol > 0")
+            if self.backend == "per-example":
+                from zoo.per_example import PER_EXAMPLE_METHODS  # imports this module: only once it is loaded
+
+                if self.scheme not in PER_EXAMPLE_METHODS:
+                    raise ValueError(f"the per-example backend has no {self.scheme!r}; it offers "
+                                     f"{', '.join(PER_EXAMPLE_METHODS)} (or use backend='torchdiffeq')")
             return
+        if self.backend != "torchdiffeq":
+            raise ValueError(f"backend {self.backend!r} is for adaptive schemes: fixed-step {self.scheme!r} solves "
+                             "every example on the same grid already (leave backend at 'torchdiffeq')")
         if self.scheme not in TABLEAUS:
             known = ", ".join(sorted(TABLEAUS) + list(ADAPTIVE_METHODS))
             raise ValueError(f"unknown scheme {self.scheme!r}; accepted values: {known}")
@@ -67,6 +90,11 @@ class Solver:
         return self.scheme in ADAPTIVE_METHODS
 
     @property
+    def batch_coupled(self) -> bool:
+        """Whether one example's solution can depend on the rest of its batch (torchdiffeq's adaptive steps)."""
+        return self.adaptive and self.backend == "torchdiffeq"
+
+    @property
     def tableau(self) -> ButcherTableau:
         return get_tableau(self.scheme)
 
@@ -77,7 +105,9 @@ class Solver:
 
     def describe(self) -> str:
         if self.adaptive:
-            return f"{self.scheme}(rtol={self.rtol:g}, atol={self.atol:g}{', adjoint' if self.adjoint else ''})"
+            per_example = ", per example" if self.backend == "per-example" else ""
+            return (f"{self.scheme}(rtol={self.rtol:g}, atol={self.atol:g}{', adjoint' if self.adjoint else ''}"
+                    f"{per_example})")
         return f"{self.scheme}x{self.n_steps}"
 
 
@@ -176,12 +206,24 @@ class ODEBlock(nn.Module):
         self.func = func
         self.solver = solver
         self.t0, self.t1 = float(t0), float(t1)
-        self.nfe = 0  # function evaluations in the last forward pass
+        self.nfe = 0  # function evaluations in the last forward pass (per-example backend: the mean per example)
         self._counter: _CountingFunc | None = None
+        # The per-example backend's counts of the last forward (zoo.per_example.PerExampleSolve), else None.
+        self.per_example_solve: PerExampleSolve | None = None
 
     @property
-    def nfe_backward(self) -> int:
-        """Function evaluations of the adjoint solve since the last forward (0 without the adjoint)."""
+    def nfe_per_example(self) -> torch.Tensor | None:
+        """Each example's function evaluations in the last forward (int64, one per example) under the per-example
+        backend; None otherwise (torchdiffeq gives every example of a batch the batch's `nfe`)."""
+        return None if self.per_example_solve is None else self.per_example_solve.nfe_per_example
+
+    @property
+    def nfe_backward(self) -> int | float:
+        """Function evaluations of the adjoint solve since the last forward (0 without the adjoint; per-example
+        backend: the mean per example)."""
+        if self.per_example_solve is not None:
+            backward = self.per_example_solve.nfe_backward_per_example
+            return 0 if backward is None else int(backward.sum()) / len(backward)
         if self._counter is None:
             return 0
         return self._counter.calls - self.nfe
@@ -192,10 +234,16 @@ class ODEBlock(nn.Module):
             # Under mixed precision the rate function runs in bf16/fp16 but the state accumulates in fp32:
             # sums of many small steps (and adaptive error control at rtol ~ 1e-3) need more than bf16's 8 bits.
             x = x.float()
+        self.per_example_solve = None
         if not solver.adaptive:
             self._counter = None
             self.nfe = solver.fixed_cost
             return integrate_fixed(self.func, x, self.t0, self.t1, solver.n_steps, solver.tableau)
+        if solver.backend == "per-example":
+            self._counter = None
+            states, self.per_example_solve = self._solve_per_example(x, [self.t0, self.t1], adjoint=solver.adjoint)
+            self.nfe = int(self.per_example_solve.nfe_per_example.sum()) / len(x)  # integers summed, divided once
+            return states[-1]
         counter = _CountingFunc(self.func)
         out = self._solve_adaptive(counter, x, torch.tensor([self.t0, self.t1], dtype=x.dtype, device=x.device))
         self._counter = counter
@@ -221,6 +269,15 @@ class ODEBlock(nn.Module):
                 ) from error
             raise
 
+    def _solve_per_example(self, x: torch.Tensor, times: list[float], adjoint: bool
+                           ) -> tuple[list[torch.Tensor], PerExampleSolve]:
+        """torchode's solve of every example on its own (zoo/per_example.py) to each of times[1:]."""
+        from zoo import per_example  # it imports this module
+
+        solver = self.solver
+        return per_example.solve(self.func, x, times, scheme=solver.scheme, rtol=solver.rtol, atol=solver.atol,
+                                 max_steps=solver.max_num_steps, adjoint=adjoint)
+
     def trajectory(self, x: torch.Tensor, points: int = 8) -> Track:
         """x(t) at every step boundary of a fixed grid (a ResNet's layer outputs), or at `points` + 1 equally
         spaced times from an adaptive solver's dense output."""
@@ -232,6 +289,9 @@ class ODEBlock(nn.Module):
             times = [self.t0 + k * h for k in range(solver.n_steps)] + [self.t1]
             return Track(times, states, [(times[k], times[k + 1]) for k in range(solver.n_steps)])
         times = depth_grid(self.t0, self.t1, points)
+        if solver.backend == "per-example":  # each example's own steps, read at the common depths (dense output)
+            states, _ = self._solve_per_example(x, times, adjoint=False)
+            return Track(times, [x, *states], [None] * points)
         grid = torch.tensor(times, dtype=x.dtype, device=x.device)
         out = self._solve_adaptive(_CountingFunc(self.func), x, grid, adjoint=False)  # states only: no gradients
         return Track(times, list(out), [None] * points)
@@ -240,7 +300,7 @@ class ODEBlock(nn.Module):
         """The same block (same parameter objects) discretised by another solver."""
         twin = shallow_twin(self)
         twin.solver = solver
-        twin.nfe, twin._counter = 0, None
+        twin.nfe, twin._counter, twin.per_example_solve = 0, None, None
         return twin
 
     def extra_repr(self) -> str:
@@ -261,7 +321,9 @@ def replace_solver(solver: Solver, **changes: object) -> Solver:
     """`dataclasses.replace` that drops what the new kind of scheme does not use.
 
     Switching to an adaptive method clears `n_steps`; switching to a fixed-step scheme turns the
-    adjoint off (fixed grids backpropagate through the stored graph).
+    adjoint off (fixed grids backpropagate through the stored graph) and sets the backend back to the default
+    unless one is asked for (fixed grids are per example already; Solver refuses another backend for them). An
+    adaptive solver keeps its backend, so a per-example model's depth-transfer grid stays per example.
     """
     changes = {key: value for key, value in changes.items() if value is not None}
     scheme = changes.get("scheme", solver.scheme)
@@ -271,4 +333,5 @@ def replace_solver(solver: Solver, **changes: object) -> Solver:
         changes["n_steps"] = None
     else:
         changes["adjoint"] = False
+        changes.setdefault("backend", "torchdiffeq")
     return replace(solver, **changes)

@@ -6,13 +6,13 @@ with adjoint gradients (O(1) memory in depth). Built by `zoo.template.neural_ode
 from __future__ import annotations
 
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, neural_ode_model
+from zoo.template import ADAPTIVE_BATCH_NOTE, DepthModel, adaptive_capabilities, neural_ode_model
 
 NEURAL_ODE_CARD = ModelCard(
     name="neural-ode",
     venue="Advances in Neural Information Processing Systems (NeurIPS)",
     licence="MIT",
-    capabilities=("nfe", "depth_transfer", "trajectories", "batch_coupling"),
+    capabilities=adaptive_capabilities(),
     family="neural-ode",
     title="Neural Ordinary Differential Equations",
     authors="Ricky T. Q. Chen, Yulia Rubanova, Jesse Bettencourt, David Duvenaud",
@@ -29,8 +29,7 @@ NEURAL_ODE_CARD = ModelCard(
 }""",
     variant="torchdiffeq ODE-Net: GN-ReLU-ConcatConv-GN-ReLU-ConcatConv-GN on [0, 1], dopri5 rtol = atol = 1e-3",
     differences="Width chosen so the parameter count matches the ResNet of the same size class (the paper's "
-    "ODE-Net has about a third of the ResNet's parameters); adaptive steps depend on the whole batch (torchdiffeq's "
-    "error norm), so logits of one sample can change with the rest of the batch.",
+    f"ODE-Net has about a third of the ResNet's parameters); {ADAPTIVE_BATCH_NOTE}.",
 )
 
 
@@ -38,7 +37,7 @@ NEURAL_ODE_CARD = ModelCard(
 def neural_ode(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
     channels: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
-    adjoint: bool = False,
+    adjoint: bool = False, backend: str | None = None,
 ) -> DepthModel:
     return neural_ode_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels,
-                            augment=0, scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+                            augment=0, scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint, backend=backend)

@@ -18,6 +18,7 @@ from zoo.registry import ModelCard, register_model
 from zoo.template import (
     DepthModel,
     SecondOrderModel,
+    adaptive_capabilities,
     adaptive_solver,
     build_matched,
     build_model,
@@ -39,7 +40,7 @@ SONODE_CARD = ModelCard(
     authors="Alexander Norcliffe, Cristian Bodnar, Ben Day, Nikola Simidjievski, Pietro Lio", year=2020,
     arxiv="2006.07220", bibkey="norcliffe2020second", bibtex=_BIBTEX,
     venue="Advances in Neural Information Processing Systems (NeurIPS)", licence="MIT",
-    capabilities=("nfe", "depth_transfer", "trajectories", "batch_coupling"),
+    capabilities=adaptive_capabilities(),
     variant="x'' = a(t, x, x') with a = GN-ReLU-ConcatConv(2C -> C)-GN-ReLU-ConcatConv-GN (a tanh MLP for "
     "vectors), x'(0) = conv3x3(x(0)) (linear for vectors), on [0, 1] by dopri5 rtol = atol = 1e-3",
     differences="The acceleration network is torchdiffeq's GroupNorm ODEfunc widened to read (x, v) rather than "
@@ -108,9 +109,10 @@ class SONODEBlock(ODEBlock):
 
 
 def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
-                 channels: int | None, scheme: str, rtol: float, atol: float, adjoint: bool) -> DepthModel:
+                 channels: int | None, scheme: str, rtol: float, atol: float, adjoint: bool,
+                 backend: str | None = None) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
-    solver = adaptive_solver("SONODE trains", scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+    solver = adaptive_solver("SONODE trains", scheme, rtol=rtol, atol=atol, adjoint=adjoint, backend=backend)
     image = is_image(input_shape)
 
     def build(size: int) -> DepthModel:
@@ -129,6 +131,6 @@ def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
 @register_model("sonode", SONODE_CARD)
 def sonode(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
            channels: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
-           adjoint: bool = False) -> DepthModel:
+           adjoint: bool = False, backend: str | None = None) -> DepthModel:
     return sonode_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels,
-                        scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+                        scheme=scheme, rtol=rtol, atol=atol, adjoint=adjoint, backend=backend)

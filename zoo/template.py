@@ -64,7 +64,17 @@ class DepthModel(nn.Module):
         return sum(block.nfe for block in self.blocks)
 
     @property
-    def nfe_backward(self) -> int:
+    def nfe_per_example(self) -> torch.Tensor | None:
+        """Each example's rate-function evaluations in the last forward, summed over stages, when every adaptive
+        stage solves per example (the per-example backend); None otherwise. Its mean is `nfe`."""
+        counts = [block.nfe_per_example for block in self.blocks if block.solver.adaptive]
+        if not counts or any(c is None for c in counts):
+            return None
+        fixed = sum(block.nfe for block in self.blocks if not block.solver.adaptive)
+        return sum(counts) + fixed
+
+    @property
+    def nfe_backward(self) -> int | float:
         """Rate-function evaluations of the adjoint solves since the last forward (0 without the adjoint)."""
         return sum(block.nfe_backward for block in self.blocks)
 
@@ -81,9 +91,10 @@ class DepthModel(nn.Module):
 
     @property
     def batch_coupled(self) -> bool:
-        """Adaptive solvers pick one step size for the whole batch (torchdiffeq's error norm), so one sample's
-        output can change with the rest of its batch (the contract's "batch_coupling" capability)."""
-        return any(block.solver.adaptive for block in self.blocks)
+        """torchdiffeq's adaptive solvers pick one step size for the whole batch (its error norm spans it), so one
+        sample's output can change with the rest of its batch (the contract's "batch_coupling" capability); the
+        per-example backend's cannot."""
+        return any(block.solver.batch_coupled for block in self.blocks)
 
     @property
     def solvers(self) -> tuple[Solver, ...]:
@@ -97,11 +108,13 @@ class DepthModel(nn.Module):
         rtol: float | None = None,
         atol: float | None = None,
         adjoint: bool | None = None,
+        backend: str | None = None,
     ) -> DepthModel:
         """The same parameters evaluated on another graph: another scheme and/or steps per stage.
 
         The integration interval (and hence the ODE) is unchanged; the returned model shares every
-        parameter object with this one, so training either trains both.
+        parameter object with this one, so training either trains both. `backend` switches adaptive stages
+        between torchdiffeq's per-batch steps and per-example ones (zoo.integrate.BACKENDS).
         """
         steps = list(n_steps) if isinstance(n_steps, Sequence) else [n_steps] * len(self.blocks)
         if len(steps) != len(self.blocks):
@@ -109,7 +122,7 @@ class DepthModel(nn.Module):
         twin = shallow_twin(self)
         twin.blocks = nn.ModuleList(
             block.with_solver(replace_solver(block.solver, scheme=scheme, n_steps=k, rtol=rtol, atol=atol,
-                                             adjoint=adjoint))
+                                             adjoint=adjoint, backend=backend))
             for block, k in zip(self.blocks, steps)
         )
         return twin
@@ -235,24 +248,45 @@ def residual_model(
     return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
 
 
-def adaptive_solver(who: str, scheme: str, *, rtol: float, atol: float, adjoint: bool = False) -> Solver:
-    """The solver of a family that trains with adaptive steps; a fixed-step scheme is refused (`who` says whose)."""
+# The backend of every adaptive family (neural-ode, anode, tisode, sonode) when its constructor is not given one:
+# "torchdiffeq" chooses each step for the whole batch, "per-example" for each example (zoo/per_example.py). The
+# tiers build models with the constructors' defaults, so this line is what a tier's adaptive models use.
+ADAPTIVE_BACKEND = "torchdiffeq"
+
+
+def adaptive_capabilities(*own: str) -> tuple[str, ...]:
+    """What an adaptive family's card claims: the template's capabilities, the family's `own`, and batch coupling
+    only under per-batch steps (so the cards follow ADAPTIVE_BACKEND)."""
+    coupling = ("batch_coupling",) if ADAPTIVE_BACKEND == "torchdiffeq" else ()
+    return ("nfe", "depth_transfer", "trajectories", *own, *coupling)
+
+
+ADAPTIVE_BATCH_NOTE = (
+    "adaptive steps depend on the whole batch (torchdiffeq's error norm), so logits of one sample can change with "
+    "the rest of the batch" if ADAPTIVE_BACKEND == "torchdiffeq" else
+    "adaptive steps are chosen per example (torchode), so no sample's logits depend on the rest of its batch")
+
+
+def adaptive_solver(who: str, scheme: str, *, rtol: float, atol: float, adjoint: bool = False,
+                    backend: str | None = None) -> Solver:
+    """The solver of a family that trains with adaptive steps; a fixed-step scheme is refused (`who` says whose).
+    `backend` None is ADAPTIVE_BACKEND."""
     solver = Solver(scheme, rtol=rtol, atol=atol, adjoint=adjoint)
     if not solver.adaptive:
         raise ValueError(f"{who} with an adaptive scheme; {scheme!r} is fixed-step "
                          "(manifest() a trained model with it instead)")
-    return solver
+    return replace_solver(solver, backend=ADAPTIVE_BACKEND if backend is None else backend)
 
 
 def neural_ode_model(
     input_shape: tuple[int, ...], num_classes: int, *, width: int, depth: int, stages: int, channels: int | None,
-    augment: int, scheme: str, rtol: float, atol: float, adjoint: bool,
+    augment: int, scheme: str, rtol: float, atol: float, adjoint: bool, backend: str | None = None,
 ) -> DepthModel:
     """ODE-Net stages with `channels` (+ `augment` zero channels); channels=None matches the ResNet's params."""
     check_common(input_shape, num_classes, width, depth, stages)
     if not isinstance(augment, int) or augment < 0:
         raise ValueError(f"augment must be a non-negative int, got {augment!r}")
-    solver = adaptive_solver("Neural ODEs train", scheme, rtol=rtol, atol=atol, adjoint=adjoint)
+    solver = adaptive_solver("Neural ODEs train", scheme, rtol=rtol, atol=atol, adjoint=adjoint, backend=backend)
     image = is_image(input_shape)
 
     def build(size: int) -> DepthModel:

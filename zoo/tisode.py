@@ -17,7 +17,15 @@ from torch import nn
 from zoo.integrate import ODEBlock, Solver
 from zoo.layers import ConvRate, MLPRate
 from zoo.registry import ModelCard, register_model
-from zoo.template import DepthModel, adaptive_solver, build_matched, build_model, check_common, is_image
+from zoo.template import (
+    DepthModel,
+    adaptive_capabilities,
+    adaptive_solver,
+    build_matched,
+    build_model,
+    check_common,
+    is_image,
+)
 
 _BIBTEX = """@inproceedings{yan2020robustness,
   title = {On Robustness of Neural Ordinary Differential Equations},
@@ -32,7 +40,7 @@ TISODE_CARD = ModelCard(
     name="tisode", family="tisode", title="On Robustness of Neural Ordinary Differential Equations",
     authors="Hanshu Yan, Jiawei Du, Vincent Y. F. Tan, Jiashi Feng", year=2020, arxiv="1910.05513",
     bibkey="yan2020robustness", bibtex=_BIBTEX, venue="International Conference on Learning Representations (ICLR)",
-    licence="MIT", capabilities=("nfe", "depth_transfer", "trajectories", "regulariser", "batch_coupling"),
+    licence="MIT", capabilities=adaptive_capabilities("regulariser"),
     variant="time-invariant torchdiffeq ODEfunc (GN-ReLU-conv-GN-ReLU-conv-GN, no time channels) on [0, 1], "
     "dopri5 rtol = atol = 1e-3; steady-state regulariser weight 0.1 on [1, 2] by 4 Euler steps",
     differences="The steady-state integral int_T^2T |f(x(t))| dt is a left Riemann sum over 4 forward-Euler steps "
@@ -75,11 +83,12 @@ class TisODEModel(DepthModel):
 
 
 def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth: int, stages: int,
-                 channels: int | None, weight: float, scheme: str, rtol: float, atol: float) -> DepthModel:
+                 channels: int | None, weight: float, scheme: str, rtol: float, atol: float,
+                 backend: str | None = None) -> DepthModel:
     check_common(input_shape, num_classes, width, depth, stages)
     if not (isinstance(weight, int | float) and weight >= 0):
         raise ValueError(f"weight (the steady-state regulariser's) must be a number >= 0, got {weight!r}")
-    solver = adaptive_solver("TisODE trains", scheme, rtol=rtol, atol=atol)
+    solver = adaptive_solver("TisODE trains", scheme, rtol=rtol, atol=atol, backend=backend)
     image = is_image(input_shape)
 
     def build(size: int) -> DepthModel:
@@ -98,6 +107,6 @@ def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
 @register_model("tisode", TISODE_CARD)
 def tisode(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
            channels: int | None = None, weight: float = 0.1, scheme: str = "dopri5", rtol: float = 1e-3,
-           atol: float = 1e-3) -> DepthModel:
+           atol: float = 1e-3, backend: str | None = None) -> DepthModel:
     return tisode_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels,
-                        weight=weight, scheme=scheme, rtol=rtol, atol=atol)
+                        weight=weight, scheme=scheme, rtol=rtol, atol=atol, backend=backend)

@@ -87,8 +87,13 @@ def _finite(metrics: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
 def solver_settings(model: torch.nn.Module) -> list[dict[str, Any]]:
     """The model's resolved solver per stage (scheme, steps, adaptive method's tolerances, adjoint): what a
     record keeps so that two rows can be told apart by how they integrate, not only by name. [] for a model
-    without zoo solvers."""
-    return [asdict(solver) for solver in getattr(model, "solvers", ())]
+    without zoo solvers. The backend is kept only where it is not the default: records made before backends
+    existed are torchdiffeq's, and a default-backend record stays the same as theirs."""
+    settings = [asdict(solver) for solver in getattr(model, "solvers", ())]
+    for entry in settings:
+        if entry.get("backend") == "torchdiffeq":
+            del entry["backend"]
+    return settings
 
 
 def tier_models(protocol: Protocol) -> list[str]:

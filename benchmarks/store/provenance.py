@@ -19,7 +19,7 @@ import torch
 import zoo
 from benchmarks.store.machine import machine_info
 
-RECORDED_PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchattacks", "numpy", "pandas",
+RECORDED_PACKAGES = ("depthbench", "torch", "torchvision", "torchdiffeq", "torchode", "torchattacks", "numpy", "pandas",
                      "scikit-learn")
 
 

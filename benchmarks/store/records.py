@@ -16,7 +16,8 @@ A record is the only thing a leaderboard may read. Its layout (schema 1):
                       "dt": 0.5, "trained": false, ...}, ...],
   "trajectory": [{"stage": 0, "t": 0.0, "t0": 0.0, "t1": 6.0, "h": 1.0, "sigma": 3.1}, ...],  # diagnostics
   "solver": [{"scheme": "rk4", "n_steps": 3, "rtol": 0.001, "atol": 0.001, "adjoint": false,
-              "max_num_steps": 1000}, ...],   # the model's resolved solver per stage ([] for other models)
+              "max_num_steps": 1000}, ...],   # the model's resolved solver per stage ([] for other models);
+                                                # adaptive stages solved per example add "backend": "per-example"
   "history": [{"epoch": 1, "loss": 0.61, "val": 0.84, "seconds": 15.2}, ...],  # the training curve (plateau?)
   "card": {"title": ..., "arxiv": ..., "bibkey": ..., ...},
   "provenance": {"git_commit": ..., "git_dirty": false,
@@ -146,7 +147,8 @@ _ENTRY_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], tuple[float, float] |
                    "sigma": (_NUMBER_OR_NONE, NON_NEGATIVE)},
     "solver": {"scheme": ((str,), None), "n_steps": ((int, type(None)), NON_NEGATIVE),
                "rtol": (_NUMBER_OR_NONE, NON_NEGATIVE), "atol": (_NUMBER_OR_NONE, NON_NEGATIVE),
-               "adjoint": ((bool,), None), "max_num_steps": ((int, type(None)), NON_NEGATIVE)},
+               "adjoint": ((bool,), None), "max_num_steps": ((int, type(None)), NON_NEGATIVE),
+               "backend": ((str,), None)},
 }
 _REQUIRED_ENTRY_FIELDS = {"depth_transfer": ("scheme", "trained"), "trajectory": ("stage",), "solver": ("scheme",)}
 
