@@ -147,7 +147,8 @@ class Protocol:
 
 SMOKE = Protocol(
     name="smoke",
-    version=4,  # v4: the attack suite v3 (declared as data, seeds from position) and a hash per task;
+    version=5,  # v5: adaptive models solve each example with its own steps (zoo ADAPTIVE_BACKEND, issue #24);
+    # v4: the attack suite v3 (declared as data, seeds from position) and a hash per task;
     # v3: half the attacked / transferred / diagnosed examples (14 models, 4 adaptive);
     # v2: the attack suite's worst case; adaptive NFE over all batches, batch coupling, exact transfer factors,
     # common line-shape depths

@@ -75,7 +75,9 @@ def test_capabilities_of_a_plain_module_and_of_the_zoo() -> None:
     assert capabilities(plain) == frozenset()
     assert "nfe" in not_applicable(plain) and "dt_fewest_nfe" in not_applicable(plain)
     node = zoo.create_model("neural-ode", input_shape=(2,), num_classes=2, width=8, depth=2)
-    assert capabilities(node) == {"nfe", "depth_transfer", "trajectories", "batch_coupling"}
+    assert capabilities(node) == {"nfe", "depth_transfer", "trajectories"}  # per-example steps: not batch-coupled
+    coupled = zoo.create_model("neural-ode", input_shape=(2,), num_classes=2, width=8, depth=2, backend="torchdiffeq")
+    assert capabilities(coupled) == {"nfe", "depth_transfer", "trajectories", "batch_coupling"}
     assert capabilities(node.manifest("rk4", 2)) == {"nfe", "depth_transfer", "trajectories"}  # fixed steps
     assert not_applicable(node) == []
 

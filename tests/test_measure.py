@@ -83,11 +83,13 @@ def test_adaptive_solvers_are_flagged_batch_coupled_and_fixed_steps_are_not() ->
     assert "batch-coupled" not in fixed_flags and fixed["batch_coupling"] < 1e4 * torch.finfo(torch.float64).eps
 
 
-@pytest.mark.parametrize(("name", "coupled"), [("neural-ode", True), ("anode", True), ("resnet", False),
-                                               ("continuousnet", False), ("inresnet", False)])
-def test_batch_coupling_of_zoo_models(name: str, coupled: bool) -> None:
+@pytest.mark.parametrize(("name", "overrides", "coupled"), [
+    ("neural-ode", {"backend": "torchdiffeq"}, True), ("anode", {"backend": "torchdiffeq"}, True),
+    ("neural-ode", {}, False), ("anode", {}, False),  # the zoo's default: per-example steps
+    ("resnet", {}, False), ("continuousnet", {}, False), ("inresnet", {}, False)])
+def test_batch_coupling_of_zoo_models(name: str, overrides: dict, coupled: bool) -> None:
     torch.manual_seed(0)
-    model = zoo.create_model(name, input_shape=(1, 8, 8), num_classes=10, width=8, depth=3).eval()
+    model = zoo.create_model(name, input_shape=(1, 8, 8), num_classes=10, width=8, depth=3, **overrides).eval()
     x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     coupling = metrics.batch_coupling(model, x, batch_size=32)
     assert (coupling > BATCH_COUPLING_TOLERANCE) == coupled, coupling

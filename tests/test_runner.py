@@ -90,7 +90,8 @@ def test_the_smoke_tier_produces_complete_records_and_leaderboards(smoke_results
     assert all(seconds > 0 for seconds in phases.values())
     node = records[("digits", "neural-ode")]
     assert node.metrics["nfe"] > 0 and "nfe_adversarial" in node.metrics
-    assert "batch-coupled" in node.flags  # dopri5 picks its steps for the whole evaluation batch
+    assert "batch-coupled" not in node.flags  # dopri5 picks its steps per example (the zoo's default backend)
+    assert node.solver[0]["backend"] == "per-example"
     assert any(e.get("rtol") for e in node.depth_transfer)
     pendulum = records[("pendulum", "continuousnet")]
     assert "test_mse" in pendulum.metrics and "accuracy" not in pendulum.metrics

@@ -250,8 +250,11 @@ def residual_model(
 
 # The backend of every adaptive family (neural-ode, anode, tisode, sonode) when its constructor is not given one:
 # "torchdiffeq" chooses each step for the whole batch, "per-example" for each example (zoo/per_example.py). The
-# tiers build models with the constructors' defaults, so this line is what a tier's adaptive models use.
-ADAPTIVE_BACKEND = "torchdiffeq"
+# tiers build models with the constructors' defaults, so this line is what a tier's adaptive models use. Per example
+# since smoke v5 (issue #24): no output depends on its batch, and on a CPU it was also faster than torchdiffeq
+# (benchmarks/suites/test_adaptive_backends.py: forward 0.45-0.70x, forward+backward 0.75-0.82x the time at the cpu
+# tier's size, the same NFE up to one step).
+ADAPTIVE_BACKEND = "per-example"
 
 
 def adaptive_capabilities(*own: str) -> tuple[str, ...]:
