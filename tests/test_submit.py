@@ -24,7 +24,7 @@ from benchmarks.protocols import SMOKE, Evaluation, Recipe, Tolerance
 from benchmarks.reporting.leaderboard import aggregate, load_frame, render_bibtex, render_citation, write_leaderboards
 from benchmarks.store.provenance import model_source
 from benchmarks.store.records import Record, iter_records, save_record
-from zoo import registry
+from zoo import registry, template
 
 from waiting import SAFETY_NET_S
 
@@ -94,7 +94,8 @@ def test_records_keep_the_resolved_solver_of_every_stage() -> None:
     model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2, stages=2,
                              adjoint=True)
     assert runner.solver_settings(model) == 2 * [{"scheme": "dopri5", "n_steps": None, "rtol": 1e-3, "atol": 1e-3,
-                                                  "adjoint": True, "max_num_steps": 1000}]
+                                                  "adjoint": True, "max_num_steps": 1000,
+                                                  "backend": template.ADAPTIVE_BACKEND}]
     assert runner.solver_settings(torch.nn.Linear(2, 2)) == []  # a model without zoo solvers
 
 
