@@ -10,10 +10,22 @@ import torch
 from torch import nn
 
 from benchmarks.cli import main
-from benchmarks.data.tasks import Split
+from benchmarks.data.tasks import Split, get_task
 from benchmarks.reporting.convergence import table, verdict
 from benchmarks.store.studies import read_study
-from benchmarks.studies.convergence import SCHEMES, build, has_dip, horizon_pairs, observed_order, order_above_floor
+from benchmarks.studies import convergence
+from benchmarks.studies.convergence import (
+    HORIZON_STEPS,
+    SCHEMES,
+    PendulumRate,
+    build,
+    has_dip,
+    horizon_pairs,
+    observed_order,
+    order_above_floor,
+    own_scheme_sweep,
+    step_counts,
+)
 
 pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
 
@@ -76,7 +88,8 @@ def test_horizon_pairs_chain_the_trajectories() -> None:
         horizon_pairs(Split(x, y), 4)
 
 
-def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None:
+def test_convergence_command_writes_study_table_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(convergence, "ITERATIONS", 60)  # the file, not the fit: 18 trainings in seconds
     results, out = tmp_path / "results", tmp_path / "boards"
     code = main(["study", "convergence", "--seeds", "0", "1", "--limit", "60",
                  "--results", str(results), "--out", str(out)])
@@ -84,21 +97,59 @@ def test_convergence_command_writes_study_table_and_plot(tmp_path: Path) -> None
     study = read_study(results / "convergence" / "pendulum.json")
     assert study["study"] == "convergence" and study["task"] == "pendulum" and study["seeds"] == [0, 1]
     result = study["details"]
-    assert len(result["curves"]) == len(SCHEMES) ** 2 and len(study["rows"]) == 9
-    assert result["step_counts"] == [64, 32, 16, 8, 4, 2, 1]
+    assert len(result["curves"]) == len(SCHEMES) ** 2
+    assert result["step_counts"] == [64, 32, 16, 8, 4, 2, 1] and result["n_trains"] == [1, 2, 4]
     assert all(len(c["rmse"]) == 2 and len(c["rmse"][0]) == 7 for c in result["curves"])
+    # one row per (train scheme, training Δt, seed), each with the quantities the claim reads
+    assert len(study["rows"]) == len(SCHEMES) * 3 * 2
+    assert {(r["train_scheme"], r["n_train"], r["seed"]) for r in study["rows"]} == {
+        (s, n, seed) for s in SCHEMES for n in (1, 2, 4) for seed in (0, 1)}
+    for row in study["rows"]:
+        assert row["trunc_over_fit"] == pytest.approx(row["truncation"] / row["fit"])
+        assert row["train_dt"] == pytest.approx(1.0 / row["n_train"])
     summary = study["summary"]
-    assert summary["euler/euler/dip"]["n"] == 2 and summary["rk4/rk4/dip_ratio"]["n"] == 2
-    assert summary["rk4/floor"]["values"] == result["floors"]["rk4"]
+    for scheme in SCHEMES:
+        for dt in ("1", "0.5", "0.25"):
+            for quantity in ("dip_ratio", "trunc_over_fit"):
+                assert summary[f"{scheme}/dt{dt}/{quantity}"]["n"] == 2
+    rows = {(r["train_scheme"], r["n_train"], r["seed"]): r for r in study["rows"]}
+    assert summary["rk4/dt1/dip_ratio"]["values"] == [rows[("rk4", 1, s)]["dip_ratio"] for s in (0, 1)]  # seed order
+    # the models of Δt 0.25 are the cross-scheme evaluation's: their own-scheme dip ratio is that curve's
+    assert summary["rk4/dt0.25/dip_ratio"]["values"] == pytest.approx(summary["rk4/rk4/dip_ratio"]["values"])
+    assert summary["euler/euler/dip"]["n"] == 2 and summary["rk4/floor"]["values"] == result["floors"]["rk4"]
     assert study["provenance"]["device"].startswith("CPU")
     assert study["provenance"]["command"]  # the command as retyped (sys.argv under the CLI)
-    assert study["details"]["title"].startswith("Convergence test") and study["details"]["claims"] == ["queiruga-dip"]
+    assert study["details"]["title"].startswith("Convergence test")
+    assert study["details"]["claims"] == ["queiruga-dip"]
+    assert study["details"]["figure_spec"]["x"] == "trunc_over_fit"
     out = out / "convergence"
     md = (out / "pendulum.md").read_text()
     assert md == table(study)
     assert f"at commit {study['provenance']['git_commit'][:12]}" in md
-    assert md.count("\n| ") == 1 + 9  # header + one row per (train, eval) pair
-    assert (out / "pendulum.png").stat().st_size > 0 and (out / "pendulum.svg").stat().st_size > 0
+    assert md.count("\n| ") == (1 + 9) + (1 + 9)  # header + one row per (train, eval) pair; per (scheme, Δt)
+    for name in ("pendulum.png", "pendulum.svg", "pendulum-dip.png", "pendulum-dip.svg"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_truncation_error_is_the_scheme_on_the_true_rate() -> None:
+    # The pendulum's true rate through each scheme at Δt = 1, 0.5, 0.25 (horizon 1): the error against the task's
+    # exact flow falls at the scheme's order (it is truncation error, nothing fitted), RK4's far below Euler's.
+    x, y = horizon_pairs(get_task("pendulum").load(limit=200).test, HORIZON_STEPS)
+    for scheme, order in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
+        errors = [float((build(PendulumRate(), scheme, n, t1=1.0)(x.double()) - y).square().mean().sqrt())
+                  for n in (4, 8, 16)]
+        assert observed_order([1 / 4, 1 / 8, 1 / 16], errors) == pytest.approx(order, abs=0.3), (scheme, errors)
+
+
+def test_own_scheme_sweep_reads_fit_truncation_and_dip_at_its_training_dt() -> None:
+    # The true rate as the "trained" model: its fit is the truncation error, so trunc_over_fit is exactly 1, and
+    # Euler's error falls when refined (no dip: ratio < 1).
+    x, y = horizon_pairs(get_task("pendulum").load(limit=200).test, HORIZON_STEPS)
+    entry = own_scheme_sweep(PendulumRate(), "euler", 2, 0, 1.0, x.double(), y.double())
+    assert step_counts(2) == [32, 16, 8, 4, 2, 1] and step_counts(1) == [16, 8, 4, 2, 1]
+    assert entry["dts"] == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    assert entry["fit"] == entry["truncation"] and entry["trunc_over_fit"] == 1.0
+    assert entry["dip_ratio"] == entry["rmse"][entry["dts"].index(1 / 8)] / entry["fit"] < 0.5
 
 
 def test_convergence_command_rejects_another_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

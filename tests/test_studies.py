@@ -1,4 +1,4 @@
-"""The studies of issue #15 (benchmarks/studies/): the hooks they add to the engine, their measurements on
+"""The studies of issues #15 and #22 (benchmarks/studies/): the hooks they add to the engine, their measurements on
 tiny settings, and `depthbench study` end to end (writing a study file and its table)."""
 
 from __future__ import annotations
@@ -70,29 +70,57 @@ def test_refine_at_epochs_outside_the_recipe_is_refused(digits) -> None:
         train(_coarse(task), data, task, Recipe(epochs=2, batch_size=32), device=CPU, seed=0, refine_at_epochs=(1,))
 
 
-def test_refinement_schedule_splits_epochs_into_equal_stages() -> None:
-    assert refinement.schedule(8) == [3, 5, 7]
-    assert refinement.schedule(4, 2) == [3]
-    with pytest.raises(ValueError, match="equal stages"):
-        refinement.schedule(6)
+def test_refinement_stages_split_the_epochs_the_deepest_last() -> None:
+    assert refinement.stage_epochs(10) == [2, 2, 3, 3] and refinement.refine_epochs([2, 2, 3, 3]) == [3, 5, 8]
+    assert refinement.stage_epochs(4) == [1, 1, 1, 1] and refinement.refine_epochs([1, 1, 1, 1]) == [2, 3, 4]
+    with pytest.raises(ValueError, match="cannot give each of 4 stages an epoch"):
+        refinement.stage_epochs(3)
+
+
+def test_refined_epochs_are_the_most_that_fit_the_full_arms_time() -> None:
+    per_epoch = [1.0, 2.0, 4.0, 8.0]  # seconds of an epoch at 1, 2, 4, 8 steps
+    epochs, predicted = refinement.epochs_that_fit(60.0, per_epoch, cap=40)
+    assert predicted <= 60.0 and predicted == sum(n * s for n, s in zip(refinement.stage_epochs(epochs), per_epoch))
+    assert refinement.epochs_that_fit(60.0, per_epoch, cap=40)[0] == epochs
+    more = refinement.stage_epochs(epochs + 1)
+    assert sum(n * s for n, s in zip(more, per_epoch)) > 60.0  # one epoch more would not fit
+    assert refinement.epochs_that_fit(1.0, per_epoch, cap=40)[0] == 4  # at least one epoch per stage
+    assert refinement.epochs_that_fit(1e9, per_epoch, cap=12)[0] == 12  # never past the cap
+
+
+def test_time_to_target_is_the_first_epoch_that_reaches_it() -> None:
+    marks = [(0.80, 10.0), (0.86, 20.0), (0.85, 30.0), (0.90, 40.0)]
+    assert refinement.time_to_target(marks, 0.85) == 20.0
+    assert refinement.time_to_target(marks, 0.95) is None
 
 
 def test_study_command_writes_the_refinement_file_and_table(tmp_path, monkeypatch) -> None:
-    # The recipe shortened to 4 epochs (one per stage) on 200 examples per split: the command, not the result.
-    monkeypatch.setattr(common, "study_recipe",
-                        lambda task: dataclasses.replace(Recipe(epochs=4, batch_size=32, lr=5e-3)))
-    code = main(["study", "refinement", "--seeds", "0", "1", "--limit", "200", "--results", str(tmp_path / "r"),
-                 "--out", str(tmp_path / "l")])
+    # Two epochs for the full arm on 200 examples per split: the command and the bookkeeping, not the result.
+    monkeypatch.setattr(common, "study_recipe", lambda task: Recipe(epochs=2, batch_size=32, lr=5e-3))
+    code = main(["study", "refinement", "--task", "digits", "--seeds", "0", "1", "--limit", "200", "--results",
+                 str(tmp_path / "r"), "--out", str(tmp_path / "l")])
     assert code == 0
     study = read_study(tmp_path / "r" / "refinement" / "digits.json")
-    assert study["tier"] == "cpu-study" and study["seeds"] == [0, 1]
-    for key in ("refined_accuracy", "full_accuracy", "refined_train_seconds", "full_train_seconds"):
-        assert study["summary"][key]["n"] == 2
-        assert all(0 < v for v in study["summary"][key]["values"])
-    assert {row["final_steps"] for row in study["rows"]} == {8}
-    assert study["details"]["refine_at_epochs"] == [2, 3, 4]
+    assert study["seeds"] == [0, 1] and study["details"]["claims"] == ["queiruga-refinement"]
+    summary = study["summary"]
+    assert set(summary) == {"full_accuracy", "refined_accuracy", "accuracy_difference", "time_to_target_ratio",
+                            "full_train_seconds", "refined_train_seconds"}
+    rows = {(row["arm"], row["seed"]): row for row in study["rows"]}
+    assert set(rows) == {(arm, seed) for arm in ("full", "refined") for seed in (0, 1)}
+    for i, seed in enumerate((0, 1)):
+        full, refined = rows[("full", seed)], rows[("refined", seed)]
+        assert summary["full_accuracy"]["values"][i] == full["accuracy"]  # paired per seed, in seed order
+        assert summary["accuracy_difference"]["values"][i] == pytest.approx(refined["accuracy"] - full["accuracy"])
+        assert summary["refined_train_seconds"]["values"][i] == refined["train_seconds"] > 0
+        assert full["final_steps"] == refined["final_steps"] == 8 and full["epochs"] == 2
+        assert refined["steps_schedule"] == "1 -> 2 -> 4 -> 8" and refined["epochs"] >= 4
+        # equal training time: the refined arm's schedule was sized to fit the full arm's measured time
+        assert refined["epochs"] == 4 or refined["predicted_seconds"] <= full["train_seconds"]
+        assert full["reached_target"] and full["target"] == pytest.approx(full["final_val"] - 0.01)
+        hit = refined["time_to_target"] if refined["reached_target"] else refined["train_seconds"]
+        assert summary["time_to_target_ratio"]["values"][i] == pytest.approx(hit / full["time_to_target"])
     table = (tmp_path / "l" / "refinement" / "digits.md").read_text()
-    assert "refined_accuracy" in table and "1 -> 2 -> 4 -> 8" in table
+    assert "time_to_target_ratio" in table and "1 -> 2 -> 4 -> 8" in table
     assert (tmp_path / "l" / "refinement" / "digits.csv").read_text().startswith("arm,")
 
 
@@ -105,31 +133,79 @@ def _entry(scheme: str, steps: int, acc: float, nfe: int, trained: bool = False,
     return {"scheme": scheme, "n_steps": steps, "accuracy": acc, "nfe": nfe, "trained": trained, **extra}
 
 
-@pytest.mark.numerics
-def test_cheapest_is_the_fewest_nfe_within_half_a_point() -> None:
-    entries = [_entry("rk4", 8, 0.90, 32, trained=True), _entry("rk4", 2, 0.896, 8), _entry("euler", 2, 0.894, 2),
-               _entry("midpoint", 1, 0.95, 2, failed="non-finite outputs"), _entry("rk4", 16, 0.91, 64)]
-    trained, best = compression.cheapest(entries)
-    assert trained["n_steps"] == 8 and (best["scheme"], best["n_steps"]) == ("rk4", 2)  # 0.894 is 0.6 pt below
-    tie = [_entry("euler", 8, 0.9, 8, trained=True), _entry("rk4", 2, 0.9, 8)]
-    assert compression.cheapest(tie)[1]["trained"]  # a tie claims no compression
+def test_fewest_steps_is_the_fewest_same_scheme_steps_within_half_a_point_on_validation() -> None:
+    rk4 = {compression.Setting("rk4", k): acc for k, acc in ((8, 0.900), (6, 0.897), (4, 0.894), (2, 0.96))}
+    val = {**rk4, compression.Setting("euler", 1): 0.95}
+    assert compression.fewest_steps(val, compression.Setting("rk4", 8)) == compression.Setting("rk4", 2)
+    val[compression.Setting("rk4", 2)] = 0.5
+    # 4 steps are 0.6 pt below: not within; another scheme never counts as fewer steps
+    assert compression.fewest_steps(val, compression.Setting("rk4", 8)) == compression.Setting("rk4", 6)
+    assert compression.fewest_steps({compression.Setting("rk4", 8): 0.9}, compression.Setting("rk4", 8)).steps == 8
+
+
+def test_cheapest_other_stops_at_the_first_nfe_level_that_qualifies() -> None:
+    val = {("euler", 1): 0.5, ("midpoint", 1): 0.894, ("euler", 2): 0.897, ("euler", 3): 0.899,
+           ("rk4_38", 1): 0.95, ("euler", 4): 0.95}
+    scored = []
+
+    def score(setting: compression.Setting) -> float:
+        scored.append(setting)
+        return val.get((setting.scheme, setting.steps), 0.0)
+
+    candidates = [compression.Setting(s, k) for s in compression.OTHER_SCHEMES for k in compression.OTHER_STEPS]
+    best, scores = compression.cheapest_other(candidates, score, reference=0.9)
+    # NFE 1: euler x1 fails; NFE 2: euler x2 (0.897) qualifies, midpoint x1 (0.894) does not: the search ends there
+    assert best == compression.Setting("euler", 2) and best.nfe == 2
+    assert set(scored) == set(scores) == {compression.Setting("euler", 1), compression.Setting("euler", 2),
+                                          compression.Setting("midpoint", 1)}
+    assert compression.Setting("rk4_38", 1).nfe == 4 and compression.Setting("midpoint", 3).nfe == 6
+    nothing, scores = compression.cheapest_other(candidates[:3], lambda s: 0.0, reference=0.9)
+    assert nothing is None and len(scores) == 3
+
+
+def test_compression_chooses_on_validation_only(monkeypatch) -> None:
+    # The same training with the test labels scrambled: every choice (and validation score) must be the same,
+    # only the test columns may change.
+    monkeypatch.setattr(compression, "THROUGHPUT_ROUNDS", 1)
+    start = common.begin("digits", [0], None, 200)
+    start = start._replace(recipe=Recipe(epochs=2, batch_size=32, lr=5e-3))
+    scrambled = dataclasses.replace(start.data, test=dataclasses.replace(
+        start.data.test, y=start.data.test.y[torch.randperm(len(start.data.test), generator=torch.Generator()
+                                                            .manual_seed(1))]))
+    plain, other = compression.one_seed(start, 0), compression.one_seed(start._replace(data=scrambled), 0)
+    choices = [(r["setting"], r["chosen_as"], r["val_accuracy"]) for r in plain["rows"]]
+    assert choices == [(r["setting"], r["chosen_as"], r["val_accuracy"]) for r in other["rows"]]
+    assert plain["values"]["trained_accuracy"] != other["values"]["trained_accuracy"]
 
 
 def test_study_command_writes_the_compression_file_with_the_papers_column(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(common, "study_recipe", lambda task: Recipe(epochs=2, batch_size=32, lr=5e-3))
-    monkeypatch.setattr(compression, "MODELS", {"continuousnet": {}, "resnet": {}})
-    monkeypatch.setattr(compression, "LATENCY_REPEATS", 3)
-    code = main(["study", "compression", "--seeds", "0", "--limit", "200", "--results", str(tmp_path / "r"),
-                 "--out", str(tmp_path / "l")])
+    monkeypatch.setattr(compression, "THROUGHPUT_ROUNDS", 2)
+    code = main(["study", "compression", "--task", "digits", "--seeds", "0", "--limit", "200", "--results",
+                 str(tmp_path / "r"), "--out", str(tmp_path / "l")])
     assert code == 0
     study = read_study(tmp_path / "r" / "compression" / "digits.json")
-    assert set(study["summary"]) == {"trained_accuracy", "compressed_accuracy", "latency_speedup", "nfe_ratio"}
-    assert study["summary"]["nfe_ratio"]["mean"] >= 1
-    assert study["summary"]["compressed_accuracy"]["mean"] >= study["summary"]["trained_accuracy"]["mean"] - 0.005
-    assert [row["model"] for row in study["rows"]] == ["continuousnet", "resnet"]
-    assert all(row["cheapest_latency_ms"] > 0 for row in study["rows"])
+    summary = study["summary"]
+    assert set(summary) == {"fewer_steps_drop", "fewer_steps_nfe_ratio", "fewer_steps_speedup",
+                            "cheaper_scheme_drop", "cheaper_scheme_nfe_ratio", "cheaper_scheme_speedup",
+                            "trained_accuracy", "resnet_accuracy"}
+    rows = study["rows"]
+    chosen = {arm: row for row in rows for arm in (row["chosen_as"] or "").split("+")}
+    trained = chosen["trained"]
+    assert (trained["setting"], trained["nfe"]) == ("rk4 x8", 32)
+    for arm in ("fewer_steps", "cheaper_scheme"):
+        row = chosen[arm]
+        assert row["val_accuracy"] >= trained["val_accuracy"] - 0.005  # chosen within 0.5 pt on validation
+        assert summary[f"{arm}_nfe_ratio"]["values"] == [32 / row["nfe"]]
+        assert summary[f"{arm}_drop"]["values"] == [pytest.approx(trained["test_accuracy"] - row["test_accuracy"])]
+        speedup = 1.0 if row is trained else row["images_per_second"] / trained["images_per_second"]
+        assert summary[f"{arm}_speedup"]["values"] == [pytest.approx(speedup)]
+    assert chosen["fewer_steps"]["scheme"] == "rk4" and chosen["fewer_steps"]["steps"] <= 8
+    assert chosen["cheaper_scheme"]["scheme"] in ("euler", "midpoint", "rk4_38") or chosen["cheaper_scheme"] is trained
+    assert all(r["test_accuracy"] is None for r in rows if r["chosen_as"] is None)  # test only for the chosen
+    assert rows[-1]["scheme"] == "resnet" and summary["resnet_accuracy"]["values"] == [rows[-1]["test_accuracy"]]
     table = (tmp_path / "l" / "compression" / "digits.md").read_text()
-    assert "Queiruga et al. 2020 (CIFAR-10, their numbers)" in table and "0.9228 (RK4-3/8, 6-6-6 steps)" in table
+    assert "Queiruga et al. 2020 (seed 000:486-493" in table and "RK4-3/8 6-6-6 92.28% 6.25 s" in table
 
 
 def test_direct_backprop_memory_grows_with_steps_and_the_adjoint_does_not() -> None:

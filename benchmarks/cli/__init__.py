@@ -210,6 +210,12 @@ def _study(args: argparse.Namespace) -> int:
         raise ValueError(f"--checkpoints applies to the studies that reuse a tier's weights "
                          f"({', '.join(n for n, s in all_studies().items() if 'checkpoints' in s.options)}), "
                          f"not to {args.name}")
+    if args.workers is not None:
+        if "workers" not in spec.options:
+            raise ValueError(f"--workers applies to the studies that run seeds in processes "
+                             f"({', '.join(n for n, s in all_studies().items() if 'workers' in s.options)}), "
+                             f"not to {args.name}")
+        extra["workers"] = args.workers
     path = spec.run(task, seeds, args.results, limit=args.limit, figure=figure, **extra)
     written = render(path, args.out / args.name)
     print(f"depthbench: wrote {path} and {len(written)} files under {args.out / args.name}", file=sys.stderr)

@@ -168,6 +168,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     study.add_argument("--out", type=Path, default=Path("leaderboards"), help="tables go to OUT/<study>/")
     study.add_argument("--checkpoints", type=Path, help="suite-strength: reuse the weights kept by `depthbench run "
                        "--tier cpu --keep-checkpoints` in this store (the same tier hash, model and seed), else train")
+    study.add_argument("--workers", type=_workers, metavar="N", help="the studies that take it: seeds at once, in N "
+                       "processes of one torch thread each (CPU; default 1; each loads the data itself)")
     claims = commands.add_parser("claims", help="the papers' claims checked (issue #15): depth-transfer studies from "
                                  "the records, then leaderboards/claims.md and .csv from records and study files")
     claims.add_argument("--results", type=Path, default=Path("results"), help="records and study files")

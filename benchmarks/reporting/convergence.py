@@ -3,7 +3,8 @@
 The study file (results/convergence/pendulum.json, written with benchmarks/store/studies.py) keeps the whole
 sweep under `details`; this module writes a log-log figure of error vs Δt (one curve per (training scheme,
 evaluation scheme), mean over seeds with a ± std band, the training Δt marked) and a Markdown table of observed
-orders, dips and a verdict per curve.
+orders, dips and a verdict per curve; then the training-Δt sweep: a table of fit, truncation error and dip ratio per
+(scheme, training Δt) and the study's declared figure (dip ratio against truncation / fit, `<task>-dip.png`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,33 @@ def table(study: dict[str, Any]) -> str:
                      f"({dips}/{len(curve['dip'])}) | {ratio:.3g} ± {ratio_std:.2g} | "
                      f"{verdict(curve, result['scheme_orders'][curve['eval_scheme']])} |")
     lines += ["", f"![convergence plot]({result['task']}.png)"]
+    lines += dt_sweep_table(result)
     return "\n".join(lines) + "\n"
+
+
+def dt_sweep_table(result: dict[str, Any]) -> list[str]:
+    """The training-Δt sweep: per (training scheme, training Δt) the mean ± std over seeds of the fitting error,
+    the scheme's truncation error, their ratio and the dip ratio, and the seeds whose dip ratio exceeds the margin
+    (none for a study file written before the sweep)."""
+    entries = result.get("dt_sweep", [])
+    if not entries:
+        return []
+    lines = ["", "## Dip against truncation error / fitting error (training Δt swept)", "",
+             "Every scheme trained at each training Δt, run with its own scheme: fit = its RMSE at the training Δt, "
+             "truncation = the same scheme at that Δt on the pendulum's true rate, dip ratio = RMSE(Δt/4) / RMSE(Δt); "
+             "a dip can only show where truncation / fit is well above 1.", "",
+             "| train scheme | training Δt | fit | truncation | truncation / fit | dip ratio | dip ratio > "
+             f"{result['dip_margin']:g} (seeds) |", "|---|---:|---:|---:|---:|---:|---|"]
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for entry in entries:
+        groups.setdefault((entry["train_scheme"], entry["train_dt"]), []).append(entry)
+    for (scheme, dt), group in groups.items():
+        cells = [_mean_std([e[k] for e in group]) for k in ("fit", "truncation", "trunc_over_fit", "dip_ratio")]
+        dips = sum(e["dip_ratio"] > result["dip_margin"] for e in group)
+        lines.append(f"| {scheme} | {dt:g} | " + " | ".join(f"{m:.3g} ± {sd:.2g}" for m, sd in cells)
+                     + f" | {dips}/{len(group)} |")
+    lines += ["", f"![dip ratio against truncation / fit]({result['task']}-dip.png)"]
+    return lines
 
 
 def figure(result: dict[str, Any]) -> Figure:
@@ -140,4 +167,8 @@ def render(study_path: Path | str, out_dir: Path | str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{study['task']}.md"
     write_atomic(md, table(study))
-    return [md, *_save(figure(study["details"]), out / study["task"])]
+    written = [md, *_save(figure(study["details"]), out / study["task"])]
+    from benchmarks.reporting.studies import line_figure  # imports this module: read at call time
+
+    dip = line_figure(study)  # the declared LineFigure: dip ratio against truncation / fit, from the rows
+    return written + (_save(dip, out / f"{study['task']}-dip") if dip is not None else [])

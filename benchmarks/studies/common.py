@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,6 +14,7 @@ import torch
 
 import zoo
 from benchmarks.data.tasks import Task, TaskData, get_task
+from benchmarks.evaluation.timing import sync
 from benchmarks.protocols import CPU, SMOKE, Protocol, Recipe, recipe_for
 from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.studies import write_study
@@ -107,3 +110,44 @@ def save(results: Path, *, study: str, task: str, seeds: Sequence[int], per_seed
     return write_study(results, study=study, task=task, tier=tier or study_tier(task), seeds=seeds,
                        per_seed=per_seed, rows=rows, provenance={**provenance, "finished": now()}, figure=figure,
                        details={**header, **details})
+
+
+def study_clock(device: torch.device) -> Callable[[], float]:
+    """The clock a study times its arms with (training time, inference throughput). On CPU: the process's CPU time;
+    with the one torch thread `depthbench study` sets, that is the wall time the work takes on a core of its own,
+    where wall time on a shared machine would also measure the neighbours' load. On a GPU: wall time, device
+    synchronised before each reading."""
+    if device.type == "cpu":
+        return time.process_time
+
+    def wall() -> float:
+        sync(device)
+        return time.perf_counter()
+
+    return wall
+
+
+def run_seeds(work: Callable[..., Any], start: Start, *, limit: int | None, workers: int = 1,
+              **options: Any) -> list[Any]:
+    """`work(start, seed, **options)` for every seed of `start`, results in seed order. With `workers` > 1 (CPU
+    only), in that many spawned processes of one torch thread each: each loads the task and its data itself (`limit`
+    as the parent did), so `work` must be a module-level function returning picklable values. A seed's result does not
+    depend on the process it ran in (seeded; one thread)."""
+    workers = min(int(workers), len(start.seeds))
+    if workers <= 1:
+        return [work(start, seed, **options) for seed in start.seeds]
+    if start.device.type != "cpu":
+        raise ValueError(f"workers > 1 runs seeds in CPU processes; on {start.device} give workers 1")
+    bare = start._replace(task=None, data=None)  # a Task holds its loader (not picklable): children load by name
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:
+        futures = [pool.submit(_seed_in_child, work, bare, start.task.name, limit, seed, options)
+                   for seed in start.seeds]
+        return [future.result() for future in futures]
+
+
+def _seed_in_child(work: Callable[..., Any], bare: Start, task_name: str, limit: int | None, seed: int,
+                   options: dict[str, Any]) -> Any:
+    task, data = load(task_name, limit)
+    return work(bare._replace(task=task, data=data), seed, **options)

@@ -1,16 +1,23 @@
 """Convergence test of Queiruga et al. (2020, arXiv 2008.02389) on the pendulum task.
 
-The same small tanh rate is trained inside Euler, midpoint and RK4 blocks at one training Δt, frozen, then run with
-every scheme while Δt is swept; the error is measured against the task's exact flow (its targets). A model that learned
-the ODE converges when Δt is refined, at about its scheme's order, down to its fitting floor; one that learned its own
-discretisation has its lowest error at the training Δt (the "dip") and gets worse when refined.
+The same small tanh rate is trained inside Euler, midpoint and RK4 blocks, frozen, then run while Δt is swept; the
+error is measured against the task's exact flow (its targets). A model that learned the ODE converges when Δt is
+refined, at about its scheme's order, down to its fitting floor; one that learned its own discretisation has its
+lowest error at the training Δt (the "dip") and gets worse when refined. The seed (000:246-253): "There's a noticeable
+dip in error for ODE-Net(Euler)", "The models embedded in Midpoint and RK4 have no dip".
 
-Set-up chosen so that the discretisation error, not the network's fitting error, dominates the swept range: the model
-maps a state to the state `HORIZON_STEPS` task intervals later (horizon 1.0, the trajectories of the task chained), the
-training Δt is coarse (0.25: Euler's error there is ~1e-1, far above a good fit), and the rate is fitted to ~5e-4 by
-full-batch L-BFGS in float64 (Adam left it at ~1e-2, which hid every order). The observed order of a curve is fitted
-only where its error is at least `FLOOR_FACTOR` x the model's fitting floor (its error with a converged solve):
-below that the floor, not the scheme, sets the error and the slope would say nothing about the order.
+A dip can only show where the scheme's truncation error at the training Δt is well above the model's fitting error:
+below it the model has nothing of the discretisation to learn. So the TRAINING Δt is swept (`N_TRAINS` steps over
+the horizon: Δt 1, 0.5, 0.25) and every model reports its dip ratio RMSE(Δt/4) / RMSE(Δt) with its own scheme against
+`trunc_over_fit` = (the same scheme at the same Δt on the true rate, against the exact flow) / (the model's own error
+at its training Δt): RK4's truncation error at Δt 0.25 (~1.6e-5) is far below its fitting error (~4e-4), at Δt 1 it
+is not. The models of Δt 0.25 are also run with every scheme (error vs Δt per scheme pair, observed orders).
+
+Set-up: the model maps a state to the state `HORIZON_STEPS` task intervals later (horizon 1.0, the trajectories of
+the task chained), and the rate is fitted by full-batch L-BFGS in float64 (Adam left it at ~1e-2, which hid every
+order). The observed order of a curve is fitted only where its error is at least `FLOOR_FACTOR` x the model's fitting
+floor (its error with a converged solve): below that the floor, not the scheme, sets the error and the slope would
+say nothing about the order.
 """
 
 from __future__ import annotations
@@ -25,18 +32,21 @@ import torch
 from torch import nn
 
 import zoo
-from benchmarks.data.tasks import PENDULUM_DELTA, Split, get_task
-from benchmarks.studies.common import provenance, save
-from benchmarks.studies.registry import register_study
+from benchmarks.data.tasks import PENDULUM_DELTA, Split, get_task, pendulum_rhs
+from benchmarks.studies.common import check_seeds, provenance, save
+from benchmarks.studies.registry import LineFigure, register_study
 
 SCHEMES = ("euler", "midpoint", "rk4")
 ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}
 DT_FACTORS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)  # evaluation Δt / training Δt
 HORIZON_STEPS = 4  # task intervals per example: horizon 4 x 0.25 = 1.0
+N_TRAINS = (1, 2, 4)  # training steps over the horizon: training Δt 1, 0.5 and 0.25
+CROSS_N_TRAIN = 4  # the models evaluated with every scheme (error vs Δt per scheme pair) are those of Δt 0.25
 DIP_MARGIN = 1.03  # a dip: RMSE at Δt/2 and at Δt/4 both >= 1.03 x the RMSE at the training Δt
 FLOOR_FACTOR = 4.0  # the order is fitted over the points whose RMSE is >= 4 x the fitting floor
 MIN_ORDER_POINTS = 3  # fewer such points: no order (the floor dominates the sweep)
 REFERENCE_STEPS = 1024  # RK4 steps of the converged solve that measures the fitting floor
+ITERATIONS = 500  # L-BFGS iterations per training
 
 
 class TanhRate(nn.Module):
@@ -48,6 +58,13 @@ class TanhRate(nn.Module):
 
     def forward(self, t: float, x: torch.Tensor, interval: object = None) -> torch.Tensor:
         return self.net(x)
+
+
+class PendulumRate(nn.Module):
+    """The task's true rate (d theta/dt = omega, d omega/dt = -sin theta; g/L = 1): the truncation error reference."""
+
+    def forward(self, t: float, x: torch.Tensor, interval: object = None) -> torch.Tensor:
+        return pendulum_rhs(x)
 
 
 def build(rate: nn.Module, scheme: str, n_steps: int, t1: float = PENDULUM_DELTA) -> zoo.DepthModel:
@@ -125,59 +142,97 @@ def _rmse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x) - y).square().mean().sqrt())
 
 
-def sweep(seeds: int = 3, n_train: int = 4, iterations: int = 500, width: int = 32,
-          limit: int | None = None) -> dict[str, Any]:
-    """Train every scheme for every seed, evaluate every (train, eval) scheme pair over the Δt sweep.
+def step_counts(n_train: int) -> list[int]:
+    """The evaluation step counts of a model trained with `n_train` steps: `DT_FACTORS` x its Δt, down to Δt/16 and
+    up to the coarsest whole step count (n_train 1: 16, 8, 4, 2, 1 steps)."""
+    counts = [n_train / f for f in DT_FACTORS]
+    return [round(n) for n in counts if n >= 1 - 1e-9 and abs(n - round(n)) < 1e-9]
 
-    Returns plain JSON data: per pair, the RMSE per seed and Δt, and per seed the fitting floor, the observed order
-    (None where the floor dominates), the dip flag and the ratios RMSE(Δt/4) / RMSE(Δt) and RMSE(finest) / RMSE(Δt).
+
+def sweep(seeds: Sequence[int] | int = 3, n_trains: Sequence[int] = N_TRAINS, iterations: int = 500, width: int = 32,
+          limit: int | None = None) -> dict[str, Any]:
+    """Train every scheme at every training Δt (`n_trains` steps over the horizon) for every seed.
+
+    Every model is evaluated with its own scheme over its Δt sweep (`dt_sweep`: fitting error, the scheme's
+    truncation error on the true rate at the same Δt, dip ratio); the models trained with `CROSS_N_TRAIN` steps are
+    also evaluated with every scheme (`curves`: per (train, eval) pair the RMSE per seed and Δt, and per seed the
+    fitting floor, the observed order (None where the floor dominates), the dip flag and the ratios RMSE(Δt/4) /
+    RMSE(Δt) and RMSE(finest) / RMSE(Δt)). Returns plain JSON data.
     """
-    if n_train % 4 or n_train < 4:
-        raise ValueError(f"n_train must be a positive multiple of 4 (the sweep goes to 4x Δt), got {n_train}")
-    if seeds < 1 or iterations < 1 or width < 1:
-        raise ValueError(f"seeds, iterations and width must be positive, got {seeds}, {iterations}, {width}")
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    n_trains = sorted(set(n_trains))
+    if CROSS_N_TRAIN not in n_trains or any(not isinstance(n, int) or n < 1 for n in n_trains):
+        raise ValueError(f"n_trains must be positive step counts including {CROSS_N_TRAIN} (the cross-scheme "
+                         f"evaluation), got {n_trains}")
+    if not seeds or iterations < 1 or width < 1:
+        raise ValueError(f"give seeds, and positive iterations and width; got {seeds}, {iterations}, {width}")
     data = get_task("pendulum").load(limit=limit)
     horizon = HORIZON_STEPS * PENDULUM_DELTA
     x_train, y_train = horizon_pairs(data.train, HORIZON_STEPS)
     x_test, y_test = horizon_pairs(data.test, HORIZON_STEPS)
-    train_dt = horizon / n_train
-    counts = [round(n_train / f) for f in DT_FACTORS]
+    train_dt = horizon / CROSS_N_TRAIN
+    counts = step_counts(CROSS_N_TRAIN)
     dts = [horizon / n for n in counts]
     curves: dict[str, dict[str, Any]] = {}
     floors: dict[str, list[float]] = {s: [] for s in SCHEMES}
+    dt_sweep: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for seed in range(seeds):
+    for seed in seeds:
         for train_scheme in SCHEMES:
-            rate = train_rate(train_scheme, n_train, seed, x_train, y_train, iterations, width, horizon)
-            floor = _rmse(build(rate, "rk4", REFERENCE_STEPS, t1=horizon), x_test, y_test)
-            floors[train_scheme].append(floor)
-            for eval_scheme in SCHEMES:
-                rmse = [_rmse(build(rate, eval_scheme, n, t1=horizon), x_test, y_test) for n in counts]
-                at = _at(dts, rmse, train_dt)
-                curve = curves.setdefault(f"{train_scheme}/{eval_scheme}", {
-                    "train_scheme": train_scheme, "eval_scheme": eval_scheme, "rmse": [], "order": [], "dip": [],
-                    "dip_ratio": [], "refine_ratio": []})
-                curve["rmse"].append(rmse)
-                curve["order"].append(order_above_floor(dts, rmse, floor))
-                curve["dip"].append(has_dip(dts, rmse, train_dt))
-                curve["dip_ratio"].append(at[0.25] / at[1.0])
-                curve["refine_ratio"].append(rmse[0] / at[1.0])
+            for n_train in n_trains:
+                rate = train_rate(train_scheme, n_train, seed, x_train, y_train, iterations, width, horizon)
+                dt_sweep.append(own_scheme_sweep(rate, train_scheme, n_train, seed, horizon, x_test, y_test))
+                if n_train != CROSS_N_TRAIN:
+                    continue
+                floor = _rmse(build(rate, "rk4", REFERENCE_STEPS, t1=horizon), x_test, y_test)
+                floors[train_scheme].append(floor)
+                for eval_scheme in SCHEMES:
+                    rmse = [_rmse(build(rate, eval_scheme, n, t1=horizon), x_test, y_test) for n in counts]
+                    at = _at(dts, rmse, train_dt)
+                    curve = curves.setdefault(f"{train_scheme}/{eval_scheme}", {
+                        "train_scheme": train_scheme, "eval_scheme": eval_scheme, "rmse": [], "order": [],
+                        "dip": [], "dip_ratio": [], "refine_ratio": []})
+                    curve["rmse"].append(rmse)
+                    curve["order"].append(order_above_floor(dts, rmse, floor))
+                    curve["dip"].append(has_dip(dts, rmse, train_dt))
+                    curve["dip_ratio"].append(at[0.25] / at[1.0])
+                    curve["refine_ratio"].append(rmse[0] / at[1.0])
     return {
         "task": "pendulum", "reference": "Queiruga et al. 2020, arXiv 2008.02389",
         "error": f"test RMSE against the exact flow (the task's trajectories) over a horizon of {horizon:g}",
-        "horizon": horizon, "train_dt": train_dt, "n_train": n_train, "dts": dts, "step_counts": counts,
-        "seeds": seeds, "train_iterations": iterations, "optimiser": "full-batch L-BFGS, float64", "width": width,
+        "horizon": horizon, "train_dt": train_dt, "n_train": CROSS_N_TRAIN, "dts": dts, "step_counts": counts,
+        "n_trains": n_trains, "seeds": len(seeds), "train_iterations": iterations,
+        "optimiser": "full-batch L-BFGS, float64", "width": width,
         "train_pairs": len(x_train), "test_pairs": len(x_test), "dip_margin": DIP_MARGIN,
         "floor_factor": FLOOR_FACTOR, "min_order_points": MIN_ORDER_POINTS, "reference_steps": REFERENCE_STEPS,
         "scheme_orders": ORDERS, "floors": floors, "seconds": round(time.perf_counter() - started, 1),
-        "curves": list(curves.values()),
+        "curves": list(curves.values()), "dt_sweep": dt_sweep,
     }
 
 
+def own_scheme_sweep(rate: nn.Module, scheme: str, n_train: int, seed: int, horizon: float, x: torch.Tensor,
+                     y: torch.Tensor) -> dict[str, Any]:
+    """One trained rate run with its own scheme over its Δt sweep: its fitting error (RMSE at the training Δt), the
+    scheme's truncation error at that Δt (the same scheme on the pendulum's true rate, against the exact flow), and
+    the dip ratio RMSE(Δt/4) / RMSE(Δt)."""
+    counts = step_counts(n_train)
+    rmse = [_rmse(build(rate, scheme, n, t1=horizon), x, y) for n in counts]
+    fit, refined = rmse[counts.index(n_train)], rmse[counts.index(4 * n_train)]
+    truncation = _rmse(build(PendulumRate(), scheme, n_train, t1=horizon), x, y)
+    return {"train_scheme": scheme, "n_train": n_train, "train_dt": horizon / n_train, "seed": seed,
+            "dts": [horizon / n for n in counts], "rmse": rmse, "fit": fit, "truncation": truncation,
+            "dip_ratio": refined / fit, "trunc_over_fit": truncation / fit}
+
+
 def per_seed_summary(result: dict[str, Any]) -> dict[str, list[float]]:
-    """The numbers a claim cites, one value per seed (study-file summary): dip flags and ratios for every curve,
-    fitting floors, and the order of the curves that have one in every seed."""
+    """The numbers a claim cites, one value per seed (study-file summary): per (train scheme, training Δt) the dip
+    ratio and truncation error / fitting error; for the cross-scheme evaluation, dip flags and ratios for every
+    curve, fitting floors, and the order of the curves that have one in every seed."""
     out: dict[str, list[float]] = {f"{s}/floor": v for s, v in result["floors"].items()}
+    for entry in result.get("dt_sweep", []):  # in seed order
+        key = f"{entry['train_scheme']}/dt{entry['train_dt']:g}"
+        out.setdefault(f"{key}/dip_ratio", []).append(entry["dip_ratio"])
+        out.setdefault(f"{key}/trunc_over_fit", []).append(entry["trunc_over_fit"])
     for c in result["curves"]:
         key = f"{c['train_scheme']}/{c['eval_scheme']}"
         out[f"{key}/dip"] = [float(d) for d in c["dip"]]
@@ -188,21 +243,24 @@ def per_seed_summary(result: dict[str, Any]) -> dict[str, list[float]]:
     return out
 
 
+ROW_COLUMNS = ("train_scheme", "n_train", "train_dt", "seed", "dip_ratio", "trunc_over_fit", "fit", "truncation")
+
+
 @register_study("convergence", title="Convergence test on the pendulum (Queiruga et al. 2020)",
-                summary="Euler-, midpoint- and RK4-trained rates re-run with every scheme while Δt is swept: error vs "
-                "Δt, observed orders, dips at the training Δt", claims=("queiruga-dip",), task="pendulum",
-                seeds=(0, 1, 2))
+                summary="Euler-, midpoint- and RK4-trained rates at training Δt 1, 0.5 and 0.25, re-run while Δt is "
+                "swept: dip ratio against truncation error / fitting error; at Δt 0.25 every scheme pair, error vs "
+                "Δt, observed orders", claims=("queiruga-dip",), task="pendulum", seeds=(0, 1, 2, 3, 4),
+                figure=LineFigure(x="trunc_over_fit", y="dip_ratio", series="train_scheme",
+                                  xlabel="truncation error / fitting error at the training Δt",
+                                  ylabel="dip ratio RMSE(Δt/4) / RMSE(Δt)", logx=True, logy=True))
 def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
         limit: int | None = None, figure: str | None = None) -> Path:
-    """The sweep for seeds 0 .. n-1 (`seeds` must be 0, 1, ..., n-1); write `results/convergence/pendulum.json`."""
+    """The sweep for `seeds`; write `results/convergence/pendulum.json` (float64 on CPU whatever the device)."""
     if task_name != "pendulum":
         raise ValueError(f"the convergence test runs on the pendulum task (its exact flow is known), not {task_name!r}")
-    seeds = list(seeds)
-    if seeds != list(range(len(seeds))) or not seeds:
-        raise ValueError(f"the convergence study runs seeds 0, 1, ..., n-1; got {seeds}")
+    seeds = check_seeds(seeds)
     started = provenance(torch.device("cpu"))
-    result = sweep(seeds=len(seeds), limit=limit)
-    rows = [{"train_scheme": c["train_scheme"], "eval_scheme": c["eval_scheme"],
-             "dips": f"{sum(c['dip'])}/{len(c['dip'])}"} for c in result["curves"]]
+    result = sweep(seeds=seeds, iterations=ITERATIONS, limit=limit)
+    rows = [{k: entry[k] for k in ROW_COLUMNS} for entry in result["dt_sweep"]]
     return save(results, study="convergence", task="pendulum", seeds=seeds, per_seed=per_seed_summary(result),
-                rows=rows, provenance=started, details=result, figure=figure)
+                rows=rows, provenance=started, details={**result, "columns": list(ROW_COLUMNS)}, figure=figure)

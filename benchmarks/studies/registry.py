@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 RunFunction = Callable[..., Path]
-OPTIONS = ("checkpoints",)  # the optional arguments `depthbench study` knows how to pass
+OPTIONS = ("checkpoints", "workers")  # the optional arguments `depthbench study` knows how to pass
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from benchmarks.data.tasks import Split, Task, TaskData
 from benchmarks.protocols import Recipe
 from benchmarks.training.checkpoint import TrainingCheckpoint
+from benchmarks.training.refine import match_layout, refine_keeping_state
 from zoo.contract import capabilities, validate_output
 
 MAX_SEED = 2**32 - 1  # numpy's global generator takes seeds 0 .. 2**32 - 1 (torch's and Python's take more)
@@ -146,22 +147,15 @@ def _schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-Scheduler = torch.optim.lr_scheduler.LRScheduler
-
-
-def _refined(model: nn.Module, recipe: Recipe, scheduler: Scheduler, total_steps: int,
-             channels_last_layout: bool) -> tuple[nn.Module, torch.optim.Optimizer, Scheduler]:
-    """Refine `model` in place; a new optimizer over its new parameters, with the schedule's state carried over."""
-    model.refine()
+def _refined(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe,
+             channels_last_layout: bool) -> nn.Module:
+    """Refine `model` in place; the same optimizer (so the same schedule) tracks the new parameters with their state
+    mapped like the parameters (`refine.refine_keeping_state`); returns the new training forward."""
+    refine_keeping_state(model, optimizer)
     if channels_last_layout:
         channels_last(model)
-    optimizer = _optimizer(model, recipe)
-    state, rates = scheduler.state_dict(), scheduler.get_last_lr()
-    scheduler = _schedule(optimizer, recipe, total_steps)
-    scheduler.load_state_dict(state)
-    for group, rate in zip(optimizer.param_groups, rates):  # the rate the old schedule had reached
-        group["lr"] = rate
-    return training_forward(model, recipe), optimizer, scheduler
+        match_layout(optimizer)
+    return training_forward(model, recipe)
 
 
 def train(
@@ -179,9 +173,10 @@ def train(
     """Train `model` (already on `device`) with `recipe`; leaves it holding the best-validation weights.
 
     `refine_at_epochs` (refinement training, Queiruga et al. 2020): before each of these epochs `model.refine()`
-    doubles its depth basis and steps, representing the same theta(t). The new parameters get a fresh optimizer
-    (their moments would not match the new coefficients); the learning-rate schedule continues where it was, so the
-    recipe's schedule spans all epochs as for a model trained at full depth. The checkpoint kept is the best of the
+    doubles its depth basis and steps, representing the same theta(t). The optimizer carries over: each refined
+    parameter's state (Adam's moments, SGD's momentum) is mapped like the parameter (benchmarks/training/refine.py)
+    and the learning-rate schedule continues, so the recipe's schedule spans all epochs as for a model trained at
+    full depth. The checkpoint kept is the best of the
     epochs after the last refinement (earlier ones have another parameter shape).
 
     With `checkpoint`, the state after every epoch is saved there, and a run that finds one continues from it
@@ -226,8 +221,7 @@ def train(
     started = time.perf_counter() - spent
     for epoch in range(first_epoch, recipe.epochs + 1):
         if epoch in refine_at_epochs:
-            forward, optimizer, scheduler = _refined(model, recipe, scheduler, recipe.epochs * steps_per_epoch,
-                                                   image and cuda)
+            forward = _refined(model, optimizer, recipe, image and cuda)
             best_metric, best_state, best_epoch = None, None, 0
         model.train()
         epoch_start = time.perf_counter()
