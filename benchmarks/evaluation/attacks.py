@@ -294,6 +294,29 @@ def _attack_eps(attacker: _Attacker, model: nn.Module, sources: Mapping[Source, 
     return result, nfe
 
 
+def attack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str, eps: float, ev: Evaluation,
+                    batch_size: int, seed: int = 0, eot_draws: int = EOT_DRAWS) -> float:
+    """Accuracy under one white-box attack of the suite alone at `eps`, exactly as `robustness_suite` runs it and
+    reports it as `<attack>@<eps>`: on the model's exact inference configuration (an adjoint model through its
+    direct-gradient copy, a stochastic one through `EOT` draws), its seed from its position in the suite, PGD's
+    random starts as the protocol's restarts (per-example worst case); clean errors count as failures."""
+    spec = BY_NAME.get(attack)
+    if spec is None or spec.access is not Access.WHITE_BOX or spec.source is not Source.MODEL:
+        allowed = ", ".join(a.name for a in ATTACK_SUITE if a.access is Access.WHITE_BOX and a.source is Source.MODEL)
+        raise ValueError(f"attack_accuracy runs one white-box attack of the suite ({allowed}), got {attack!r}")
+    attacked = direct_gradient_model(model)
+    outputs = forward_all(model, x, batch_size)[0]
+    index = (outputs.argmax(dim=1) == y).nonzero().squeeze(1)
+    view = attack_view(attacked, eot_draws)
+    attacker = _Attacker(attacked, x, y, batch_size, seed)
+    make = _build(spec, view, eps, ev, outputs.shape[1])
+    alive = torch.ones(len(index), dtype=torch.bool, device=x.device)
+    for start in range(ev.pgd_restarts if spec.method == "pgd" and spec.restarts else 1):
+        ok, _ = attacker.run(spec.name, make, index[alive], eps, attack_seed(spec.name, start), source=view)
+        alive[alive.clone()] = ok
+    return int(alive.sum()) / len(y)
+
+
 def _sanity_flags(by_eps: dict[float, EpsResult], clean: torch.Tensor, unbounded: float | None,
                   vanishing: float) -> list[str]:
     """Reasons the numbers may overstate robustness (Athalye et al. 2018, sec. 3; Carlini et al. 2019, sec. 5)."""

@@ -6,6 +6,8 @@
   is longer, so every model's track is sampled at the same `points` + 1 equally spaced depths of each stage:
   adaptive solvers' dense output there; fixed-step models' step-boundary states (a ResNet's layer outputs), read
   between boundaries on the straight segment joining them (`zoo.Track.sample`).
+- Zhang's line-shape score LSS (seed 002:383-387; `zhang_line_shape_score`): the steps of the track scaled to unit
+  length and chained, n / |x~(n) - x~(0)|; only the steps' directions count. The line-shape study uses it.
 - Stiffness proxy: the largest singular value of the rate function's Jacobian df/dx at every track point, by
   power iteration on J^T J (forward- and reverse-mode products, no Jacobian is formed). sigma_max bounds the
   spectral radius from above. Models integrate over different depth intervals (a ResNet over [0, depth], a Neural
@@ -42,6 +44,28 @@ def line_shape_score(track: zoo.Track) -> torch.Tensor:
     length = sum(_norms(b - a) for a, b in zip(states[:-1], states[1:]))
     chord = _norms(states[-1] - states[0])
     return torch.where(chord > 0, length / chord.clamp_min(torch.finfo(chord.dtype).tiny), float("nan"))
+
+
+def zhang_line_shape_score(track: zoo.Track) -> torch.Tensor:
+    """Per-sample line-shape score as Zhang defines it (seed 002:383-387), not the length / chord above: every step
+    x(l) - x(l-1) of the track is scaled to unit length and the unit steps are chained, x~(l) = x~(l-1) +
+    (x(l) - x(l-1)) / |x(l) - x(l-1)|, then LSS = n / |x~(n) - x~(0)| >= 1, 1 for a straight track. Only the
+    directions of the steps count, not their lengths. NaN where a step has zero length (its direction is
+    undefined); inf where the unit steps return to the start. Reads the track's own points (a ResNet's layer
+    outputs): n is the number of steps."""
+    states = track.states
+    if len(states) < 2:
+        raise ValueError("a line-shape score needs a track of at least two states")
+    chained = None
+    undefined = torch.zeros(len(states[0]), dtype=torch.bool, device=states[0].device)
+    for a, b in zip(states[:-1], states[1:]):
+        step = (b - a).flatten(1).double()
+        length = step.norm(dim=1, keepdim=True)
+        undefined |= length.squeeze(1) == 0
+        unit = step / length.clamp_min(torch.finfo(step.dtype).tiny)
+        chained = unit if chained is None else chained + unit
+    score = (len(states) - 1) / chained.norm(dim=1)
+    return torch.where(undefined, torch.full_like(score, float("nan")), score)
 
 
 @torch.no_grad()  # torch.func's transforms differentiate anyway; this keeps the parameters' graph out

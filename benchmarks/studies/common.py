@@ -15,8 +15,10 @@ import torch
 import zoo
 from benchmarks.data.tasks import Task, TaskData, get_task
 from benchmarks.evaluation.timing import sync
+from benchmarks.execution.runner import checkpoint_for
 from benchmarks.protocols import CPU, SMOKE, Protocol, Recipe, recipe_for
 from benchmarks.store.provenance import now, run_provenance
+from benchmarks.store.records import record_path
 from benchmarks.store.studies import write_study
 from benchmarks.training.train import MAX_SEED, TrainResult, seed_everything, train
 
@@ -151,3 +153,24 @@ def _seed_in_child(work: Callable[..., Any], bare: Start, task_name: str, limit:
                    options: dict[str, Any]) -> Any:
     task, data = load(task_name, limit)
     return work(bare._replace(task=task, data=data), seed, **options)
+
+
+def trained_model(name: str, tier: Protocol, task: Any, data: Any, seed: int, device: torch.device,
+                  checkpoints: Path | None) -> tuple[torch.nn.Module, str]:
+    """The tier's model `name` of `seed`: the best weights kept beside its record in `checkpoints` (a store run with
+    `--keep-checkpoints`) when they are that run's, else trained here exactly as the tier's runner trains it."""
+    seed_everything(seed)
+    model = zoo.create_model(name, input_shape=task.input_shape, num_classes=task.num_classes,
+                             **tier.model_overrides).to(device)
+    recipe = recipe_for(tier, task.name)
+    if checkpoints is not None:
+        path = checkpoint_for(record_path(checkpoints, name, task.name, tier.task_hash(task.name), seed))
+        identity = {"model": name, "task": task.name, "protocol": tier.task_hash(task.name), "seed": seed,
+                    "epochs": recipe.epochs}
+        if path.is_file():
+            state = torch.load(path, map_location=device, weights_only=True)
+            if state.get("identity") == identity and state.get("epoch") == recipe.epochs and state.get("best_state"):
+                model.load_state_dict(state["best_state"])
+                return model.eval(), f"weights of {path}"
+    train(model, data, task, recipe, device=device, seed=seed)
+    return model.eval(), "trained here with the tier's recipe"

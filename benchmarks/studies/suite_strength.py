@@ -14,22 +14,17 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
-import zoo
 from benchmarks.evaluation.attacks import robustness_suite
 from benchmarks.evaluation.surrogate import resnet_surrogate
-from benchmarks.execution.runner import checkpoint_for
-from benchmarks.protocols import CPU, STANDARD, Evaluation, Protocol, recipe_for
+from benchmarks.protocols import CPU, STANDARD, Evaluation, Protocol
 from benchmarks.specs import MetricKey
 from benchmarks.store.provenance import now, run_provenance
-from benchmarks.store.records import record_path
 from benchmarks.store.studies import write_study
-from benchmarks.studies.common import load
+from benchmarks.studies.common import load, trained_model
 from benchmarks.studies.registry import register_study
-from benchmarks.training.train import seed_everything, train
 
 STUDY = "suite-strength"
 MODELS = ("resnet", "continuousnet", "neural-ode")  # a ResNet, a fixed-step ODE model and an adaptive one
@@ -41,27 +36,6 @@ BUDGETS = ("pgd_steps", "pgd_restarts", "apgd_steps", "apgd_restarts", "square_q
 def full_strength(tier: Protocol = CPU, reference: Protocol = STANDARD) -> Evaluation:
     """The tier's evaluation with the reference tier's attack budgets (AutoAttack's standard ones)."""
     return dataclasses.replace(tier.evaluation, **{k: getattr(reference.evaluation, k) for k in BUDGETS})
-
-
-def trained_model(name: str, tier: Protocol, task: Any, data: Any, seed: int, device: torch.device,
-                  checkpoints: Path | None) -> tuple[torch.nn.Module, str]:
-    """The tier's model `name` of `seed`: the best weights kept beside its record in `checkpoints` (a store run with
-    `--keep-checkpoints`) when they are that run's, else trained here exactly as the tier's runner trains it."""
-    seed_everything(seed)
-    model = zoo.create_model(name, input_shape=task.input_shape, num_classes=task.num_classes,
-                             **tier.model_overrides).to(device)
-    recipe = recipe_for(tier, task.name)
-    if checkpoints is not None:
-        path = checkpoint_for(record_path(checkpoints, name, task.name, tier.task_hash(task.name), seed))
-        identity = {"model": name, "task": task.name, "protocol": tier.task_hash(task.name), "seed": seed,
-                    "epochs": recipe.epochs}
-        if path.is_file():
-            state = torch.load(path, map_location=device, weights_only=True)
-            if state.get("identity") == identity and state.get("epoch") == recipe.epochs and state.get("best_state"):
-                model.load_state_dict(state["best_state"])
-                return model.eval(), f"weights of {path}"
-    train(model, data, task, recipe, device=device, seed=seed)
-    return model.eval(), "trained here with the tier's recipe"
 
 
 @register_study("suite-strength", title="The cpu tier's reduced attack budgets against the full-strength suite",

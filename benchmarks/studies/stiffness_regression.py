@@ -1,0 +1,234 @@
+"""Hudson et al.'s stiffness penalty on their own regression task, Alpine 02 (seed 003, the 2022 Sandia LDRD talk).
+
+The seed's model (003:19-23): x_n = x_{n-1} + alpha_n F_n(x_{n-1}), F_n(x) = tanh(W_n x + b_n), alpha_n = T/N with
+T = 1 (003:36); width 20, depth N = 10 (003:228-231), plus a linear input layer R^d -> R^20 and a linear read-out
+(the seed shows neither; a residual layer needs equal widths). The task (003:214-219): f_A2(x) = prod_i sqrt(|x_i|)
+sin(x_i) on [-5, 5]^d as a regression, d = `DIM` = 2 (the seed gives no d; its figure is a surface), 900 training
+points in 20 mini-batches of 45, 100 test points (003:233-235), drawn per trial from the trial's seed; Adam, lr 1e-3,
+reduce-on-plateau (003:237-239; stepped on the epoch's mean training loss, torch's defaults). The seed trains 10k
+epochs; here `EPOCHS` (said in the file) so that the trials fit the 30-minute budget.
+
+Arms (003:281-287), the same initialisation and data order per trial:
+- `res`: no penalty; `l2`: lambda 1e-5 on the average of the Euclidean/Frobenius norms of all parameters;
+- `stiff`: lambda 1e-3 on the stiffness proxy, the spectral radius |lambda_1| of every layer's Jacobian
+  J_n = tanh'(W_n x_{n-1} + b_n) W_n (003:187) by Gelfand's formula |lambda_1| ~ ||J^k||^(1/k), k = 2^10 by 10
+  squarings with normalisation (003:209-210), summed over layers per sample.
+The loss is the seed's "quadratic mean of RMSE and penalty" (003:305-308): sqrt(mean_i(|F(x_i) - y_i|^2 + lambda
+p_i^2)), p_i the sample's penalty (the seed's formula writes a sum over the batch; the mean differs by the constant
+sqrt(45), which Adam's update does not see, and keeps "quadratic mean" as its text says).
+
+Measured per trial (its "seed"): training and test RMSE (`*_er`, `*_ge`), the seed's stiffness (003:189-200): the
+eigenvalue ratio |lambda_1| / |lambda_n| of every layer's Jacobian on every training point, as the MEAN over layers
+and points (`*_stiffness`; the seed's text sums them, 003:192, but its Alpine 02 table's "df" of 2.64 for RES
+(003:242) can only be a per-layer, per-sample scale; the sum is N x 900 times the mean and is kept in the rows), the
+spectral radius |lambda_1| averaged the same way (`*_radius`: the penalised proxy; the climate table's "stiffness"
+column, 0.05 for RES stiff, is below 1 and so cannot be a ratio: it reads as this proxy), wall times, and the ratios
+`stiff_ge_ratio`, `l2_ge_ratio` (over `res_ge`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.studies.common import check_seeds, provenance, save
+from benchmarks.studies.registry import register_study
+from benchmarks.training.train import seed_everything
+
+STUDY = "stiffness-regression"
+TASK = "alpine02"
+DIM, WIDTH, DEPTH, HORIZON = 2, 20, 10, 1.0
+N_TRAIN, N_TEST, BATCH = 900, 100, 45
+LR = 1e-3
+EPOCHS = 1000
+ARMS = {"res": ("none", 0.0), "l2": ("l2", 1e-5), "stiff": ("stiff", 1e-3)}
+SQUARINGS = 10  # k = 2**10 in Gelfand's formula
+PAPER = {
+    "label": "Hudson et al. (seed 003; Alpine 02: 10k epochs; climate task: 25 trials, medians)",
+    "res_er": "0.00389 (Alpine 02, 003:242); 5.4e-03 (climate, 003:313)",
+    "res_ge": "0.00613 (Alpine 02, 003:242); 3.9e-02 (climate, 003:313)",
+    "l2_er": "1.2e-02 (climate, 003:314)", "l2_ge": "3.7e-02 (climate, 003:314)",
+    "stiff_er": "1.2e-02 (climate, 003:315)", "stiff_ge": "3.8e-02 (climate, 003:315)",
+    "res_stiffness": "df 2.64 (Alpine 02, 003:242); 3.52 (climate, 003:313)", "l2_stiffness": "2.61 (climate)",
+    "stiff_stiffness": "0.05 (climate, 003:315)", "stiff_ge_ratio": "0.97 (3.8e-02 / 3.9e-02, climate)",
+    "l2_ge_ratio": "0.95 (3.7e-02 / 3.9e-02, climate)",
+    "rows": {
+        "003:241": "Model\tER\tGE\tdf\tfrob\tsingular",
+        "003:242": "RES\t0.00389\t0.00613\t2.64\t37.5\t25.8",
+        "003:312": "Model\tpenalty\tER\tGE\tstiffness\twall time (sec)",
+        "003:313": "RES (med)\t0.00\t5.4e-03\t3.9e-02\t3.52\t17903",
+        "003:314": "RES L2 (med)\t25.76\t1.2e-02\t3.7e-02\t2.61\t23547",
+        "003:315": "RES stiff (med)\t0.05\t1.2e-02\t3.8e-02\t0.05\t1848662",
+        "003:327": "Penalization Reduces Generalization Error in Climate Test Case II",
+    },
+}
+
+
+def alpine02(x: torch.Tensor) -> torch.Tensor:
+    """f_A2(x) = prod_i sqrt(|x_i|) sin(x_i) (003:217), one value per row of x, as a column."""
+    return (x.abs().sqrt() * x.sin()).prod(dim=1, keepdim=True)
+
+
+def alpine_data(trial: int, dim: int = DIM, n_train: int = N_TRAIN, n_test: int = N_TEST
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test): points uniform on [-5, 5]^dim from the trial's own generator."""
+    generator = torch.Generator().manual_seed(trial)
+    x = torch.rand(n_train + n_test, dim, generator=generator) * 10.0 - 5.0
+    y = alpine02(x)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+class AlpineResNet(nn.Module):
+    """x_0 = input layer (x); x_n = x_{n-1} + (T/N) tanh(W_n x_{n-1} + b_n), n = 1..N; output layer (x_N)."""
+
+    def __init__(self, dim: int = DIM, width: int = WIDTH, depth: int = DEPTH, horizon: float = HORIZON) -> None:
+        super().__init__()
+        self.lift = nn.Linear(dim, width)
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.read = nn.Linear(width, 1)
+        self.alpha = horizon / depth
+
+    def forward(self, x: torch.Tensor, jacobians: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output, and with `jacobians` every layer's J_n = tanh'(W_n x_{n-1} + b_n) W_n: (batch, N, width, width)."""
+        h, found = self.lift(x), []
+        for layer in self.layers:
+            z = layer(h)
+            if jacobians:
+                found.append((1.0 - z.tanh() ** 2).unsqueeze(-1) * layer.weight)
+            h = h + self.alpha * z.tanh()
+        return self.read(h), torch.stack(found, dim=1) if jacobians else None
+
+
+def gelfand_radius(matrices: torch.Tensor, squarings: int = SQUARINGS) -> torch.Tensor:
+    """Spectral radius of each (..., m, m) matrix by Gelfand's formula ||J^k||^(1/k), k = 2**squarings (003:209-210),
+    differentiable: each squaring first divides by the Frobenius norm and keeps the log of the scale, so J^k never
+    under- or overflows. Within a factor m^(1/(2k)) of |lambda_1| for normal matrices.
+
+    The scales are taken out of the graph: the result is ||J^k||^(1/k) whatever the scales are (they are added back
+    in log space), so its gradient is the same without differentiating them, at a third of the cost."""
+    tiny = torch.finfo(matrices.dtype).tiny
+    a, log_scale = matrices, torch.zeros(matrices.shape[:-2], dtype=matrices.dtype, device=matrices.device)
+    for _ in range(squarings):
+        norm = a.detach().flatten(-2).norm(dim=-1).clamp_min(tiny)
+        log_scale = 2.0 * (log_scale + norm.log())
+        a = a / norm[..., None, None]
+        a = a @ a
+    return torch.exp((a.flatten(-2).norm(dim=-1).clamp_min(tiny).log() + log_scale) / 2**squarings)
+
+
+def penalty(model: AlpineResNet, kind: str, jacobians: torch.Tensor | None) -> torch.Tensor:
+    """p (per sample for `stiff`): the average parameter norm (`l2`) or the layers' summed spectral radii (`stiff`)."""
+    if kind == "l2":
+        return torch.stack([p.norm() for p in model.parameters()]).mean()
+    if kind == "stiff":
+        return gelfand_radius(jacobians).sum(dim=1)
+    raise ValueError(f"unknown penalty {kind!r}; known: l2, stiff")
+
+
+def loss_of(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor, kind: str, weight: float) -> torch.Tensor:
+    """The seed's loss (003:305-308): sqrt(mean_i(|F(x_i) - y_i|^2 + lambda p_i^2)); plain RMSE without a penalty."""
+    out, jacobians = model(x, jacobians=kind == "stiff")
+    squared = (out - y).pow(2).sum(dim=1)
+    if kind != "none":
+        squared = squared + weight * penalty(model, kind, jacobians).pow(2)
+    return squared.mean().sqrt()
+
+
+@torch.no_grad()
+def measure(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """RMSE on (x, y), and the eigenvalue stiffness ratio and spectral radius of every layer's Jacobian at every x:
+    their means over layers and points, the ratio's sum (the seed's total stiffness, 003:192) and median."""
+    # In float64: tanh' = 1 - tanh^2 is exactly 0 in float32 from |z| ~ 9 (a zero eigenvalue, an infinite ratio).
+    out, jacobians = copy.deepcopy(model).double()(x.double(), jacobians=True)
+    moduli = torch.linalg.eigvals(jacobians).abs()
+    largest, smallest = moduli.amax(dim=-1), moduli.amin(dim=-1)
+    ratio = largest / smallest.clamp_min(torch.finfo(torch.float64).tiny)
+    return {"rmse": (out - y.double()).pow(2).mean().sqrt().item(), "stiffness": ratio.mean().item(),
+            "stiffness_sum": ratio.sum().item(), "stiffness_median": ratio.median().item(),
+            "radius": largest.mean().item()}
+
+
+def train_arm(kind: str, weight: float, trial: int, data: tuple[torch.Tensor, ...], epochs: int
+              ) -> tuple[AlpineResNet, dict[str, float]]:
+    """One arm of one trial: the trial's initialisation and mini-batch order, Adam with reduce-on-plateau."""
+    x_train, y_train = data[0], data[1]
+    seed_everything(trial)
+    model = AlpineResNet(dim=x_train.shape[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    order = torch.Generator().manual_seed(trial)
+    started, mean_loss = time.perf_counter(), math.nan
+    for epoch in range(epochs):
+        total = torch.zeros(())
+        permutation = torch.randperm(len(x_train), generator=order)
+        for start in range(0, len(x_train), BATCH):
+            index = permutation[start:start + BATCH]
+            loss = loss_of(model, x_train[index], y_train[index], kind, weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        mean_loss = total.item() / math.ceil(len(x_train) / BATCH)
+        if not math.isfinite(mean_loss):
+            raise RuntimeError(f"{STUDY}: arm {kind} of trial {trial} diverged at epoch {epoch + 1}")
+        plateau.step(mean_loss)
+    return model, {"seconds": time.perf_counter() - started, "final_loss": mean_loss,
+                   "final_lr": optimizer.param_groups[0]["lr"]}
+
+
+@register_study("stiffness-regression", title="Stiffness penalty on Hudson et al.'s Alpine 02 regression",
+                summary="the seed's ResNet on Alpine 02 trained plain, with L2 and with the Gelfand stiffness "
+                "penalty: training/test RMSE and the eigenvalue stiffness ratio, per trial",
+                claims=("hudson-stiffness",), task=TASK, seeds=tuple(range(5)))
+def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.device | None = None,
+        limit: int | None = None, figure: str | None = None, epochs: int | None = None) -> Path:
+    """Train the three arms for every trial; write `results/stiffness-regression/alpine02.json`. `limit` caps the
+    training points (quick runs); the device is the CPU (a model this small gains nothing elsewhere)."""
+    if task_name != TASK:
+        raise ValueError(f"{STUDY} runs on the seed's own task {TASK!r} (data generated here), not {task_name!r}")
+    clock = time.perf_counter()
+    epochs = EPOCHS if epochs is None else epochs
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"{STUDY}: epochs must be a positive int, got {epochs!r}")
+    trials = check_seeds(seeds)
+    started = provenance(torch.device("cpu"))
+    per_seed: dict[str, list[float]] = {}
+    rows: list[dict[str, Any]] = []
+    for trial in trials:
+        data = alpine_data(trial, n_train=min(N_TRAIN, limit or N_TRAIN))
+        found = {}
+        for arm, (kind, weight) in ARMS.items():
+            model, fit = train_arm(kind, weight, trial, data, epochs)
+            train_m, test_m = measure(model, data[0], data[1]), measure(model, data[2], data[3])
+            found[arm] = {"er": train_m["rmse"], "ge": test_m["rmse"], "stiffness": train_m["stiffness"],
+                          "radius": train_m["radius"], "seconds": fit["seconds"]}
+            rows.append({"arm": arm, "trial": trial, "weight": weight, **found[arm],
+                         "stiffness_sum": train_m["stiffness_sum"], "stiffness_median": train_m["stiffness_median"],
+                         "final_loss": fit["final_loss"], "final_lr": fit["final_lr"]})
+            for key, value in found[arm].items():
+                per_seed.setdefault(f"{arm}_{key}", []).append(value)
+        per_seed.setdefault("stiff_ge_ratio", []).append(found["stiff"]["ge"] / found["res"]["ge"])
+        per_seed.setdefault("l2_ge_ratio", []).append(found["l2"]["ge"] / found["res"]["ge"])
+    details = {"columns": ["arm", "trial", "weight", "er", "ge", "stiffness", "stiffness_sum", "stiffness_median",
+                           "radius", "seconds", "final_loss", "final_lr"],
+               "model": {"dim": DIM, "width": WIDTH, "depth": DEPTH, "horizon": HORIZON, "activation": "tanh"},
+               "data": {"train": len(data[0]), "test": N_TEST, "batch": BATCH, "domain": [-5.0, 5.0]},
+               "training": {"optimizer": "Adam", "lr": LR, "schedule": "ReduceLROnPlateau (torch defaults) on the "
+                            "epoch's mean training loss", "epochs": epochs, "seed_epochs": 10_000},
+               "arms": {arm: {"penalty": kind, "weight": weight} for arm, (kind, weight) in ARMS.items()},
+               "gelfand_squarings": SQUARINGS, "paper": PAPER, "seconds": round(time.perf_counter() - clock, 1),
+               "note": f"{epochs} epochs per arm (the seed: 10k); er/ge: training/test RMSE; stiffness: the seed's "
+                       "eigenvalue ratio |lambda_1|/|lambda_n| of each layer's Jacobian, mean over layers and the "
+                       "training points (stiffness_sum: the seed's sum, 003:192); radius: |lambda_1| averaged the same "
+                       "way (the stiff arm penalises its per-sample sum over layers); seeds are trials (data, "
+                       "initialisation and batch order from the trial); the climate task of the seed's 25-trial "
+                       "table is not available"}
+    return save(results, study=STUDY, task=TASK, seeds=trials, per_seed=per_seed, rows=rows, provenance=started,
+                details=details, figure=figure, tier="cpu-study")
