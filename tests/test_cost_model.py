@@ -13,7 +13,6 @@ from benchmarks import protocols
 from benchmarks.cli import main
 from benchmarks.execution import cost_model as C
 from benchmarks.execution import work as W
-from benchmarks.execution.device_session import task_hash
 from benchmarks.protocols import SMOKE, STANDARD
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +85,7 @@ def test_measured_sessions_correct_each_phase_by_the_median_ratio() -> None:
 def test_the_committed_cost_table_is_the_current_standard_tiers() -> None:
     table = json.loads((REPO / "docs/gpu-cost-model.json").read_text())
     assert table["tier"] == "standard" and table["version"] == STANDARD.version
-    assert table["hashes"] == {t: task_hash(STANDARD, t) for t in STANDARD.tasks}, \
+    assert table["hashes"] == {t: STANDARD.task_hash(t) for t in STANDARD.tasks}, \
         "the standard tier changed: regenerate with `depthbench device cost`"
     assert {(r["task"], r["model"]) for r in table["runs"]} == {(t, m) for t in STANDARD.tasks
                                                                   for m in STANDARD.models}

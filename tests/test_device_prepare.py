@@ -76,7 +76,7 @@ def test_everything_is_staged_sized_and_the_call_printed(checkout, fashion, whee
     (checkout / ".whl").mkdir()
     (checkout / ".whl" / "torchattacks-0.1-py3-none-any.whl").write_bytes(b"old")  # two versions stop pip there
     store = checkout / "local/results"
-    save_record(store, Record(model="resnet", task="fashion-mnist", seed=0, protocol=STANDARD.header()))
+    save_record(store, Record(model="resnet", task="fashion-mnist", seed=0, protocol=STANDARD.header("fashion-mnist")))
     save_record(store, Record(model="resnet", task="digits", seed=0, protocol={"name": "smoke", "hash": "0" * 12}))
     prepared = prepare(checkout, [fashion, _cifar()], stores=[store], wheels_from=wheels, download=False)
     assert prepared.carry == [".whl", ".data/gpu"] and not prepared.dropped

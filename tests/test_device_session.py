@@ -23,10 +23,11 @@ from benchmarks.protocols import SMOKE
 from benchmarks.store.records import Record, load_record, save_record
 
 REPO = Path(__file__).resolve().parents[1]
+DIGITS = SMOKE.task_hash("digits")
 
 
 def _record(root: Path, model: str, seconds: float, task: str = "digits", seed: int = 0) -> Path:
-    record = Record(model=model, task=task, seed=seed, protocol=SMOKE.header(),
+    record = Record(model=model, task=task, seed=seed, protocol=SMOKE.header(task),
                     metrics={"accuracy": 0.9}, provenance={"phase_seconds": {"train": seconds}})
     return save_record(root, record)
 
@@ -34,7 +35,7 @@ def _record(root: Path, model: str, seconds: float, task: str = "digits", seed: 
 def _estimates(path: Path, seconds: dict[str, float]) -> Path:
     runs = [{"task": "digits", "model": m, "seconds": s, "phases": {"train": s}, "surrogate": 0.0}
             for m, s in seconds.items()]
-    path.write_text(json.dumps({"tier": "smoke", "hashes": {"digits": SMOKE.hash}, "runs": runs}))
+    path.write_text(json.dumps({"tier": "smoke", "hashes": {"digits": DIGITS}, "runs": runs}))
     return path
 
 
@@ -112,11 +113,11 @@ def test_a_session_runs_what_fits_packs_one_archive_and_imports(tmp_path: Path) 
     with tarfile.open(archive) as tar:
         names = tar.getnames()
         session = json.load(tar.extractfile("session.json"))
-    assert f"results/digits/{SMOKE.hash}/resnet/seed0.json" in names
+    assert f"results/digits/{DIGITS}/resnet/seed0.json" in names
     assert not any("inresnet" in n or "continuousnet" in n for n in names)
     assert {"session.log", "device.json", "child.json"} <= set(names)
     assert session["stopped"] == "finished" and session["exit_status"] == 3
-    assert session["postponed"] == [f"digits/{SMOKE.hash}/continuousnet-euler/seed0.json"]
+    assert session["postponed"] == [f"digits/{DIGITS}/continuousnet-euler/seed0.json"]
     (run,) = session["runs"]
     assert run["model"] == "resnet" and run["status"] == "ok" and run["phase_seconds"]["train"] > 0
     assert run["estimated_phase_seconds"] == {"train": 1.0}
@@ -125,7 +126,7 @@ def test_a_session_runs_what_fits_packs_one_archive_and_imports(tmp_path: Path) 
 
     store = tmp_path / "store"
     report = import_archive(archive, store, sessions=tmp_path / "sessions")
-    assert report.new == [f"results/digits/{SMOKE.hash}/resnet/seed0.json"] and not report.invalid
+    assert report.new == [f"results/digits/{DIGITS}/resnet/seed0.json"] and not report.invalid
     assert load_record(store / report.new[0].removeprefix("results/"), store).status == "ok"
     assert (tmp_path / "sessions" / archive.name.removesuffix(".tar.gz") / "session.json").is_file()
     again = import_archive(archive, store, sessions=tmp_path / "sessions")
@@ -138,7 +139,7 @@ def _stand_in_child(record: Path, wait_for: str) -> tuple[str, str]:
     script = textwrap.dedent(f"""
         import json, pathlib, shutil, sys, time
         plan = json.loads(pathlib.Path(sys.argv[1]).read_text())
-        target = pathlib.Path(plan["results"]) / "digits/{SMOKE.hash}/resnet/seed0.json"
+        target = pathlib.Path(plan["results"]) / "digits/{DIGITS}/resnet/seed0.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy({str(record)!r}, target)
         out = pathlib.Path(plan["work"]).parent / "out"
@@ -171,7 +172,7 @@ def test_a_run_past_the_budget_is_stopped_and_what_was_done_is_packed(tmp_path: 
     (archive,) = (tmp_path / "out").iterdir()
     with tarfile.open(archive) as tar:
         session = json.load(tar.extractfile("session.json"))
-        assert f"results/digits/{SMOKE.hash}/resnet/seed0.json" in tar.getnames()
+        assert f"results/digits/{DIGITS}/resnet/seed0.json" in tar.getnames()
     assert session["stopped"].startswith("stopped at the end of the time budget")
     assert session["wall_seconds"] < 0.25 * 60 + device_session.STOP_GRACE + 10
 
@@ -203,15 +204,15 @@ def _archive(path: Path, members: dict[str, bytes]) -> Path:
 def test_the_import_validates_every_record_and_keeps_the_stores_on_conflict(tmp_path: Path, capsys) -> None:
     good = _record(tmp_path / "made", "resnet", 2.0)
     data = good.read_bytes()
-    where = f"results/digits/{SMOKE.hash}/resnet/seed0.json"
+    where = f"results/digits/{DIGITS}/resnet/seed0.json"
     other = json.loads(data)
     other["metrics"]["accuracy"] = 0.5
     archive = _archive(tmp_path / "a.tar.gz", {
         where: data,
-        f"results/digits/{SMOKE.hash}/anode/seed0.json": data,  # the resnet record filed under another model
-        f"results/digits/{SMOKE.hash}/sonode/seed0.json": b"{not json",
+        f"results/digits/{DIGITS}/anode/seed0.json": data,  # the resnet record filed under another model
+        f"results/digits/{DIGITS}/sonode/seed0.json": b"{not json",
         "results/../../escape/x/seed0.json": data,
-        f"results/digits/{SMOKE.hash}/noisy/seed1.json": json.dumps({**json.loads(data), "seed": 1,
+        f"results/digits/{DIGITS}/noisy/seed1.json": json.dumps({**json.loads(data), "seed": 1,
                                                                      "model": "noisy", "status": "maybe"}).encode(),
     })
     store = tmp_path / "store"

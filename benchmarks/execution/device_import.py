@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from benchmarks.io import write_atomic
+from benchmarks.protocols import current_hashes
 from benchmarks.store.records import Record, record_path
 
 SESSIONS = Path("local/gpu-sessions")
@@ -45,18 +46,11 @@ class Imported:
         return "\n".join(lines)
 
 
-def _current_hashes() -> set[str]:
-    from benchmarks.execution.device_session import task_hash
-    from benchmarks.protocols import PROTOCOLS
-
-    return {task_hash(p, task) for p in PROTOCOLS.values() for task in p.recipes}
-
-
 def import_archive(archive: Path, results: Path, *, sessions: Path = SESSIONS, replace: bool = False,
                    into: Imported | None = None) -> Imported:
     """Import one archive (see the module docstring); `into` accumulates over several archives."""
     report = into or Imported()
-    current = _current_hashes()
+    current = current_hashes()
     try:
         tar = tarfile.open(archive, "r:*")
     except (OSError, tarfile.TarError) as error:

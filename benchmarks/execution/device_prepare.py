@@ -168,7 +168,6 @@ def stage_cifar(data_dirs: list[Path], stage: Path) -> None:
 
 def stage_records(stores: list[Path], stage: Path, tier: str) -> int:
     """The tier's records already in `stores` (its current hash per task), so the session does not redo them."""
-    from benchmarks.execution.device_session import task_hash
     from benchmarks.protocols import get_protocol
     from benchmarks.store.records import iter_records
 
@@ -178,7 +177,7 @@ def stage_records(stores: list[Path], stage: Path, tier: str) -> int:
         if not Path(store).is_dir():
             continue
         for path, record in iter_records(store):
-            if record.task in protocol.recipes and record.protocol["hash"] == task_hash(protocol, record.task):
+            if record.task in protocol.recipes and record.protocol["hash"] == protocol.task_hash(record.task):
                 _place(path, target / path.relative_to(store))
                 count += 1
     return count

@@ -45,12 +45,6 @@ STOP_GRACE = 4.0  # seconds between asking the child to stop (SIGINT) and killin
 CHILD = ("-m", "benchmarks.execution.device_session", "child")  # the child's Python arguments, before the plan
 
 
-def task_hash(protocol: Protocol, task: str) -> str:
-    """The protocol hash a record of `task` is filed under (per task where the protocol hashes per task)."""
-    per_task = getattr(protocol, "task_hash", None)
-    return per_task(task) if callable(per_task) else protocol.hash
-
-
 def record_files(results: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(Path(results).glob("*/*/*/seed*.json"))}
 
@@ -69,7 +63,7 @@ def load_estimates(path: Path, protocol: Protocol) -> dict[tuple[str, str], dict
         return {}
     hashes = table.get("hashes", {})
     return {(run["task"], run["model"]): run for run in table.get("runs", [])
-            if hashes.get(run["task"]) == task_hash(protocol, run["task"])}
+            if hashes.get(run["task"]) == protocol.task_hash(run["task"])}
 
 
 def model_order(models: Sequence[str], tasks: Sequence[str], estimates: Mapping[tuple[str, str], Mapping],

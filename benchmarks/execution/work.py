@@ -40,7 +40,7 @@ from benchmarks.data.tasks import get_task
 from benchmarks.evaluation import attacks
 from benchmarks.evaluation import depth_transfer as dt
 from benchmarks.evaluation.diagnostics import trajectory_diagnostics
-from benchmarks.evaluation.metrics import _is_adaptive
+from benchmarks.evaluation.metrics import is_adaptive
 from benchmarks.evaluation.surrogate import SURROGATE_MODEL
 from benchmarks.protocols import Evaluation, Protocol, recipe_for
 from benchmarks.training.train import augment
@@ -137,7 +137,7 @@ def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def forward_pass(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -> Pass:
     with torch.no_grad():
-        return count(lambda: model(x), len(x), "forward", precision, _is_adaptive(model))
+        return count(lambda: model(x), len(x), "forward", precision, is_adaptive(model))
 
 
 def gradient_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Pass:
@@ -150,7 +150,7 @@ def gradient_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Pass:
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        return count(step, len(x), "gradient", "fp32", _is_adaptive(model))
+        return count(step, len(x), "gradient", "fp32", is_adaptive(model))
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
@@ -178,7 +178,7 @@ def train_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool, a
     model.train()
     model.zero_grad(set_to_none=True)  # the loop's zero_grad(set_to_none=True): no gradient accumulation
     try:
-        return count(step, len(x), "train", "bf16" if bf16 else "fp32", _is_adaptive(model))
+        return count(step, len(x), "train", "bf16" if bf16 else "fp32", is_adaptive(model))
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
@@ -231,7 +231,7 @@ def attack_calls(ev: Evaluation, eps_grid: tuple[float, ...], headline: float | 
     with _labelled(target, source), torch.random.fork_rng():
         attacks.robustness_suite(target, x, torch.zeros(2, dtype=torch.long), eps_grid=eps_grid,
                                  headline_eps=headline, ev=ev, batch_size=ev.eval_batch, seed=0,
-                                 surrogates={SURROGATE_MODEL: source})
+                                 surrogate=source)
     calls: dict[tuple[str, float, bool], int] = {}
     for (name, eps, grad), n in (target.calls + source.calls).items():
         if name == "pgd" and ev.pgd_restarts > 1:  # each start: `pgd_steps` gradient calls and one judging forward
@@ -291,7 +291,7 @@ def attack_items(model: nn.Module, twin: nn.Module | None, resnet: nn.Module, ta
 
 def _twin(model: nn.Module, x: torch.Tensor) -> nn.Module | None:
     """The fixed-step RK4 twin the suite attacks an adaptive model through (attacks._twin), at its NFE."""
-    if not _is_adaptive(model):
+    if not is_adaptive(model):
         return None
     with torch.no_grad():
         model(x)
@@ -337,7 +337,7 @@ def run_items(name: str, task: str, protocol: Protocol) -> dict[str, list[Item]]
     model, resnet = _model(name, task, protocol), _model(SURROGATE_MODEL, task, protocol)
     x, y = _inputs(task)
     have = capabilities(model)
-    adaptive = _is_adaptive(model)
+    adaptive = is_adaptive(model)
     growth = ADAPTIVE_NFE_GROWTH if adaptive else 1.0
     units = {"forward": forward_pass(model, x).scaled(growth), "gradient": gradient_pass(model, x, y).scaled(growth),
              "train": train_pass(model, x, y, recipe.amp_bf16, recipe.augment).scaled(growth)}
