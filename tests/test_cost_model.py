@@ -78,7 +78,8 @@ def test_the_estimate_follows_the_recipe_and_the_pass_model() -> None:
 def test_measured_sessions_correct_each_phase_by_the_median_ratio() -> None:
     runs = [{"phase_seconds": {"train": t, "attacks": 5.0}, "estimated_phase_seconds": {"train": 10.0}}
             for t in (5.0, 20.0, 30.0)]
-    assert C.corrections([{"runs": runs}]) == {"train": 2.0}  # attacks had no estimate: no factor
+    shared = {"phase_seconds": {"train": 99.0}, "estimated_phase_seconds": {"train": 1.0}, "concurrent_runs": 4}
+    assert C.corrections([{"runs": [*runs, shared]}]) == {"train": 2.0}  # attacks had no estimate: no factor
     assert C.corrections([]) == {}
 
 

@@ -88,6 +88,8 @@ def test_everything_is_staged_sized_and_the_call_printed(checkout, fashion, whee
     manifest = json.loads((stage / "manifest.json").read_text())
     head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
     assert manifest["commit"] == head.stdout.strip() and manifest["git_dirty"] is False
+    assert manifest["code_files"] == ["benchmarks/__init__.py", "zoo/__init__.py"]
+    assert manifest["code_sha256"] == device_prepare.code_fingerprint(checkout, manifest["code_files"])
     on_disk = (tree_bytes(checkout) + sum(p.stat().st_size for p in (checkout / ".whl").rglob("*"))
                + sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())) / MIB
     assert prepared.total_mib == pytest.approx(on_disk) and prepared.total_mib < 64

@@ -18,6 +18,7 @@ import torch
 from benchmarks.cli import main
 from benchmarks.execution import device_session, runner
 from benchmarks.execution.device_import import import_archive
+from benchmarks.execution.device_prepare import code_fingerprint
 from benchmarks.execution.device_session import Budget, SessionSettings, model_order, run_session
 from benchmarks.protocols import SMOKE
 from benchmarks.store.records import Record, load_record, save_record
@@ -80,6 +81,21 @@ def test_a_stale_cost_table_estimates_nothing(tmp_path: Path) -> None:
     path.write_text(json.dumps(table))
     assert device_session.load_estimates(path, SMOKE) == {}
     assert device_session.load_estimates(tmp_path / "missing.json", SMOKE) == {}
+
+
+def test_the_commit_is_declared_only_for_the_code_that_was_prepared(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo/a.py").write_text("x = 1\n")
+    manifest = {"commit": "ab12cd3", "git_dirty": False, "code_files": ["zoo/a.py"],
+                "code_sha256": code_fingerprint(tmp_path, ["zoo/a.py"])}
+    monkeypatch.chdir(tmp_path)
+    assert device_session.code_matches(manifest) == "as prepared"
+    assert device_session.code_matches({**manifest, "git_dirty": True}).startswith("prepared from uncommitted")
+    (tmp_path / "zoo/a.py").write_text("x = 2\n")
+    assert device_session.code_matches(manifest).startswith("the code differs")
+    (tmp_path / "zoo/a.py").unlink()
+    assert device_session.code_matches(manifest).startswith("the code differs")
+    assert device_session.code_matches({}) == "no prepared commit"
 
 
 def test_workers_take_runs_only_as_the_budget_admits(tmp_path: Path) -> None:

@@ -130,10 +130,13 @@ def session_seconds(runs: Sequence[RunEstimate], seeds: int = 1, workers: int = 
 
 def corrections(sessions: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Measured / estimated seconds per phase over the runs of GPU sessions (their `session.json`): the median
-    ratio, so one odd run does not move it. Phases never measured are left out (factor 1)."""
+    ratio, so one odd run does not move it. Phases never measured are left out (factor 1), and so are runs that
+    shared the GPU with others (`--workers`): their phases include the others' time."""
     ratios: dict[str, list[float]] = {}
     for session in sessions:
         for run in session.get("runs", []):
+            if run.get("concurrent_runs", 1) != 1:
+                continue
             estimated = run.get("estimated_phase_seconds") or {}
             for phase, seconds in (run.get("phase_seconds") or {}).items():
                 if estimated.get(phase, 0) > 0 and math.isfinite(seconds):

@@ -220,12 +220,25 @@ def prepare(root: Path, data_dirs: list[Path], *, tier: str = "standard", stores
     if ignored(root, carry) != carry:
         raise ValueError(f"{', '.join(set(carry) - set(ignored(root, carry)))} must be git-ignored (.gitignore): "
                          "carried paths that git tracks would travel twice")
-    manifest = {"commit": state.get("git_commit"), "git_dirty": state.get("git_dirty"), "tier": tier,
+    manifest = {"commit": state["git_commit"], "git_dirty": state["git_dirty"], "tier": tier,
+                "code_files": state["code_files"], "code_sha256": code_fingerprint(root, state["code_files"]),
                 "tasks": tasks, "wheels": wheel_names, "records": records}
     write_atomic(stage / "manifest.json", json.dumps(manifest, indent=2))
     sizes = {"working tree": tree_bytes(root) / MIB, ".whl": folder_bytes(root / WHEELS) / MIB,
              ".data/gpu": folder_bytes(stage) / MIB}
     return Prepared(carry, command, sizes, tasks, dropped, wheel_names, records)
+
+
+CODE = ("zoo", "benchmarks", "pyproject.toml")  # what the records' commit vouches for
+
+
+def code_fingerprint(root: Path, files: list[str]) -> str:
+    """sha256 over the names and bytes of `files` (relative to `root`): the device's copy has no .git, so the
+    session compares this with the manifest's to know the code that runs is the commit the records will name."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + (Path(root) / name).read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def git_state(root: Path) -> dict[str, Any]:
@@ -234,8 +247,9 @@ def git_state(root: Path) -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
 
-    status = git("status", "--porcelain", "--untracked-files=no", "--", "zoo", "benchmarks", "pyproject.toml")
-    return {"git_commit": git("rev-parse", "HEAD").strip(), "git_dirty": bool(status.strip())}
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE)
+    files = [name for name in git("ls-files", "--", *CODE).splitlines() if (Path(root) / name).is_file()]
+    return {"git_commit": git("rev-parse", "HEAD").strip(), "git_dirty": bool(status.strip()), "code_files": files}
 
 
 def ignored(root: Path, paths: list[str]) -> list[str]:

@@ -228,8 +228,12 @@ def run_session(settings: SessionSettings) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEPTHBENCH_CACHE": str(work / "cache")}
     if Path(settings.stage).is_dir():
         env["DEPTHBENCH_DATA"] = str(Path(settings.stage).resolve())
-    if manifest.get("commit") and not (Path.cwd() / ".git").exists():
-        env["DEPTHBENCH_GIT_COMMIT"] = manifest["commit"]  # the device's copy has no .git: the records name it so
+    # The device's copy has no .git: the records name the prepared commit if the code is what was prepared.
+    session["code"] = "a git checkout" if (Path.cwd() / ".git").exists() else code_matches(manifest)
+    if session["code"] == "as prepared":
+        env["DEPTHBENCH_GIT_COMMIT"] = manifest["commit"]
+    elif session["code"] != "a git checkout":
+        print(f"depthbench: WARNING: {session['code']}: the records will not name a commit", file=sys.stderr)
     code, stopped = 2, "child did not start"
     log = open(work / "session.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally, after packing
     try:
@@ -270,6 +274,22 @@ def run_session(settings: SessionSettings) -> int:
         print(f"depthbench: session {stopped}: {len(fresh)} new records packed into {archive} "
               f"({time.time() - wall_start:.0f} s of {60 * settings.max_minutes:.0f})", file=sys.stderr, flush=True)
     return code
+
+
+def code_matches(manifest: Mapping[str, Any]) -> str:
+    """Whether the code here is the code `depthbench device prepare` fingerprinted (then its commit is the records')."""
+    from benchmarks.execution.device_prepare import code_fingerprint
+
+    files = manifest.get("code_files")
+    if not manifest.get("commit") or not files:
+        return "no prepared commit"
+    if manifest.get("git_dirty"):
+        return "prepared from uncommitted changes (--allow-dirty)"
+    try:
+        same = code_fingerprint(Path.cwd(), files) == manifest.get("code_sha256")
+    except OSError:
+        same = False
+    return "as prepared" if same else "the code differs from the prepared commit (prepare again after committing)"
 
 
 def _copy_lines(stream: Any, log: Any) -> None:
