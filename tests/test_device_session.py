@@ -7,9 +7,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
+import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -191,6 +194,34 @@ def test_a_run_past_the_budget_is_stopped_and_what_was_done_is_packed(tmp_path: 
         assert f"results/digits/{DIGITS}/resnet/seed0.json" in tar.getnames()
     assert session["stopped"].startswith("stopped at the end of the time budget")
     assert session["wall_seconds"] < 0.25 * 60 + device_session.STOP_GRACE + 10
+
+
+def test_a_sigterm_from_outside_stops_the_runs_and_packs(tmp_path: Path) -> None:
+    source = _record(tmp_path / "made", "resnet", 2.0)
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from benchmarks.execution import device_session
+        device_session.CHILD = {_stand_in_child(source, "hang")!r}
+        sys.exit(device_session.run_session(device_session.SessionSettings(
+            tier="smoke", max_minutes=10.0, out=Path({str(tmp_path / "out")!r}), work=Path({str(tmp_path / "work")!r}),
+            stage=Path({str(tmp_path / "none")!r}), device="cpu")))
+    """)
+    supervisor = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
+    try:
+        for _ in range(600):  # the first pack, once the stand-in's record is there
+            if list((tmp_path / "out").glob("depthbench-gpu-*.tar.gz")):
+                break
+            time.sleep(0.1)
+        supervisor.terminate()
+        assert supervisor.wait(timeout=60) == 130
+    finally:
+        if supervisor.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+    (archive,) = (tmp_path / "out").iterdir()
+    with tarfile.open(archive) as tar:
+        assert json.load(tar.extractfile("session.json"))["stopped"] == "interrupted from outside"
+        assert f"results/digits/{DIGITS}/resnet/seed0.json" in tar.getnames()
 
 
 def test_the_device_script_packs_its_logs_when_python_fails(tmp_path: Path) -> None:

@@ -234,8 +234,9 @@ def run_session(settings: SessionSettings) -> int:
         env["DEPTHBENCH_GIT_COMMIT"] = manifest["commit"]
     elif session["code"] != "a git checkout":
         print(f"depthbench: WARNING: {session['code']}: the records will not name a commit", file=sys.stderr)
-    code, stopped = 2, "child did not start"
+    code, stopped, child = 2, "child did not start", None
     log = open(work / "session.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in finally, after packing
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a SIGTERM from outside still stops the runs and packs
     try:
         child = subprocess.Popen([sys.executable, *CHILD, str(work / "plan.json")], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -259,7 +260,12 @@ def run_session(settings: SessionSettings) -> int:
                 code = 3
                 break
         reader.join(timeout=5.0)
+    except (KeyboardInterrupt, SystemExit):
+        stopped, code = "interrupted from outside", 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child is not None and child.poll() is None:
+            _stop(child)
         fresh = new_records(results, before)
         child_summary = _read_json(work / "child.json")
         session.update({"finished": datetime.now(timezone.utc).isoformat(), "wall_seconds": time.time() - wall_start,
@@ -290,6 +296,10 @@ def code_matches(manifest: Mapping[str, Any]) -> str:
     except OSError:
         same = False
     return "as prepared" if same else "the code differs from the prepared commit (prepare again after committing)"
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _copy_lines(stream: Any, log: Any) -> None:
