@@ -206,18 +206,23 @@ class _Unbreakable(nn.Module):
 @contextmanager
 def _labelled(*models: _Unbreakable) -> Iterator[None]:
     """Tell the stand-ins which attack (and radius) is running, through the suite's one entry point per attack."""
-    original = attacks._Attacker.run
+    original, vanishing = attacks._Attacker.run, attacks.vanishing_gradient_fraction
 
     def run(self: Any, name: str, make: Any, index: Any, eps: float, *args: Any, **kwargs: Any) -> Any:
         for model in models:
             model.label = (name, eps)
         return original(self, name, make, index, eps, *args, **kwargs)
 
-    attacks._Attacker.run = run
+    def gradient_check(*args: Any, **kwargs: Any) -> Any:
+        for model in models:
+            model.label = ("clean", 0.0)  # the input-gradient checks after the attacks
+        return vanishing(*args, **kwargs)
+
+    attacks._Attacker.run, attacks.vanishing_gradient_fraction = run, gradient_check
     try:
         yield
     finally:
-        attacks._Attacker.run = original
+        attacks._Attacker.run, attacks.vanishing_gradient_fraction = original, vanishing
 
 
 @functools.lru_cache(maxsize=16)
