@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -224,19 +225,26 @@ def test_a_sigterm_from_outside_stops_the_runs_and_packs(tmp_path: Path) -> None
         assert f"results/digits/{DIGITS}/resnet/seed0.json" in tar.getnames()
 
 
-def test_the_device_script_packs_its_logs_when_python_fails(tmp_path: Path) -> None:
+def test_the_device_script_packs_its_logs_when_python_or_the_wheels_fail(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"  # a checkout of its own: the script runs from its folder's parent
+    (repo / ".device").mkdir(parents=True)
+    shutil.copy(REPO / ".device/run", repo / ".device/run")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python3").write_text("#!/bin/sh\necho 'no torch here' >&2\nexit 1\n")
     (bin_dir / "python3").chmod(0o755)
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", str(REPO / ".device/run"), "--max-minutes", "1"], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 1
-    (archive,) = (tmp_path / "out").iterdir()
-    assert archive.name.startswith("depthbench-gpu-") and archive.name.endswith("-failed.tar.gz")
-    with tarfile.open(archive) as tar:
-        assert "no torch here" in tar.extractfile("./wrapper.log").read().decode()
+    for out, code, said in (("out", 1, "no torch here"), ("out-wheels", 2, "installing the carried wheels failed")):
+        if code == 2:
+            (repo / ".whl").mkdir()
+            (repo / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a wheel")
+        env = {**os.environ, "OUT": str(tmp_path / out), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        done = subprocess.run(["bash", str(repo / ".device/run"), "--max-minutes", "1"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == code, done.stderr
+        (archive,) = (tmp_path / out).iterdir()
+        assert archive.name.startswith("depthbench-gpu-") and archive.name.endswith("-failed.tar.gz")
+        with tarfile.open(archive) as tar:
+            assert said in tar.extractfile("./wrapper.log").read().decode()
 
 
 def _archive(path: Path, members: dict[str, bytes]) -> Path:

@@ -349,13 +349,13 @@ def run_tier(
                 bar.skip()
                 continue
             data = data_for(task)
-            if data is None or not claim(path, label):  # an optional task without data, or another's run
+            if data is not None and pool is not None:
+                pool.wait_for_slot()
+            if data is not None and admit is not None and not admit(task, model_name, seed):
+                summary.postponed.append(path)  # before the run is claimed: another process may take it
                 bar.skip()
                 continue
-            if pool is not None:
-                pool.wait_for_slot()
-            if admit is not None and not admit(task, model_name, seed):
-                summary.postponed.append(path)
+            if data is None or not claim(path, label):  # an optional task without data, or another's run
                 bar.skip()
                 continue
             bar.start(label)
