@@ -22,6 +22,7 @@ from benchmarks.store.records import Record, save_record
 from data_on_disk import shared_data_dir, skip_or_fail
 
 VERSION = metadata.version("torchattacks")
+WHEELS = {name: f"{name}-{metadata.version(name)}-py3-none-any.whl" for name in device_prepare.DEVICE_MISSING}
 
 
 def _git(root: Path, *args: str) -> None:
@@ -61,7 +62,8 @@ def fashion(tmp_path: Path) -> Path:
 def wheels(tmp_path: Path) -> Path:
     folder = tmp_path / "wheels"
     folder.mkdir()
-    (folder / f"torchattacks-{VERSION}-py3-none-any.whl").write_bytes(b"wheel")
+    for name in WHEELS.values():
+        (folder / name).write_bytes(b"wheel")
     return folder
 
 
@@ -81,7 +83,7 @@ def test_everything_is_staged_sized_and_the_call_printed(checkout, fashion, whee
     prepared = prepare(checkout, [fashion, _cifar()], stores=[store], wheels_from=wheels, download=False)
     assert prepared.carry == [".whl", ".data/gpu"] and not prepared.dropped
     assert prepared.staged_tasks == ["fashion-mnist", "cifar10-jpeg"] and prepared.records == 1
-    assert sorted(p.name for p in (checkout / ".whl").iterdir()) == [f"torchattacks-{VERSION}-py3-none-any.whl"]
+    assert sorted(p.name for p in (checkout / ".whl").iterdir()) == sorted(WHEELS.values())
     stage = checkout / ".data/gpu"
     assert sorted(p.name for p in (stage / "fashion-mnist").iterdir()) == sorted(f"{f}.gz" for f in FASHION_FILES)
     assert (stage / "cifar10-jpeg.tar.xz").stat().st_size == (_cifar() / "cifar10-jpeg.tar.xz").stat().st_size
@@ -132,14 +134,15 @@ def test_the_download_asks_pip_for_the_devices_python(checkout, fashion, monkeyp
 
     def fake_run(command, check):
         calls.append(command)
-        Path(command[command.index("-d") + 1], f"torchattacks-{VERSION}-py3-none-any.whl").write_bytes(b"w")
+        package, version = command[-1].split("==")
+        Path(command[command.index("-d") + 1], f"{package}-{version}-py3-none-any.whl").write_bytes(b"w")
 
     monkeypatch.setattr(device_prepare.subprocess, "run", fake_run)
-    assert device_prepare.wheels(checkout, None, download=True) == [f"torchattacks-{VERSION}-py3-none-any.whl"]
-    (command,) = calls
+    assert device_prepare.wheels(checkout, None, download=True) == list(WHEELS.values())
+    assert [c[-1] for c in calls] == [f"{n}=={metadata.version(n)}" for n in device_prepare.DEVICE_MISSING]
+    command = calls[0]
     assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command and "--only-binary=:all:" in command
     assert command[command.index("--python-version") + 1] == "3.12" and "manylinux2014_x86_64" in command
-    assert command[-1] == f"torchattacks=={VERSION}"
 
 
 def test_the_cli_prints_the_call_as_json(checkout, fashion, wheels, monkeypatch, capsys) -> None:

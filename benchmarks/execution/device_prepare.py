@@ -5,7 +5,7 @@ The device machine starts bare each session, reaches no network, and gets only t
 files that git does not ignore) plus the ignored paths the call names in `carry`, 64 MiB in all
 (/work/.library/device/README.md). So this command:
 - downloads, as wheels for its Python (3.12, manylinux x86-64), the packages the run needs that its image lacks
-  (`DEVICE_MISSING`: its image has torch, torchvision, torchdiffeq, numpy, scipy, scikit-learn, pandas, Pillow...)
+  (`DEVICE_MISSING`; its image has torch, torchvision, torchdiffeq, numpy, scipy, scikit-learn, pandas, sympy...)
   into `.whl/`, or copies them from a local folder (`wheels_from`, no network);
 - stages the tier's data into `.data/gpu/`: Fashion-MNIST's four IDX .gz files and the CIFAR-10 JPEG archive
   (checked: IDX sizes, the archive's sha256), and the records already done of the tier (so the session skips
@@ -33,7 +33,9 @@ from benchmarks.io import atomic_output, write_atomic
 LIMIT_MIB = 64.0  # what travels: the working tree plus the carried paths
 MARGIN_MIB = 2.0  # room for files that appear between preparing and the call (a log, a new record)
 WHEELS, STAGE = Path(".whl"), Path(".data/gpu")
-DEVICE_MISSING = ("torchattacks",)  # run-time imports absent from the device image (KINDS.md's package list)
+# Run-time imports absent from the device image (KINDS.md's package list), with those of their needs it lacks:
+# torchattacks; torchode (the adaptive models' per-example solves) needs torchtyping, which needs typeguard < 3.
+DEVICE_MISSING = ("torchattacks", "torchode", "torchtyping", "typeguard")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
