@@ -9,6 +9,7 @@
     depthbench list                                  # models, tasks, tiers and their hashes
     depthbench check MODEL [--task T]                # a model against the contract, on CPU, in seconds
     depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
+    depthbench device prepare | run | import | cost  # a GPU session in one prepared call (README)
 
 Exit status: 0 when every requested run succeeded or was already recorded (or, with --no-wait, was submitted), 1 when
 a run failed (listed with its reason), 2 for a usage or configuration error (nothing was run), 3 when runs were left
@@ -33,7 +34,7 @@ import torch
 import zoo
 from benchmarks.cli import arguments
 from benchmarks.data.tasks import DataCorruptError, DataMissingError, list_tasks
-from benchmarks.execution import cluster
+from benchmarks.execution import cluster, device_cli
 from benchmarks.execution.runner import (
     RunSummary,
     check_cache_writable,
@@ -319,7 +320,7 @@ INTERRUPTED = {
     "list": "interrupted",
 }
 COMMANDS = {"run": _run, "publish": _publish, "check": _check, "evaluate": _evaluate, "leaderboard": _leaderboard,
-            "study": _study, "claims": _claims, "status": _status,
+            "study": _study, "claims": _claims, "status": _status, "device": device_cli.main,
             "list": lambda args: _list()}
 
 

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from benchmarks.evaluation.check import CHECK_TIME_LIMIT
-from benchmarks.execution import cluster
+from benchmarks.execution import cluster, device_cli
 from benchmarks.protocols import PROTOCOLS
 from benchmarks.store.locations import DEFAULT_RESULTS, LOCAL_LEADERBOARDS, LOCAL_RESULTS
 from benchmarks.studies.registry import all_studies
@@ -176,4 +176,5 @@ def parser(description: str) -> argparse.ArgumentParser:
     claims.add_argument("--out", type=Path, default=Path("leaderboards"))
 
     commands.add_parser("list", help="models, tasks and tiers")
+    device_cli.add_parser(commands, names=_names, seeds=_seeds, minutes=_minutes, workers=_workers)
     return parser

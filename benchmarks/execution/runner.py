@@ -181,6 +181,7 @@ def run_tier(
     check_models: bool = True,
     keep_checkpoints: bool = False,
     slurm: SlurmSettings | None = None,
+    admit: Callable[[Task, str, int], bool] | None = None,
 ) -> RunSummary:
     """Run every (task, model, seed) of `protocol` that has no record yet under `results_dir`.
 
@@ -206,6 +207,10 @@ def run_tier(
     Training checkpoints every epoch beside the record (`checkpoint_for`), so an interrupted run resumes from its
     last epoch; a finished run's checkpoint is removed unless `keep_checkpoints`.
 
+    With `admit`, a run starts only if `admit(task, model, seed)` is true at the moment it would start (once a
+    worker is free); otherwise it is postponed like a run past `max_minutes` (a GPU session's budget uses this to
+    skip what would not finish in time, benchmarks/execution/device_session.py).
+
     With `slurm` (benchmarks/execution/slurm.py), the runs are submitted as one Slurm job array through submitit
     instead of run here; the results directory stays the only source of truth."""
     # Everything a run needs is checked here, before the first training: arguments, names, recipes, the device,
@@ -214,7 +219,7 @@ def run_tier(
         raise ValueError(f"max_minutes must be a finite number >= 0, got {max_minutes}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if slurm is not None and (workers > 1 or max_minutes is not None):
+    if slurm is not None and (workers > 1 or max_minutes is not None or admit is not None):
         raise ValueError("--workers and --max-minutes are for the local executor; on Slurm every run is its own "
                          "array job (set --slurm-array-parallelism and --slurm-time instead)")
     explicit_models = models is not None
@@ -344,6 +349,12 @@ def run_tier(
                 bar.skip()
                 continue
             data = data_for(task)
+            if data is not None and pool is not None:
+                pool.wait_for_slot()
+            if data is not None and admit is not None and not admit(task, model_name, seed):
+                summary.postponed.append(path)  # before the run is claimed: another process may take it
+                bar.skip()
+                continue
             if data is None or not claim(path, label):  # an optional task without data, or another's run
                 bar.skip()
                 continue
@@ -407,9 +418,12 @@ class _WorkerPool:
                                             initializer=torch.set_num_threads, initargs=(threads,))
         self.in_flight: dict[Future, tuple[Callable, str]] = {}
 
-    def submit(self, finished: Callable, label: str, *job: Any) -> None:
+    def wait_for_slot(self) -> None:
         while len(self.in_flight) >= self.workers:
             self._collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+
+    def submit(self, finished: Callable, label: str, *job: Any) -> None:
+        self.wait_for_slot()
         self.in_flight[self.executor.submit(_run_in_worker, *job, self.workers)] = (finished, label)
 
     def _collect(self, done: Any) -> None:
