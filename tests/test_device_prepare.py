@@ -153,3 +153,16 @@ def test_the_cli_prints_the_call_as_json(checkout, fashion, wheels, monkeypatch,
     call = json.loads(capsys.readouterr().out)
     assert call["carry"] == [".whl", ".data/gpu"] and call["timeout_s"] == 600
     assert call["command"] == "bash .device/run --max-minutes 8.5 --workers 4"
+
+
+def test_the_default_call_runs_as_many_at_once_as_the_cost_model_needs_to_fit(checkout, fashion, wheels, monkeypatch,
+                                                                              capsys) -> None:
+    # docs/gpu-cost-model.json: seed 0 of every model on fashion-mnist fits 9 minutes with 8 concurrent runs only
+    monkeypatch.chdir(checkout)
+    monkeypatch.setattr("benchmarks.store.provenance.source_tree", lambda: checkout)
+    assert main(["device", "prepare", "--data-dir", str(fashion), "--data-dir", str(_cifar()), "--wheels-from",
+                 str(wheels), "--no-download", "--json"]) == 0
+    call = json.loads(capsys.readouterr().out)
+    assert call["command"] == "bash .device/run --max-minutes 9 --workers 8"
+    sessions = json.loads((Path(__file__).parents[1] / "docs/gpu-cost-model.json").read_text())["session_one_seed"]
+    assert sessions["fashion-mnist, workers=8"]["total"] <= 9 * 60 < sessions["fashion-mnist, workers=4"]["total"]
