@@ -26,25 +26,33 @@ from benchmarks.reporting.paper_claims.rules import (
     t_interval,
     within,
 )
-from benchmarks.reporting.paper_claims.sources import SOURCES, seeds_dir
+from benchmarks.reporting.paper_claims.sources import SOURCES, all_quotes, load_pinned, pinned_lines, seeds_dir
 from benchmarks.store.records import Record, save_record
 from benchmarks.store.studies import write_study
 from benchmarks.studies.registry import all_studies
 
-from data_on_disk import skip_or_fail
-
 CPU = {"name": "cpu", "version": 1, "hash": "c0ffee000001"}
 
 
-def test_every_quote_stands_verbatim_on_its_line_of_the_seed() -> None:
+def test_every_quote_stands_verbatim_on_its_pinned_line() -> None:
+    """Everywhere, CI included: the seeds do not travel with the repository, their quoted lines do."""
+    pinned = load_pinned()
+    assert {source.seed_file for source in SOURCES} <= set(pinned), "a source has no pinned line"
+    for quote in all_quotes():
+        quote.check_pinned(pinned)  # raises, naming the line as pinned
+
+
+def test_the_pinned_lines_are_the_seeds_own() -> None:
+    """Where the seed talks are on disk: every quote on its line, and quoted_lines.json exactly what they hold."""
     folder = seeds_dir()
     if folder is None:
-        skip_or_fail("the seed talks are not on disk (../shared/seeds or $DEPTHBENCH_SEEDS)")
+        pytest.skip("the seed talks are not on disk (../shared/seeds or $DEPTHBENCH_SEEDS); the pinned lines stand in")
     for source in SOURCES:
         assert (folder / source.seed_file).is_file(), source.seed_file
-    for claim in CLAIMS:
-        for quote in (*claim.claim, *claim.numbers):
-            quote.check(folder)  # raises, naming the line where the text really is
+    for quote in all_quotes():
+        quote.check(folder)  # raises, naming the line where the text really is
+    assert pinned_lines(folder, all_quotes()) == load_pinned(), (
+        "quoted_lines.json is stale: python -m benchmarks.reporting.paper_claims.sources SEEDS_DIR")
 
 
 def test_a_misquoted_line_is_caught(tmp_path: Path) -> None:

@@ -25,13 +25,17 @@ TINY = dataclasses.replace(
 STRONGER = dataclasses.replace(TINY, evaluation=dataclasses.replace(
     TINY.evaluation, pgd_steps=6, pgd_restarts=2, apgd_steps=4, apgd_restarts=2, square_queries=20,
     autoattack_targets=2))
+STRONGER_BUDGETS = {k: getattr(STRONGER.evaluation, k) for k in suite_strength.BUDGETS}
 
 
 def test_full_strength_is_the_tiers_evaluation_with_autoattacks_budgets() -> None:
     full = suite_strength.full_strength(CPU)
     for budget in suite_strength.BUDGETS:
-        assert getattr(full, budget) == getattr(STANDARD.evaluation, budget)
+        assert getattr(full, budget) == suite_strength.FULL_BUDGETS[budget] == getattr(Evaluation(), budget)
         assert getattr(CPU.evaluation, budget) <= getattr(full, budget)  # the tier only ever reduces
+        assert getattr(STANDARD.evaluation, budget) <= getattr(full, budget)
+    assert suite_strength.FULL_BUDGETS == {"pgd_steps": 50, "pgd_restarts": 5, "apgd_steps": 100, "apgd_restarts": 5,
+                                           "square_queries": 5000, "autoattack_targets": 9}  # AutoAttack's standard
     assert full.attack_subset == CPU.evaluation.attack_subset and full.eval_batch == CPU.evaluation.eval_batch
 
 
@@ -43,7 +47,7 @@ def test_the_check_reuses_kept_weights_and_compares_both_budgets(tmp_path, monke
                               keep_checkpoints=True)
     assert len(summary.written) == 1
     path = suite_strength.run("digits", [0], tmp_path / "results", checkpoints=store, models=("resnet",),
-                              examples=24, tier=TINY, reference=STRONGER)
+                              examples=24, tier=TINY, full_budgets=STRONGER_BUDGETS)
     study = read_study(path)
     assert study["study"] == "suite-strength" and study["tier"] == "suite-test"
     rows = study["rows"]
@@ -55,6 +59,6 @@ def test_the_check_reuses_kept_weights_and_compares_both_budgets(tmp_path, monke
     assert study["details"]["full_budgets"]["pgd_steps"] == STRONGER.evaluation.pgd_steps
     # Without kept weights the check trains the model itself, exactly as the tier would.
     again = read_study(suite_strength.run("digits", [0], tmp_path / "again", models=("resnet",), examples=24,
-                                          tier=TINY, reference=STRONGER))
+                                          tier=TINY, full_budgets=STRONGER_BUDGETS))
     assert [r["reduced"] for r in again["rows"]] == [r["reduced"] for r in rows]
     assert "trained here" in again["rows"][0]["weights"]

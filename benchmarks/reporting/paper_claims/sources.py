@@ -2,16 +2,23 @@
 
 The seed documents (`../shared/seeds/` beside the checkout, or $DEPTHBENCH_SEEDS) are the text of talks on the papers
 the zoo implements. A claim is quoted from them verbatim, never from memory: `Quote.check` finds the text on its
-stated line (tests/test_paper_claims.py checks every quote where the seeds are on disk, and in CI always).
+stated line. The seeds do not travel with the repository, so every quoted line is pinned in `quoted_lines.json`
+(the line's full text and the seed file's SHA-256, written by `python -m benchmarks.reporting.paper_claims.sources
+PINNED_SEEDS_DIR`): tests/test_paper_claims.py checks every quote against the pinned lines everywhere, CI included,
+and the pinned lines against the seeds wherever the seeds are on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
+PINNED_LINES = Path(__file__).with_name("quoted_lines.json")
 
 
 def seeds_dir() -> Path | None:
@@ -46,7 +53,17 @@ class Quote:
 
     def check(self, folder: Path) -> None:
         """Raise ValueError unless `text` stands on `line` of the seed file."""
-        lines = self.source.text(folder)
+        self.check_lines(self.source.text(folder))
+
+    def check_pinned(self, pinned: dict[str, dict]) -> None:
+        """Raise ValueError unless `text` stands on `line` as pinned in quoted_lines.json (no seeds needed)."""
+        entry = pinned.get(self.source.seed_file, {}).get("lines", {}).get(str(self.line))
+        if entry is None:
+            raise ValueError(f"{self.cite()} is not pinned: run `python -m {__name__} SEEDS_DIR`")
+        if self.text not in entry:
+            raise ValueError(f"{self.source.seed_file}: {self.text!r} is not on line {self.line} as pinned: {entry!r}")
+
+    def check_lines(self, lines: list[str]) -> None:
         if not 1 <= self.line <= len(lines) or self.text not in lines[self.line - 1]:
             found = [i + 1 for i, line in enumerate(lines) if self.text in line]
             raise ValueError(f"{self.source.seed_file}: {self.text!r} is not on line {self.line}"
@@ -83,3 +100,36 @@ YANG = Source("004_ec39f44cac98fc4a.txt", "Zonghan Yang, Yang Liu, Chenglong Bao
               "Yang, Liu, Bao & Shi (2020), Interpolation between Residual and Non-Residual Networks (ICML)",
               "https://arxiv.org/abs/2006.05749", "2006.05749")
 SOURCES = (QUEIRUGA, CHEN, YAN, ZHANG, HUDSON, YANG)
+
+
+def pinned_lines(folder: Path, quotes: list[Quote]) -> dict[str, dict]:
+    """Every quoted line's full text per seed file, with the file's SHA-256 (what quoted_lines.json holds)."""
+    pinned: dict[str, dict] = {}
+    for quote in quotes:
+        path = folder / quote.source.seed_file
+        entry = pinned.setdefault(quote.source.seed_file, {
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "lines": {}})
+        entry["lines"][str(quote.line)] = quote.source.text(folder)[quote.line - 1]
+    return {name: {"sha256": e["sha256"], "lines": dict(sorted(e["lines"].items(), key=lambda kv: int(kv[0])))}
+            for name, e in sorted(pinned.items())}
+
+
+def all_quotes() -> list[Quote]:
+    from benchmarks.reporting.paper_claims.declared import CLAIMS  # the claims import this module
+
+    return [quote for claim in CLAIMS for quote in (*claim.claim, *claim.numbers)]
+
+
+def load_pinned() -> dict[str, dict]:
+    return json.loads(PINNED_LINES.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":  # python -m benchmarks.reporting.paper_claims.sources SEEDS_DIR
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else seeds_dir()
+    if folder is None:
+        sys.exit("usage: python -m benchmarks.reporting.paper_claims.sources SEEDS_DIR (the seeds are not on disk)")
+    for quote in all_quotes():
+        quote.check(folder)
+    PINNED_LINES.write_text(json.dumps(pinned_lines(folder, all_quotes()), indent=1, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+    print(f"pinned {len(all_quotes())} quotes in {PINNED_LINES}")
