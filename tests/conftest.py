@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.execution import runner
+from benchmarks.execution import runs
 from benchmarks.protocols import SMOKE
 from benchmarks.store.records import save_record
 
@@ -31,7 +31,7 @@ def fake_runs(monkeypatch):
         state["calls"].append((task.name, model_name, seed))
         return fake_record(protocol, task.name, model_name, seed, failed=model_name in state["failing"])
 
-    monkeypatch.setattr(runner, "run_one", run_one)
+    monkeypatch.setattr(runs, "run_one", run_one)
     return state
 
 

@@ -103,7 +103,7 @@ def test_a_checkpoint_loads_with_weights_only_and_another_runs_is_ignored(digits
 
 
 def test_the_runner_resumes_a_run_killed_mid_training_and_removes_finished_checkpoints(tmp_path, monkeypatch) -> None:
-    from benchmarks.execution import runner
+    from benchmarks.execution import runner, runs
     from benchmarks.protocols import SMOKE, Evaluation
     from benchmarks.store.records import iter_records
 
@@ -118,7 +118,7 @@ def test_the_runner_resumes_a_run_killed_mid_training_and_removes_finished_check
     run = dict(models=["resnet"], tasks=["pendulum"], device=CPU, progress=False, check_models=False)
     runner.run_tier(protocol, results_dir=tmp_path / "kept", keep_checkpoints=True, **run)
     ((path, reference),) = iter_records(tmp_path / "kept")
-    assert torch.load(runner.checkpoint_for(path), weights_only=True)["epoch"] == 4, "kept when asked"
+    assert torch.load(runs.checkpoint_for(path), weights_only=True)["epoch"] == 4, "kept when asked"
     real_save = TrainingCheckpoint.save
 
     def save_then_die(self, epoch, **state):
@@ -130,7 +130,7 @@ def test_the_runner_resumes_a_run_killed_mid_training_and_removes_finished_check
     with pytest.raises(KeyboardInterrupt):
         runner.run_tier(protocol, results_dir=tmp_path / "resumed", **run)
     monkeypatch.undo()
-    checkpoint = runner.checkpoint_for(path.relative_to(tmp_path / "kept"))
+    checkpoint = runs.checkpoint_for(path.relative_to(tmp_path / "kept"))
     assert (tmp_path / "resumed" / checkpoint).is_file() and not list(iter_records(tmp_path / "resumed"))
     summary = runner.run_tier(protocol, results_dir=tmp_path / "resumed", **run)
     ((_, resumed),) = iter_records(tmp_path / "resumed")

@@ -12,7 +12,7 @@ import torch
 from benchmarks.cli import main
 from benchmarks.execution.cluster import SlurmSettings, job_marker, load_settings
 from benchmarks.execution.partition import PartitionLimits, _gpus, fit_to_partition, hopeless, slurm_minutes
-from benchmarks.execution.runner import checkpoint_for
+from benchmarks.execution.runs import checkpoint_for
 from benchmarks.execution.status import matrix, run_states
 from benchmarks.protocols import SMOKE
 from benchmarks.store.records import Record, record_path, save_record

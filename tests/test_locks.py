@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.execution import runner
+from benchmarks.execution import runner, runs
 from benchmarks.execution.status import run_states
 from benchmarks.protocols import SMOKE
 from benchmarks.store.locks import RunLock, is_locked, lock_path
@@ -88,7 +88,7 @@ def test_locks_are_released_when_a_run_fails_or_is_interrupted(tmp_path, monkeyp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "run_one", interrupted)
+    monkeypatch.setattr(runs, "run_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runner.run_tier(SMOKE, models=["resnet"], tasks=["digits"], results_dir=tmp_path, check_models=False,
                         device=torch.device("cpu"), progress=False)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.execution import runner
+from benchmarks.execution import executors, runner
 from benchmarks.io import DiskFullError, atomic_output, is_disk_full
 from benchmarks.protocols import SMOKE
 from benchmarks.store.records import iter_records, record_path, save_record
@@ -276,9 +276,9 @@ def test_outside_a_checkout_records_go_to_the_users_data_dir_and_publish_is_not_
 
 
 def test_workers_are_lowered_to_the_runs_and_cores_there_are(repo, fake_runs, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(runner, "available_cores", lambda: 2)
+    monkeypatch.setattr(executors, "available_cores", lambda: 2)
     assert main([*SMOKE_DIGITS, "--workers", "1000", "--no-leaderboard"]) == 0
     assert "--workers 1000 lowered to 1: 1 runs to do, 2 CPU cores here" in capsys.readouterr().err
     assert fake_runs["calls"] == [("digits", "resnet", 0)]  # one run: done here, recorded with concurrent_runs 1
-    assert runner._affordable_workers(1000, 28) == 2 and runner._affordable_workers(3, 28) == 2
-    assert runner._affordable_workers(1, 0) == 1
+    assert executors.affordable_workers(1000, 28) == 2 and executors.affordable_workers(3, 28) == 2
+    assert executors.affordable_workers(1, 0) == 1

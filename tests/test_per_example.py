@@ -10,7 +10,7 @@ from torch import nn
 import zoo
 from benchmarks.evaluation import metrics
 from benchmarks.evaluation.check import check_model
-from benchmarks.execution.runner import solver_settings
+from benchmarks.execution.runs import solver_settings
 from benchmarks.specs import BATCH_COUPLING_TOLERANCE
 from benchmarks.store.records import Record, load_record, save_record
 from zoo import template

@@ -23,7 +23,7 @@ import zoo
 from benchmarks.cli import main
 from benchmarks.data.tasks import get_task
 from benchmarks.evaluation.check import ModelCheckFailed, check_model
-from benchmarks.execution import runner
+from benchmarks.execution import runner, runs
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
 from benchmarks.reporting.tables import aggregate, cell, display_columns, load_frame
 from benchmarks.store.records import save_record
@@ -212,13 +212,13 @@ def test_a_plain_module_is_benchmarked_with_capability_metrics_not_applicable(pl
     install_models(plugins, {"plain-cnn": "plain"})
     load(plugins)
     task, data = digits
-    record = runner.run_one(QUICK, task, data, "plain-cnn", 0, torch.device("cpu"))
+    record = runs.run_one(QUICK, task, data, "plain-cnn", 0, torch.device("cpu"))
     assert record.status == "ok", record.error
     assert 0.0 <= record.metrics["accuracy"] <= 1.0 and "fgsm@0.1" in record.metrics and "latency_ms" in record.metrics
     assert {"nfe", "dt_fewest_nfe", "line_shape", "jacobian_sigma_max"} <= set(record.not_applicable)
     assert "nfe" not in record.metrics and record.depth_transfer == [] and record.trajectory == []
     # Beside a built-in that has them, the plain model's cells read n/a (not "not recorded").
-    resnet = runner.run_one(QUICK, task, data, "resnet", 0, torch.device("cpu"))
+    resnet = runs.run_one(QUICK, task, data, "resnet", 0, torch.device("cpu"))
     results = tmp_path / "results"
     save_record(results, record)
     save_record(results, resnet)
@@ -327,7 +327,7 @@ def test_bad_outputs_make_a_failed_record_never_a_ranked_row(plugins, digits, en
     install_models(plugins, {"bad": entry})
     load(plugins)
     task, data = digits
-    record = runner.run_one(QUICK, task, data, "bad", 0, torch.device("cpu"))
+    record = runs.run_one(QUICK, task, data, "bad", 0, torch.device("cpu"))
     assert record.status == "failed" and record.flags == [flag] and record.metrics == {}
     assert message in record.error and "ModelOutputError" in record.error
 

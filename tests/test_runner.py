@@ -16,7 +16,7 @@ from torch import nn
 
 from benchmarks.cli import main
 from benchmarks.data.tasks import DataMissingError
-from benchmarks.execution import runner
+from benchmarks.execution import executors, runner, runs
 from benchmarks.protocols import SMOKE, Evaluation, Recipe
 from benchmarks.specs import spec_for
 from benchmarks.store.records import iter_records
@@ -136,7 +136,7 @@ def test_rerun_skips_what_is_done(quick_results) -> None:
 def test_resume_after_an_interrupt_gives_identical_records(quick_results, tmp_path, monkeypatch) -> None:
     reference_root, _ = quick_results
     saved = []
-    real_save = runner.save_record
+    real_save = runs.save_record
 
     def save_then_die(root, record):
         path = real_save(root, record)
@@ -145,7 +145,7 @@ def test_resume_after_an_interrupt_gives_identical_records(quick_results, tmp_pa
             raise KeyboardInterrupt  # the bench is killed right after its first record
         return path
 
-    monkeypatch.setattr(runner, "save_record", save_then_die)
+    monkeypatch.setattr(runs, "save_record", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"), progress=False)
     assert len(list(iter_records(tmp_path))) == 1
@@ -165,7 +165,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {tests!r})
 from test_runner import QUICK, QUICK_MODELS
-from benchmarks.execution import runner
+from benchmarks.execution import executors, runner, runs
 torch.set_num_threads(1)
 runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=Path({root!r}), device=torch.device("cpu"), progress=False)
 """
@@ -198,7 +198,7 @@ def test_resume_after_a_killed_process_gives_identical_records(quick_results, tm
 
 def test_a_time_budget_postpones_runs_that_a_rerun_does(tmp_path, monkeypatch, capsys) -> None:
     clock = iter([0.0, 0.0, 1e6])  # deadline set at 0 s; first check before it, second long after
-    monkeypatch.setattr(runner, "clock", lambda: next(clock))
+    monkeypatch.setattr(runs, "clock", lambda: next(clock))
     summary = runner.run_tier(QUICK, models=["resnet"], tasks=["digits"], seeds=[0, 1], results_dir=tmp_path,
                               device=torch.device("cpu"), progress=False, max_minutes=1)
     assert [p.name for p in summary.written] == ["seed0.json"] and [p.name for p in summary.postponed] == ["seed1.json"]
@@ -247,7 +247,7 @@ def test_a_tree_without_git_records_the_declared_commit(tmp_path, monkeypatch, c
 
 def test_concurrent_workers_write_the_records_of_a_sequential_run(quick_results, tmp_path, monkeypatch) -> None:
     reference_root, _ = quick_results
-    monkeypatch.setattr(runner, "available_cores", lambda: 2)  # two workers even on a one-core machine
+    monkeypatch.setattr(executors, "available_cores", lambda: 2)  # two workers even on a one-core machine
     summary = runner.run_tier(QUICK, models=QUICK_MODELS, results_dir=tmp_path, device=torch.device("cpu"),
                               progress=False, workers=2)
     assert len(summary.written) == 4 and not summary.failed and summary.phase_seconds["train"] > 0

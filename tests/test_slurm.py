@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.execution import runner
+from benchmarks.execution import runner, runs
 from benchmarks.execution.cluster import SlurmSettings, job_marker, scontrol_job, squeue_states
 from benchmarks.execution.partition import hopeless
 from benchmarks.execution.status import run_states
@@ -97,7 +97,7 @@ def submitted_job(root: Path) -> tuple[str, Path, Path]:
     summary = runner.run_tier(LONG, results_dir=root, device=CPU, slurm=SlurmSettings(wait=False, **FAST), **ONE_RUN)
     (path,) = summary.submitted
     job_id = json.loads(job_marker(path).read_text())["job_id"]
-    checkpoint = runner.checkpoint_for(path)
+    checkpoint = runs.checkpoint_for(path)
     wait_for(lambda: checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["epoch"] >= 2,
              "two epochs checkpointed")
     return job_id, path, checkpoint
@@ -199,7 +199,7 @@ def test_failing_jobs_become_failed_records_with_slurm_reason_and_log(tmp_path, 
                                     "NonZeroExitCode, exit code 3:0): CUDA out of memory (as good as); log ")
     assert crashed.error.endswith(job["stderr"])
     assert Path(job["stderr"]).is_file() and job["state"] == "FAILED"
-    kept = runner.checkpoint_for(record_path(results, "crashes", "pendulum", LONG.task_hash("pendulum"), 0))
+    kept = runs.checkpoint_for(record_path(results, "crashes", "pendulum", LONG.task_hash("pendulum"), 0))
     assert kept.is_file(), \
         "kept: --retry-failed continues from it"
     job = raised.provenance["slurm"]

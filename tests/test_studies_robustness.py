@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from benchmarks.evaluation.attacks import attack_accuracy, robustness_suite
-from benchmarks.execution.runner import checkpoint_for
+from benchmarks.execution.runs import checkpoint_for
 from benchmarks.protocols import SMOKE, Recipe
 from benchmarks.store.records import record_path
 from benchmarks.store.studies import read_study

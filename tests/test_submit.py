@@ -18,7 +18,7 @@ from benchmarks import suite
 from benchmarks.cli import main
 from benchmarks.data import tasks
 from benchmarks.evaluation.metrics import accuracy
-from benchmarks.execution import runner
+from benchmarks.execution import runner, runs
 from benchmarks.execution.evaluate import EVALUATED_FLAG
 from benchmarks.protocols import SMOKE, Evaluation, Recipe, Tolerance
 from benchmarks.reporting.leaderboard import aggregate, load_frame, render_bibtex, render_citation, write_leaderboards
@@ -93,10 +93,10 @@ def test_the_hash_covers_everything_that_changes_a_number(monkeypatch) -> None:
 def test_records_keep_the_resolved_solver_of_every_stage() -> None:
     model = zoo.create_model("neural-ode", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2, stages=2,
                              adjoint=True)
-    assert runner.solver_settings(model) == 2 * [{"scheme": "dopri5", "n_steps": None, "rtol": 1e-3, "atol": 1e-3,
+    assert runs.solver_settings(model) == 2 * [{"scheme": "dopri5", "n_steps": None, "rtol": 1e-3, "atol": 1e-3,
                                                   "adjoint": True, "max_num_steps": 1000,
                                                   "backend": template.ADAPTIVE_BACKEND}]
-    assert runner.solver_settings(torch.nn.Linear(2, 2)) == []  # a model without zoo solvers
+    assert runs.solver_settings(torch.nn.Linear(2, 2)) == []  # a model without zoo solvers
 
 
 # --- the example plugin package, installed with pip -----------------------------------------------------------------

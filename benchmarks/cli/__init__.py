@@ -35,14 +35,9 @@ import zoo
 from benchmarks.cli import arguments
 from benchmarks.data.tasks import DataCorruptError, DataMissingError, list_tasks
 from benchmarks.execution import cluster, device_cli
-from benchmarks.execution.runner import (
-    RunSummary,
-    check_cache_writable,
-    check_writable,
-    pick_device,
-    refuse_meta,
-    run_tier,
-)
+from benchmarks.execution.preflight import check_cache_writable, check_writable, pick_device, refuse_meta
+from benchmarks.execution.runner import run_tier
+from benchmarks.execution.runs import RunSummary
 from benchmarks.io import DiskFullError, write_atomic
 from benchmarks.protocols import PROTOCOLS, current_hashes, get_protocol
 from benchmarks.reporting.console import comparison, results_table, summary_text, table_heading

@@ -1,4 +1,5 @@
-"""The runs of a GPU session, in the child process that `device_session.run_session` supervises.
+"""The runs of a GPU session, in the child process that `device_session.run_session` supervises
+(`python -m benchmarks.execution.device_child PLAN.json`: device_session starts it, it never imports this module).
 
 Reads the plan the supervisor wrote, checks the device (and describes it in device.json), loads every task once
 (timed: the JPEG decode fills the cache the runs read), checks the model contract once (timed), then runs the tier
@@ -9,6 +10,7 @@ admission decision) even when it is interrupted.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -20,7 +22,8 @@ from benchmarks.data.tasks import DataCorruptError, DataMissingError, get_task
 from benchmarks.evaluation.check import require_passing
 from benchmarks.evaluation.surrogate import surrogate_path
 from benchmarks.execution.device_session import Budget, load_estimates, model_order, record_files
-from benchmarks.execution.runner import pick_device, run_tier, tier_models
+from benchmarks.execution.preflight import pick_device
+from benchmarks.execution.runner import run_tier, tier_models
 from benchmarks.io import write_atomic
 from benchmarks.protocols import get_protocol
 from benchmarks.store.machine import machine_info
@@ -97,3 +100,10 @@ def child(plan_path: Path) -> int:
         summary["budget"] = budget.decisions if budget is not None else []
         write_atomic(work / "child.json", json.dumps(summary, indent=2, default=str))
     return code
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m benchmarks.execution.device_child PLAN.json (started by run_session)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(child(Path(sys.argv[1])))

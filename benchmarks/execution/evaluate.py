@@ -18,6 +18,7 @@ import zoo
 from benchmarks.data.tasks import Task, TaskData
 from benchmarks.evaluation import metrics as M
 from benchmarks.evaluation.check import require_passing
+from benchmarks.execution import runs
 from benchmarks.protocols import Protocol
 from benchmarks.store.records import Record
 from benchmarks.training.train import TrainResult
@@ -93,10 +94,6 @@ def evaluate_checkpoint(protocol: Protocol, task: Task, data: TaskData, model_na
 
     Bad checkpoints raise `CheckpointError` and a model failing the contract `ModelCheckFailed` (nothing is
     recorded); a model that fails while being measured gives a failed record, as in `depthbench run`."""
-    from benchmarks.execution import (
-        runner,  # runner imports this module's callers; import late to keep the graph simple
-    )
-
     sha = file_sha256(checkpoint)
     state = load_state_dict(checkpoint)
     torch.manual_seed(seed)
@@ -123,8 +120,7 @@ def evaluate_checkpoint(protocol: Protocol, task: Task, data: TaskData, model_na
         return TrainResult(epochs=0, train_seconds=0.0, epoch_seconds=0.0, best_epoch=0, val_metric=val,
                            peak_memory_mb=None)
 
-    record = runner.run_one(protocol, task, data, model_name, seed, device, train_fn=validate_only,
-                            model=model)
+    record = runs.run_one(protocol, task, data, model_name, seed, device, train_fn=validate_only, model=model)
     record.model = evaluated_key(model_name, sha)
     record.flags = sorted({*record.flags, EVALUATED_FLAG})
     record.provenance["checkpoint"] = {"file": Path(checkpoint).name, "sha256": sha}

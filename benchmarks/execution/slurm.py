@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,11 @@ import submitit
 import torch
 
 import benchmarks
-from benchmarks.data.tasks import Task, get_task
+from benchmarks.data.tasks import get_task
 from benchmarks.execution.cluster import LOGS, SlurmSettings, job_marker, read_marker, scontrol_job, squeue_states
 from benchmarks.execution.partition import fit_to_partition, hopeless
-from benchmarks.execution.runner import Progress, RunSummary, checkpoint_for, pick_device, run_one
+from benchmarks.execution.preflight import pick_device
+from benchmarks.execution.runs import Job, RunBook, RunSettings, checkpoint_for, record_run, run_one
 from benchmarks.io import write_atomic
 from benchmarks.protocols import Protocol
 from benchmarks.store.provenance import now, retyped_command, run_provenance
@@ -78,10 +79,8 @@ class SlurmRun(submitit.helpers.Checkpointable):
         record.provenance["command"] = self.command  # what was typed on the login node, not submitit's entry point
         if record.status == "failed":
             record.error = f"{record.error} (Slurm job {info['job_id']}, log {info['stderr']})"
-        save_record(self.results_dir, record)
+        record_run(RunSettings(self.protocol, self.results_dir, keep_checkpoints=self.keep_checkpoints), record)
         job_marker(path).unlink(missing_ok=True)
-        if not self.keep_checkpoints:
-            checkpoint_for(path).unlink(missing_ok=True)
         return str(path), record.status, record.error
 
 
@@ -122,72 +121,82 @@ def _executor(settings: SlurmSettings, folder: Path, device: torch.device) -> su
     return executor
 
 
-def run_on_slurm(settings: SlurmSettings, protocol: Protocol, todo: Sequence[tuple[Task, str, int, Path]],
-                 summary: RunSummary, finished: Callable[..., None], bar: Progress, *, results_dir: Path,
-                 data_dir: str | Path | None, device: torch.device, keep_checkpoints: bool) -> None:
-    """Submit `todo` as one job array (runs already queued or running in Slurm are not submitted twice), then,
-    with `settings.wait`, follow them until each has a record, was cancelled, or failed."""
-    results_dir = Path(results_dir).resolve()
-    live = squeue_states()
-    queued, submit = [], []
-    for job in todo:
-        marker = read_marker(job[3])
-        if marker and live is not None and marker.get("job_id") in live:
-            queued.append((job, marker))
-        else:
-            submit.append(job)
-    for (task, model_name, seed, _), marker in queued:
-        bar.say(f"{task.name} {model_name} seed {seed} is already in Slurm as job {marker['job_id']} "
-                f"({live[marker['job_id']][0].lower()}); not submitted again")
-    follow: list[tuple[str, Task, str, int, Path, dict]] = [
-        (marker["job_id"], *job, marker) for job, marker in queued]
-    if submit:
-        settings = fit_to_partition(settings, device, bar.say)  # a request the partition cannot meet waits forever
-        folder = Path(settings.logs or results_dir / LOGS).resolve()
-        run = SlurmRun(protocol, results_dir, None if data_dir is None else str(Path(data_dir).resolve()),
-                       str(device), keep_checkpoints, retyped_command(sys.argv))
+class SlurmExecutor:
+    """`depthbench run --executor slurm` (the Executor of benchmarks/execution/executors.py): the jobs go to Slurm as
+    one job array, then, with `settings.wait`, are followed until each has a record, was cancelled, or failed."""
+
+    def __init__(self, settings: SlurmSettings) -> None:
+        self.settings = settings
+
+    def run(self, jobs: Sequence[Job], book: RunBook) -> None:
+        """Submit `jobs` as one job array (runs already queued or running in Slurm are not submitted twice), then,
+        with `settings.wait`, follow them until each has a record, was cancelled, or failed."""
+        # The parent loads each task once first: the jobs then read the caches it filled
+        todo = [job for job in jobs if book.data_for(job.task) is not None]
+        settings, protocol, device = self.settings, book.settings.protocol, book.settings.device
+        data_dir = book.settings.data_dir
+        results_dir = Path(book.settings.results_dir).resolve()
+        live = squeue_states()
+        queued, submit = [], []
+        for job in todo:
+            marker = read_marker(job.path)
+            if marker and live is not None and marker.get("job_id") in live:
+                queued.append((job, marker))
+            else:
+                submit.append(job)
+        for job, marker in queued:
+            book.bar.say(f"{job.label} is already in Slurm as job {marker['job_id']} "
+                         f"({live[marker['job_id']][0].lower()}); not submitted again")
+        follow: list[tuple[str, Job, dict]] = [(marker["job_id"], job, marker) for job, marker in queued]
+        if submit:
+            settings = fit_to_partition(settings, device, book.bar.say)  # a request the partition cannot meet
+            # waits forever
+            folder = Path(settings.logs or results_dir / LOGS).resolve()
+            run = SlurmRun(protocol, results_dir, None if data_dir is None else str(Path(data_dir).resolve()),
+                           str(device), book.settings.keep_checkpoints, retyped_command(sys.argv))
+            try:
+                array = _executor(settings, folder, device).map_array(
+                    run, [j.task.name for j in submit], [j.model for j in submit], [j.seed for j in submit])
+            except submitit.core.utils.FailedJobError as error:
+                raise RuntimeError(f"sbatch refused the job array: {str(error).strip().splitlines()[-1]} (check "
+                                   "--slurm-partition, --slurm-option and the cluster's limits)") from None
+            for slurm_job, job in zip(array, submit):
+                marker = {"job_id": slurm_job.job_id, "stdout": str(slurm_job.paths.stdout),
+                          "stderr": str(slurm_job.paths.stderr), "submitted": now()}
+                write_atomic(job_marker(job.path), json.dumps(marker, indent=1) + "\n")
+                follow.append((slurm_job.job_id, job, marker))
+            book.bar.say(f"submitted {len(array)} runs to Slurm as job array {array[0].job_id.split('_')[0]} "
+                         f"({settings.describe(device)}); logs in {folder}")
+        if not settings.wait:
+            book.summary.submitted.extend(job.path for _, job, _ in follow)
+            return
         try:
-            jobs = _executor(settings, folder, device).map_array(
-                run, [t.name for t, *_ in submit], [m for _, m, *_ in submit], [s for *_, s, _ in submit])
-        except submitit.core.utils.FailedJobError as error:
-            raise RuntimeError(f"sbatch refused the job array: {str(error).strip().splitlines()[-1]} (check "
-                               "--slurm-partition, --slurm-option and the cluster's limits)") from None
-        for job, (task, model_name, seed, path) in zip(jobs, submit):
-            marker = {"job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                      "submitted": now()}
-            write_atomic(job_marker(path), json.dumps(marker, indent=1) + "\n")
-            follow.append((job.job_id, task, model_name, seed, path, marker))
-        bar.say(f"submitted {len(jobs)} runs to Slurm as job array {jobs[0].job_id.split('_')[0]} "
-                f"({settings.describe(device)}); logs in {folder}")
-    if not settings.wait:
-        summary.submitted.extend(path for *_, path, _ in follow)
-        return
-    try:
-        _follow(follow, summary, finished, bar, results_dir, protocol, settings.poll_seconds)
-    except KeyboardInterrupt:
-        bar.say("stopped waiting; the submitted jobs go on in Slurm and write their records: `depthbench status` "
-                "follows them, `scancel --name depthbench` cancels them")
-        raise
+            _follow(follow, book, results_dir, protocol, settings.poll_seconds)
+        except KeyboardInterrupt:
+            book.bar.say("stopped waiting; the submitted jobs go on in Slurm and write their records: `depthbench "
+                         "status` follows them, `scancel --name depthbench` cancels them")
+            raise
 
 
-def _follow(follow: list, summary: RunSummary, finished: Callable[..., None], bar: Progress, results_dir: Path,
-            protocol: Protocol, poll_seconds: float) -> None:
+def _follow(follow: list[tuple[str, Job, dict]], book: RunBook, results_dir: Path, protocol: Protocol,
+            poll_seconds: float) -> None:
     """Wait until every followed run has a record from its job, or its job has left the queue without one."""
-    pending = {job_id: rest for job_id, *rest in follow}
+    summary, bar = book.summary, book.bar
+    pending = {job_id: (job, marker) for job_id, job, marker in follow}
     started: set[str] = set()
     gone_once: set[str] = set()  # absent from squeue at one poll: concluded at the next (a record may be landing)
     told: set[str] = set()  # pending reasons already said aloud
     while pending:
         live = squeue_states(list(pending))
-        for job_id, (task, model_name, seed, path, marker) in list(pending.items()):
-            label = f"{task.name} {model_name} seed {seed}"
+        for job_id, (job, marker) in list(pending.items()):
+            path, label = job.path, job.label
             state, reason = (live or {}).get(job_id, ("", ""))
             if state == "RUNNING" and job_id not in started:
                 started.add(job_id)
                 bar.start(label)
             record = _record_of_job(path, results_dir, job_id)
             if record is not None:
-                finished(path, label, record.status, record.error, record.provenance.get("phase_seconds", {}))
+                book.finished(job, path, record.status, record.error, record.provenance.get("phase_seconds", {}))
                 del pending[job_id]
             elif state == "PENDING" and (never := hopeless(reason)) is not None:
                 del pending[job_id]
@@ -208,10 +217,10 @@ def _follow(follow: list, summary: RunSummary, finished: Callable[..., None], ba
                                                  "resume it from its last epoch")
                     bar.say(f"{label}: {summary.unfinished[label]}")
                     continue
-                failed = _failed_record(protocol, task, model_name, seed, job_id, info, marker)
+                failed = _failed_record(protocol, job, job_id, info, marker)
                 save_record(results_dir, failed)
                 job_marker(path).unlink(missing_ok=True)
-                finished(path, label, "failed", failed.error, {})
+                book.finished(job, path, "failed", failed.error, {})
         if pending:
             time.sleep(poll_seconds)
 
@@ -235,8 +244,7 @@ def _give_up(job_id: str, path: Path, reason: str, meaning: str, flags: str) -> 
             f"change {flags} and rerun the same command")
 
 
-def _failed_record(protocol: Protocol, task: Task, model_name: str, seed: int, job_id: str, info: dict[str, str],
-                   marker: dict[str, Any]) -> Record:
+def _failed_record(protocol: Protocol, job: Job, job_id: str, info: dict[str, str], marker: dict[str, Any]) -> Record:
     """The record of a job that ended without writing one (killed, out of memory, crashed interpreter, node failure,
     a Python error outside the run): Slurm's state, reason and exit code, the job's last error line and its log. The
     checkpoint is kept: `--retry-failed` continues from it."""
@@ -245,8 +253,8 @@ def _failed_record(protocol: Protocol, task: Task, model_name: str, seed: int, j
     last = _job_error(marker)
     error = (f"Slurm job {job_id} ended {state} without a record (reason {reason}, exit code {code})"
              f"{': ' + last if last else ''}; log {marker.get('stderr')}")
-    record = Record(model=model_name, task=task.name, seed=seed, protocol=protocol.header(task.name), status="failed",
-                    error=error, flags=["error"])
+    record = Record(model=job.model, task=job.task.name, seed=job.seed, protocol=protocol.header(job.task.name),
+                    status="failed", error=error, flags=["error"])
     record.provenance = {**run_provenance(torch.device("cpu"), marker.get("submitted") or now()),
                          "recorded_by": "the submitting depthbench: the job left no record",
                          "slurm": {"job_id": job_id, "state": state, "reason": reason, "exit_code": code,

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.execution.cluster import read_marker, squeue_states
-from benchmarks.execution.runner import checkpoint_for, tier_models
+from benchmarks.execution.runner import tier_models
+from benchmarks.execution.runs import checkpoint_for
 from benchmarks.protocols import Protocol
 from benchmarks.store.locks import is_locked
 from benchmarks.store.records import RecordError, load_record, record_path

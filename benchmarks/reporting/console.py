@@ -15,7 +15,7 @@ from benchmarks.reporting.reproduce import compare_stores, describe_tolerance, f
 from benchmarks.store.records import Record
 
 if TYPE_CHECKING:  # the runner loads torch; its summary is only read here
-    from benchmarks.execution.runner import RunSummary
+    from benchmarks.execution.runs import RunSummary
 
 NOT_PUBLISHED = "no published record of this protocol hash"
 

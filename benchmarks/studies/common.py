@@ -15,7 +15,7 @@ import torch
 import zoo
 from benchmarks.data.tasks import Task, TaskData, get_task
 from benchmarks.evaluation.timing import sync
-from benchmarks.execution.runner import checkpoint_for
+from benchmarks.execution.runs import checkpoint_for
 from benchmarks.protocols import CPU, SMOKE, Protocol, Recipe, recipe_for
 from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.records import record_path
