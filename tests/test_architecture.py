@@ -139,3 +139,112 @@ def test_every_table_column_has_its_place_in_the_column_order() -> None:
 
     shown = {s.pattern for s in SPECS if s.shown == "table" and not s.attack}
     assert shown == set(TABLE_HEAD) | set(TABLE_TAIL)
+
+
+def _module_level(tree: ast.Module) -> list[ast.stmt]:
+    """The import statements that run when the module is imported: outside functions and `if TYPE_CHECKING:`."""
+    found: list[ast.stmt] = []
+
+    def walk(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found.append(node)
+            elif isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    walk(node.body)
+                walk(node.orelse)
+            elif isinstance(node, ast.Try):
+                walk(node.body + node.orelse + node.finalbody + [n for h in node.handlers for n in h.body])
+            elif isinstance(node, (ast.With, ast.For, ast.While)):
+                walk(node.body)
+
+    walk(tree.body)
+    return found
+
+
+def import_graph(roots: list[Path], late: bool) -> dict[str, set[str]]:
+    """Module -> the modules of `roots` it imports: at module level, or also inside functions with `late`."""
+    files = {}
+    for root in roots:
+        for path in root.rglob("*.py"):
+            parts = path.relative_to(root.parent).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        nodes = ast.walk(tree) if late else _module_level(tree)
+        targets = set()
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                targets |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`: its strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:  # guards the checks below against a finder that finds nothing
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_execution_has_no_import_cycle() -> None:
+    """benchmarks/execution: no circle even through late imports (inside functions), which are dependencies too: the
+    runner plans and picks an executor, runs.py and executors.py run, slurm.py imports them, never the runner."""
+    graph = import_graph([PACKAGE, ZOO], late=True)
+    execution = {name: {t for t in targets if t.startswith("benchmarks.execution")}
+                 for name, targets in graph.items() if name.startswith("benchmarks.execution")}
+    assert len(execution) > 10
+    assert not cycles(execution), cycles(execution)
+
+
+def test_no_module_level_import_cycle_in_benchmarks_or_zoo() -> None:
+    """What runs on import: no module of benchmarks/ or zoo/ imports, at module level, one that imports it back."""
+    graph = import_graph([PACKAGE, ZOO], late=False)
+    assert "benchmarks.execution.runs" in graph["benchmarks.execution.runner"]
+    assert not cycles(graph), cycles(graph)
+
+
+def test_no_late_import_cycle_in_benchmarks_but_the_known_one() -> None:
+    """Late imports (inside functions) count too: the one circle left is paper_claims' sources reading the declared
+    claims at call time (zoo's engine modules and its package reach each other the same way)."""
+    graph = import_graph([PACKAGE, ZOO], late=True)
+    found = [c for c in cycles(graph) if c[0].startswith("benchmarks")]
+    assert found == [["benchmarks.reporting.paper_claims.declared", "benchmarks.reporting.paper_claims.sources"]]

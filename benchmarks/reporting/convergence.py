@@ -17,7 +17,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from benchmarks.io import write_atomic
-from benchmarks.reporting.plots import RC, _save
+from benchmarks.reporting.plots import RC, _save, line_figure
 from benchmarks.store.studies import read_study
 
 LINESTYLES = {"euler": ":", "midpoint": "--", "rk4": "-"}
@@ -168,7 +168,5 @@ def render(study_path: Path | str, out_dir: Path | str) -> list[Path]:
     md = out / f"{study['task']}.md"
     write_atomic(md, table(study))
     written = [md, *_save(figure(study["details"]), out / study["task"])]
-    from benchmarks.reporting.studies import line_figure  # imports this module: read at call time
-
     dip = line_figure(study)  # the declared LineFigure: dip ratio against truncation / fit, from the rows
     return written + (_save(dip, out / f"{study['task']}-dip") if dip is not None else [])

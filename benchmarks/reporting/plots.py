@@ -15,6 +15,7 @@ switch leaks into the caller. A plot whose data no record has is skipped (no emp
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,32 @@ def write_plots(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path | str, s
             if figure is not None:
                 paths += _save(figure, Path(out_dir) / f"{stem}_{kind}")
     return paths
+
+
+def line_figure(study: dict[str, Any]) -> Figure | None:
+    """The study's declared line plot (`details["figure_spec"]`, a registry `LineFigure`): y against x per series,
+    the mean over the rows (seeds) that share an x, from the rows that match `where`."""
+    spec = study["details"].get("figure_spec")
+    if not spec:
+        return None
+    points = [r for r in study["rows"] if all(r.get(k) == v for k, v in spec.get("where", {}).items())
+              and isinstance(r.get(spec["x"]), int | float) and isinstance(r.get(spec["y"]), int | float)]
+    if not points:
+        return None
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(5.2, 3.6))
+        ax = fig.add_subplot()
+        for series in sorted({str(r[spec["series"]]) for r in points}):
+            mine = [r for r in points if str(r[spec["series"]]) == series]
+            xs = sorted({r[spec["x"]] for r in mine})
+            ys = [statistics.fmean(r[spec["y"]] for r in mine if r[spec["x"]] == x) for x in xs]
+            ax.plot(xs, ys, marker="o", label=series)
+        ax.set_xscale("log" if spec.get("logx") else "linear")
+        ax.set_yscale("log" if spec.get("logy") else "linear")
+        ax.set_xlabel(spec["xlabel"])
+        ax.set_ylabel(spec["ylabel"])
+        ax.set_title(f"{study['details'].get('title', study['study'])}: {study['task']} "
+                     f"(mean over {len(study['seeds'])} seeds)", fontsize=8)
+        ax.legend()
+        fig.tight_layout()
+    return fig
