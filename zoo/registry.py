@@ -38,7 +38,7 @@ class ModelNameClash(ValueError):
 class _Entry:
     constructor: Constructor
     card: ModelCard
-    source: str  # where the name comes from, for messages: "built-in zoo.resnet" or "plugin ... (dist x 1.0)"
+    source: str  # for messages: "built-in zoo.models.resnet.resnet" or "plugin ... (dist x 1.0)"
     carded: bool = True  # False: a plugin gave no card and got a placeholder
     distribution: dict[str, str] | None = None  # plugins: {"distribution", "version", "entry_point"}
 
