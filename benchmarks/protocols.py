@@ -28,9 +28,60 @@ from benchmarks.suite import suite_declaration
 # Which runs a tier does, how it is described and how its results are compared, not how a number is made: outside
 # the hash (see above). `recipes` is hashed per task, not as a whole.
 UNHASHED = ("models", "tasks", "optional_tasks", "seeds", "description", "citable", "rank", "tolerance", "recipes")
-ALL_MODELS = ("resnet", "neural-ode", "anode", "continuousnet", "continuousnet-euler", "inresnet", "inresnet-lambda",
-              # the other models the seed papers compare (issue #14)
-              "anodev2", "pde-parabolic", "pde-hyperbolic", "tisode", "resnet-stiffness", "resnet-sde", "sonode")
+
+
+class BuiltinModels(Sequence):
+    """Every built-in model of the zoo (`zoo.models.builtin_models()`: family by family in `zoo.models.ORDER`), read
+    from the registry on first use, so that importing this module loads no torch. Behaves as the tuple of names
+    (equality, `+`, slicing, JSON via `Protocol.to_json`); a copy or a pickle is that tuple. Installed plugins are
+    not in it (the runner adds them to a tier's default run, `benchmarks.execution.runner.tier_models`)."""
+
+    _names: tuple[str, ...] | None = None
+
+    def _resolve(self) -> tuple[str, ...]:
+        if self._names is None:
+            from zoo.models import builtin_models  # imports torch: only when a model list is needed
+
+            self._names = builtin_models()
+        return self._names
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._resolve()[index]
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+    def __iter__(self) -> Any:
+        return iter(self._resolve())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._resolve()
+
+    def __eq__(self, other: object) -> bool:
+        return self._resolve() == (tuple(other) if isinstance(other, BuiltinModels) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._resolve())
+
+    def __add__(self, other: tuple[str, ...]) -> tuple[str, ...]:
+        return self._resolve() + tuple(other)
+
+    def __radd__(self, other: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(other) + self._resolve()
+
+    def __repr__(self) -> str:
+        return repr(self._resolve())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return self._resolve()  # dataclasses.asdict deep-copies fields: Protocol.to_json sees a plain tuple
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return tuple, (self._resolve(),)
+
+
+# Every tier's model list: each built-in model, declared once in its family's module (`zoo/models/`), in the order
+# of `zoo.models.ORDER` (a family is added to every tier by one line there).
+ALL_MODELS: Sequence[str] = BuiltinModels()
 
 
 @dataclass(frozen=True)
@@ -102,7 +153,7 @@ class Protocol:
     version: int
     description: str
     tasks: tuple[str, ...]
-    models: tuple[str, ...]
+    models: Sequence[str]  # a tuple of names, or ALL_MODELS
     seeds: tuple[int, ...]
     recipes: dict[str, Recipe]  # task -> recipe
     model_overrides: dict[str, Any] = field(default_factory=dict)  # the same size class for every model

@@ -264,7 +264,8 @@ def test_list_shows_broken_plugins(plugins, capsys) -> None:
 def test_a_plugin_named_like_a_built_in_is_an_error_naming_both(plugins) -> None:
     install_models(plugins, {"resnet": "plain", "plain-cnn": "plain"})
     assert "resnet" in load(plugins)
-    with pytest.raises(registry.ModelNameClash, match=r"'resnet' is claimed by built-in zoo\.resnet\.resnet and by "
+    with pytest.raises(registry.ModelNameClash, match=r"'resnet' is claimed by built-in "
+                                                      r"zoo\.models\.resnet\.resnet and by "
                                                       r"plugin entry point 'resnet = myplugin_models:plain'"):
         zoo.create_model("resnet", input_shape=(1, 8, 8), num_classes=10)
     # Only the clashing name is affected.
@@ -332,26 +333,26 @@ def test_bad_outputs_make_a_failed_record_never_a_ranked_row(plugins, digits, en
     assert message in record.error and "ModelOutputError" in record.error
 
 
-def test_a_new_file_in_zoo_registers_without_editing_another_file(tmp_path) -> None:
+def test_a_new_file_in_zoo_models_registers_without_editing_another_file(tmp_path) -> None:
     """The README's in-tree recipe: a copy of the zoo package plus one new module, imported in a fresh process."""
     package = tmp_path / "zoo"
     shutil.copytree(Path(zoo.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
-    card = {**CARD, "family": "mine"}
-    (package / "mymodel.py").write_text(textwrap.dedent(f"""
+    card = {**CARD, "name": "my-model", "family": "mine"}
+    (package / "models" / "mymodel.py").write_text(textwrap.dedent(f"""
         from torch import nn
         from zoo.registry import register_model
 
-        @register_model("my-model", {card!r})
+        @register_model({card!r})
         def my_model(input_shape, num_classes, **size):
             return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
     """))
-    (package / "broken_one.py").write_text("raise ImportError('needs a package that is not installed')\n")
+    (package / "models" / "broken_one.py").write_text("raise ImportError('needs a package that is not installed')\n")
     code = "import json, zoo; print(json.dumps([zoo.list_models(), [str(b) for b in zoo.broken_models()]]))"
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout
     names, broken = json.loads(out.splitlines()[-1])
     assert "my-model" in names and "resnet" in names
-    assert broken == ["in-tree module zoo/broken_one.py: ImportError: needs a package that is not installed"]
+    assert broken == ["in-tree module zoo/models/broken_one.py: ImportError: needs a package that is not installed"]
 
 
 def test_a_half_declared_capability_fails_the_check_not_the_run(plugins) -> None:

@@ -272,7 +272,7 @@ class NaNModel(nn.Module):
 def test_a_nan_model_is_recorded_as_failed(tmp_path, monkeypatch) -> None:
     """The runner's own failure path (`depthbench check` would refuse this model before any run: see test_check)."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register_model("nan-model", registry.model_card("resnet"))(NaNModel)
+    registry.register_model(dataclasses.replace(registry.model_card("resnet"), name="nan-model"))(NaNModel)
     summary = runner.run_tier(QUICK, models=["nan-model"], tasks=["digits"], results_dir=tmp_path,
                               device=torch.device("cpu"), progress=False, check_models=False)
     assert len(summary.failed) == 1

@@ -226,7 +226,8 @@ def test_evaluate_names_an_unknown_model_or_a_size_it_does_not_take(tmp_path, ca
     assert main(["evaluate", "nope", "--checkpoint", str(checkpoint), "--task", "digits"]) == 2
     assert "unknown model 'nope'; known models:" in capsys.readouterr().err
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register_model("sizeless", registry.model_card("resnet"))(lambda input_shape, num_classes: None)
+    sizeless = dataclasses.replace(registry.model_card("resnet"), name="sizeless")
+    registry.register_model(sizeless)(lambda input_shape, num_classes: None)
     assert main(["evaluate", "sizeless", "--checkpoint", str(checkpoint), "--task", "digits"]) == 2
     assert "cannot build 'sizeless' at tier 'smoke''s size" in capsys.readouterr().err
 

@@ -18,7 +18,7 @@ from zoo.template import count_params
 pytestmark = pytest.mark.numerics  # float comparisons: run again under each lower CPU capability (cpu_capabilities.py)
 
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "cifar": ((3, 32, 32), 10), "pendulum": ((2,), 2)}
-FAMILIES = list(ALL_MODELS)  # the in-tree families, listed once (benchmarks/protocols.py)
+FAMILIES = list(ALL_MODELS)  # every built-in model, read from the registry in zoo.models.ORDER
 SMALL = {"width": 8, "depth": 3}
 
 

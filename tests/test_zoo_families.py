@@ -14,8 +14,8 @@ from benchmarks.evaluation.check import check_model
 from benchmarks.evaluation.diagnostics import jacobian_sigma
 from benchmarks.protocols import Recipe
 from benchmarks.training.train import evaluate, train
-from zoo.pde import NORM_BOUND, SymmetricLayer, leapfrog, leapfrog_backward
-from zoo.stiffness import sigma_max
+from zoo.models.pde import NORM_BOUND, SymmetricLayer, leapfrog, leapfrog_backward
+from zoo.models.stiffness import sigma_max
 from zoo.template import count_params
 
 NEW = ["anodev2", "pde-parabolic", "pde-hyperbolic", "tisode", "resnet-sde", "resnet-stiffness", "sonode"]

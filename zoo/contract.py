@@ -1,7 +1,7 @@
 """The model contract: what depthbench needs from a model, written once.
 
-**Required** — any `torch.nn.Module` whose constructor is registered (``@zoo.register_model`` in a file of
-`zoo/`, or an entry point in the `depthbench.models` group) can be benchmarked:
+**Required** — any `torch.nn.Module` whose constructor is registered (``@zoo.register_model(CARD)`` in a file of
+`zoo/models/`, or an entry point in the `depthbench.models` group) can be benchmarked:
 
 - the constructor is called as ``constructor(input_shape, num_classes, **size)``; `size` holds the protocol's
   size class (``width``, ``depth``, ``stages``): accept them (or ``**overrides``) even if you ignore them;

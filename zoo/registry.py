@@ -1,6 +1,9 @@
-"""The model registry: in-tree families register with a decorator, installed packages through the
-`depthbench.models` entry-point group (name = model name, value = a constructor with the zoo's
-signature ``(input_shape, num_classes, **overrides) -> nn.Module``, optionally carrying a `card`).
+"""The model registry: in-tree families register with a decorator, ``@register_model(CARD)`` (the model's name is
+its card's `name`: declared once), installed packages through the `depthbench.models` entry-point group (name =
+model name, value = a constructor with the zoo's signature ``(input_shape, num_classes, **overrides) -> nn.Module``,
+optionally carrying a `card`).
+
+Two definitions registering one name with the decorator is an error at once (`ModelNameClash`, naming both).
 
 One broken plugin never takes the zoo down: a failing import, a missing attribute or a bad card is recorded
 (`broken_models()`, one warning listing them, `depthbench list`) naming the distribution, the entry point and
@@ -21,21 +24,21 @@ from torch import nn
 from zoo.cards import ModelCard, validate_card
 
 __all__ = ["ModelCard", "ModelNameClash", "broken_models", "create_model", "list_models", "model_card",
-           "model_distribution", "model_source", "register_model"]
+           "defined_models", "model_distribution", "model_source", "register_model"]
 
 ENTRY_POINT_GROUP = "depthbench.models"
 Constructor = Callable[..., nn.Module]
 
 
 class ModelNameClash(ValueError):
-    """Two sources (built-in and plugin, or two plugins) register the same model name."""
+    """Two definitions (built-in and plugin, two plugins, or two `@register_model`) register the same model name."""
 
 
 @dataclass(frozen=True)
 class _Entry:
     constructor: Constructor
     card: ModelCard
-    source: str  # where the name comes from, for messages: "built-in zoo.resnet" or "plugin ... (dist x 1.0)"
+    source: str  # for messages: "built-in zoo.models.resnet.resnet" or "plugin ... (dist x 1.0)"
     carded: bool = True  # False: a plugin gave no card and got a placeholder
     distribution: dict[str, str] | None = None  # plugins: {"distribution", "version", "entry_point"}
 
@@ -55,6 +58,7 @@ class Broken:
 _REGISTRY: dict[str, _Entry] = {}
 _CLASHES: dict[str, list[str]] = {}  # name -> every source claiming it
 _BROKEN: list[Broken] = []
+_DEFINED: dict[str, str] = {}  # name -> the module whose @register_model defined it, in registration order
 _entry_points_loaded = False
 
 
@@ -83,14 +87,63 @@ def _as_card(card: Any, name: str) -> ModelCard:
     return card
 
 
-def register_model(name: str, card: ModelCard | Mapping[str, Any]) -> Callable[[Constructor], Constructor]:
-    """Decorator: make `constructor` available as `zoo.create_model(name, ...)` (the card must be valid)."""
+def _card_name(card: Any) -> str | None:
+    name = card.get("name") if isinstance(card, Mapping) else getattr(card, "name", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _definition(constructor: Constructor) -> tuple[str, str]:
+    return getattr(constructor, "__module__", "?"), getattr(constructor, "__qualname__", "?")
+
+
+def register_model(card: ModelCard | Mapping[str, Any] | str,
+                   legacy_card: ModelCard | Mapping[str, Any] | None = None) -> Callable[[Constructor], Constructor]:
+    """Decorator: make `constructor` available as ``zoo.create_model(card.name, ...)`` (the card must be valid).
+
+    ``@register_model(CARD)`` names the model by its card. The old form ``@register_model("name", CARD)`` still
+    works, with a DeprecationWarning, where "name" is the card's name (or the card, a dict, has none). A name that
+    another definition already registered raises `ModelNameClash` naming both (the same definition registering
+    again, a reloaded module, replaces itself).
+    """
+    if isinstance(card, str):
+        name = card
+        if legacy_card is None:
+            raise TypeError(f"register_model({name!r}) needs the model's card: @register_model(CARD), the name "
+                            "being the card's `name`")
+        warnings.warn(f"register_model({name!r}, card) is deprecated: write @register_model(card), the model's name "
+                      "is the card's `name`", DeprecationWarning, stacklevel=2)
+        named = _card_name(legacy_card)
+        if named is not None and named != name:
+            raise ValueError(f"register_model({name!r}, card): the card is named {named!r}; write "
+                             "@register_model(card) and let the card name the model")
+        card = legacy_card
+    elif legacy_card is not None:
+        raise TypeError("register_model(card) takes the card alone: the model's name is the card's `name`")
+    else:
+        name = _card_name(card)
+        if name is None:
+            raise ValueError(f"register_model(card): the card has no `name` (got {type(card).__name__}); the card "
+                             "names the model")
+    model_card = _as_card(card, name)
 
     def decorate(constructor: Constructor) -> Constructor:
-        _add(name, _Entry(constructor, _as_card(card, name), _builtin_source(constructor)))
+        entry = _Entry(constructor, model_card, _builtin_source(constructor))
+        known = _REGISTRY.get(name)
+        if name in _CLASHES or (known is not None and _definition(known.constructor) != _definition(constructor)):
+            first = " and by ".join(_CLASHES[name]) if name in _CLASHES else known.source
+            raise ModelNameClash(f"model name {name!r} is already registered by {first}; {entry.source} registers "
+                                 "it again: rename one of them (the name is the card's `name`)")
+        _REGISTRY[name] = entry  # new, or the same definition again (a reloaded module)
+        _DEFINED[name] = _definition(constructor)[0]
         return constructor
 
     return decorate
+
+
+def defined_models() -> dict[str, str]:
+    """name -> the module whose ``@register_model`` defined it, in registration order (plugins' entry points are
+    not loaded: only what imported modules declared)."""
+    return dict(_DEFINED)
 
 
 def _placeholder_card(name: str, value: str) -> ModelCard:

@@ -13,7 +13,7 @@ import math
 from torch import nn
 
 from zoo import ModelCard
-from zoo.continuousnet import continuousnet_model
+from zoo.models.continuousnet import continuousnet_model
 
 
 def heun_net(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,

@@ -104,7 +104,7 @@ def tisode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
                          multiples=(8, 2, 1) if image else (1,))  # small widths need odd sizes
 
 
-@register_model("tisode", TISODE_CARD)
+@register_model(TISODE_CARD)
 def tisode(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
            channels: int | None = None, weight: float = 0.1, scheme: str = "dopri5", rtol: float = 1e-3,
            atol: float = 1e-3, backend: str | None = None) -> DepthModel:

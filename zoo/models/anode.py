@@ -34,7 +34,7 @@ ANODE_CARD = ModelCard(
 )
 
 
-@register_model("anode", ANODE_CARD)
+@register_model(ANODE_CARD)
 def anode(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
     channels: int | None = None, augment: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3,

@@ -92,7 +92,7 @@ def inresnet_model(
     return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
 
 
-@register_model("inresnet", _card("inresnet", "In-ResNet: (1 - relu(lambda_n)) x + f(x), lambda_n ~ U(0.2, 0.25)"))
+@register_model(_card("inresnet", "In-ResNet: (1 - relu(lambda_n)) x + f(x), lambda_n ~ U(0.2, 0.25)"))
 def inresnet(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
     lambda_init: tuple[float, float] = LAMBDA_INIT,
@@ -101,7 +101,7 @@ def inresnet(
                           lambda_init=lambda_init)
 
 
-@register_model("inresnet-lambda", _card(
+@register_model(_card(
     "inresnet-lambda", "lambda-In-ResNet: (1 - relu(lambda_n)) x + (1 + relu(lambda_n)) f(x), lambda_n ~ U(0.2, 0.25)"))
 def inresnet_lambda(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,

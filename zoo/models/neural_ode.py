@@ -33,7 +33,7 @@ NEURAL_ODE_CARD = ModelCard(
 )
 
 
-@register_model("neural-ode", NEURAL_ODE_CARD)
+@register_model(NEURAL_ODE_CARD)
 def neural_ode(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
     channels: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,

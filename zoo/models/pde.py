@@ -235,7 +235,7 @@ def pde_model(input_shape: Sequence[int], num_classes: int, *, width: int, depth
                          multiples=(8, 2) if image else (1,))
 
 
-@register_model("pde-parabolic", _card(
+@register_model(_card(
     "pde-parabolic", "parabolic ResNet y' = -K(t)^T relu(K(t) y + b(t)): forward Euler, 2 x depth layers of h = 1"))
 def pde_parabolic(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
                   stages: int = 1, hidden: int | None = None, n_steps: int | None = None) -> DepthModel:
@@ -243,7 +243,7 @@ def pde_parabolic(input_shape: tuple[int, ...], num_classes: int, *, width: int 
                      hidden=hidden, scheme=None, n_steps=n_steps)
 
 
-@register_model("pde-hyperbolic", _card(
+@register_model(_card(
     "pde-hyperbolic", "hyperbolic ResNet y'' = -K(t)^T relu(K(t) y + b(t)), y'(0) = 0: leapfrog, 2 x depth layers "
     "of h = 1"))
 def pde_hyperbolic(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,

@@ -111,7 +111,7 @@ def anodev2_model(input_shape: Sequence[int], num_classes: int, *, width: int, d
                          multiples=(8, 2, 1) if image else (1,))
 
 
-@register_model("anodev2", ANODEV2_CARD)
+@register_model(ANODEV2_CARD)
 def anodev2(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
             channels: int | None = None) -> DepthModel:
     return anodev2_model(input_shape, num_classes, width=width, depth=depth, stages=stages, channels=channels)

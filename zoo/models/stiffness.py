@@ -44,7 +44,7 @@ STIFFNESS_CARD = ModelCard(
 )
 
 
-@register_model("resnet-stiffness", STIFFNESS_CARD)
+@register_model(STIFFNESS_CARD)
 def resnet_stiffness(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6,
                      stages: int = 1, stiffness_weight: float = 0.01, samples: int = 8,
                      iterations: int = 3) -> DepthModel:

@@ -128,7 +128,7 @@ def sonode_model(input_shape: Sequence[int], num_classes: int, *, width: int, de
                          multiples=(8, 2, 1) if image else (1,))
 
 
-@register_model("sonode", SONODE_CARD)
+@register_model(SONODE_CARD)
 def sonode(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
            channels: int | None = None, scheme: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
            adjoint: bool = False, backend: str | None = None) -> DepthModel:

@@ -58,7 +58,7 @@ def continuousnet_model(
     return build_model(input_shape, num_classes, width=width, stages=stages, block_for=block_for)
 
 
-@register_model("continuousnet", _card(
+@register_model(_card(
     "continuousnet", "classic RK4 on a continuous piecewise-linear (hat, 'fem_linear') basis, one step per element"))
 def continuousnet(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
@@ -68,7 +68,7 @@ def continuousnet(
                                n_steps=n_steps, basis=basis, n_basis=n_basis)
 
 
-@register_model("continuousnet-euler", _card(
+@register_model(_card(
     "continuousnet-euler", "forward Euler on the same piecewise-linear basis with two steps per element"))
 def continuousnet_euler(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,

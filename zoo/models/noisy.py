@@ -90,7 +90,7 @@ def resnet_sde_model(input_shape: tuple[int, ...], num_classes: int, *, width: i
     return NoisyModel(model.stem, list(model.blocks), list(model.transitions), model.head)
 
 
-@register_model("resnet-sde", NOISY_CARD)
+@register_model(NOISY_CARD)
 def resnet_sde(input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1,
                sigma: float = 0.1) -> DepthModel:
     return resnet_sde_model(input_shape, num_classes, width=width, depth=depth, stages=stages, sigma=sigma)

@@ -37,7 +37,7 @@ RESNET_CARD = ModelCard(
 )
 
 
-@register_model("resnet", RESNET_CARD)
+@register_model(RESNET_CARD)
 def resnet(
     input_shape: tuple[int, ...], num_classes: int, *, width: int = 64, depth: int = 6, stages: int = 1
 ) -> DepthModel:
