@@ -239,12 +239,12 @@ CPU = Protocol(
     "width 16 / depth 3, 3 seeds, one recipe for all (Adam one-cycle 5e-3, 6 epochs); the whole attack suite at "
     "reduced budgets on the first 1,100 test images (every robust accuracy within +-3 points), checked against the "
     "full-strength suite by `depthbench study suite-strength`. Cost: estimated 8-9 CPU-hours on 2-core x86-64 "
-    "machines (4-5 h with --workers 2): over the 3-hour target, see README.",
+    "machines (4-5 h with --workers 2): over the 3-hour target, see docs/running.md.",
     tasks=("fashion-mnist",),
     models=ALL_MODELS,
     seeds=(0, 1, 2),
-    # Sized on a 2-core machine (README, "The cpu tier"): the four adaptive-step models cost ~75% of the tier (26+
-    # rate evaluations per forward where the ResNet makes 3), so the training set is the first 30,000 images; 6
+    # Sized on a 2-core machine (docs/running.md, "The cpu tier"): the four adaptive-step models cost ~75% of the tier
+    # (26+ rate evaluations per forward where the ResNet makes 3), so the training set is the first 30,000 images; 6
     # epochs at lr 5e-3 bring the ResNet to ~89% (4 epochs at 3e-3 on all 55,000 gave 88.9%, 6 at 3e-3 on 30,000
     # 88.6%). Attack budgets: PGD on every example at every radius dominates; the cascaded attacks run on the few
     # survivors, so APGD keeps more of its budget.

@@ -1,6 +1,6 @@
 """What a new user sees first: the CPU-only install before the first command, a bench whose last screen is their own
-table and verdicts, tolerances printed as README states them, a sensible thread count without tox, the smoke tier
-labelled a pipeline check, and the next step said for what is actually missing."""
+table and verdicts, tolerances printed as docs/running.md states them, a sensible thread count without tox, the
+smoke tier labelled a pipeline check, and the next step said for what is actually missing."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_the_bench_ends_with_the_run_and_summarises_the_suites() -> None:
 def test_the_mse_tolerance_is_printed_as_readme_states_it(repo) -> None:
     verdict = compare_values("test_mse", [0.01], [0.025], tolerance_for("smoke"))
     assert verdict.describe() == "reproduces (ratio 2.5×, allowed within 3× by tolerance)"
-    assert "an MSE ratio within 3×" in (REPO / "README.md").read_text()
+    assert "an MSE ratio within 3×" in (REPO / "docs/running.md").read_text()
     save_record(repo / "local/results", fake_record(SMOKE, "digits", "resnet", 0))
     text = comparison(repo / "local/results", repo / "results", "smoke", SMOKE.hashes(), checkout=True)
     assert "tolerance of the smoke tier: 10 points of accuracy or an MSE ratio within 3×" in text

@@ -113,8 +113,10 @@ def test_readme_markers(site: Path, tmp_path: Path) -> None:
     readme = (site / "README.md").read_text(encoding="utf-8")
     assert readme.startswith("# demo\n\nintro\n<!-- leaderboard:start -->\n") and readme.endswith(
         "<!-- leaderboard:end -->\noutro\n")
-    assert "stale" not in readme and "### digits" in readme and "### spiral" in readme
+    assert "stale" not in readme and "### digits" in readme and "### spiral" not in readme  # one table: standard
     assert "(records/digits/3f2a9c1d0b7e/resnet/seed0.json)" in readme  # links relative to the README
+    assert "- [spiral — smoke (hash " in readme and "](leaderboards/smoke/spiral.md) (pipeline check" in readme
+    assert "[leaderboards/index.html](leaderboards/index.html)" in readme
     index = (site / "leaderboards/README.md").read_text(encoding="utf-8")
     assert "[md](standard/digits.md)" in index and "[csv](smoke/spiral.csv)" in index
     assert "resnet (92.00)" in index and "<script>" not in index

@@ -9,7 +9,7 @@
     depthbench list                                  # models, tasks, tiers and their hashes
     depthbench check MODEL [--task T]                # a model against the contract, on CPU, in seconds
     depthbench evaluate MODEL --checkpoint W.pt --task digits --tier smoke   # submitted weights, no training
-    depthbench device prepare | run | import | cost  # a GPU session in one prepared call (README)
+    depthbench device prepare | run | import | cost  # a GPU session in one prepared call (docs/running.md)
 
 Exit status: 0 when every requested run succeeded or was already recorded (or, with --no-wait, was submitted), 1 when
 a run failed (listed with its reason), 2 for a usage or configuration error (nothing was run), 3 when runs were left
@@ -66,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         # `tox -e bench` must work on a fresh machine with no download: fall back to the bundled-data tier. The data
         # of every task is checked before the first run, so nothing of the standard tier has run at this point.
         print(f"depthbench: the standard tier's data is missing ({error})\n"
-              "depthbench: running the smoke tier instead; see README.md for how to get the data", file=sys.stderr)
+              "depthbench: running the smoke tier instead; see docs/running.md (Data) for how to get the data",
+              file=sys.stderr)
         protocol, summary = _run_tier(args, "smoke")
     print(summary_text(summary, protocol.name, args.results, args.max_minutes), file=sys.stderr)
     hashes = set(protocol.hashes().values())

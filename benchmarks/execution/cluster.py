@@ -30,7 +30,7 @@ LOGS = ".slurm"  # submitit's folder, under the results directory unless `logs` 
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    """How each run is submitted. The defaults (README, `depthbench run --help`) suit one small model per GPU;
+    """How each run is submitted. The defaults (docs/cluster.md, `depthbench run --help`) suit one small model per GPU;
     `--slurm-config FILE` (a TOML file with a [slurm] table of these names) and the --slurm-* flags change them."""
 
     partition: str | None = None  # None: the cluster's default partition
@@ -182,7 +182,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     d = SlurmSettings()
     group = run.add_argument_group(
         "Slurm", "--executor slurm submits each missing run as one element of a Slurm job array (submitit); settings "
-        "come from the defaults below, then --slurm-config, then these flags. README: 'Running on a cluster'.")
+        "come from the defaults below, then --slurm-config, then these flags. docs/cluster.md: 'Running on a cluster'.")
     group.add_argument("--executor", choices=("local", "slurm"), default="local",
                        help="local: run here (default); slurm: submit to the Slurm cluster of this login node")
     group.add_argument("--slurm-config", type=Path, metavar="FILE",

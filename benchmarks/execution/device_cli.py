@@ -1,4 +1,4 @@
-"""`depthbench device prepare | run | import | cost`: a GPU session in one call (README "A GPU session").
+"""`depthbench device prepare | run | import | cost`: a GPU session in one call (docs/running.md "A GPU session").
 
     depthbench device prepare --data-dir ../shared/data   # here: wheels + data into ignored folders; prints the call
     bash .device/run --max-minutes 9                      # there, the one call (it runs `depthbench device run`)

@@ -1,4 +1,4 @@
-"""One GPU session in one call (README "A GPU session"): run a tier in priority order within a time budget and
+"""One GPU session in one call (docs/running.md "A GPU session"): run a tier in priority order within a time budget and
 pack every record, the log and the per-phase timings into one archive, whatever happens.
 
 `.device/run` installs the carried wheels and calls `run_session` here (the supervisor). The supervisor starts

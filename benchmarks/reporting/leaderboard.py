@@ -17,7 +17,8 @@ Layout written by `write_leaderboards` (out_dir defaults to `leaderboards/`):
     <out_dir>/<protocol>/plots/<task>_<kind>.png|.svg
     <out_dir>/.generated                        files written last time (those no longer produced are removed),
                                                 after the records root they come from (another store is refused)
-    CITATION.cff, README.md (between the leaderboard markers)
+    CITATION.cff, README.md (between the leaderboard markers: the highest-ranked tier's first table, then links
+                                                to the others; `readme_section`)
 
 Records are the only input: a table whose records were deleted disappears with its files, so no number
 survives without a record behind it.
@@ -35,10 +36,12 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.io import write_atomic
+from benchmarks.protocols import tier_rank
 from benchmarks.reporting.claims import render_claims_csv
 from benchmarks.reporting.page import write_page
 from benchmarks.reporting.plots import write_plots
 from benchmarks.reporting.render import (
+    pipeline_check_banner,
     render_bibtex,
     render_citation,
     render_csv,
@@ -50,7 +53,8 @@ from benchmarks.reporting.tables import TableKey, aggregate, extreme_time, find_
 
 __all__ = [
     "aggregate", "load_frame", "render_bibtex", "render_citation", "render_csv", "render_index", "render_latex",
-    "render_markdown", "replace_readme_section", "repository_url", "suite_version", "write_leaderboards",
+    "render_markdown", "readme_section", "readme_table", "replace_readme_section",
+    "repository_url", "suite_version", "write_leaderboards",
 ]
 
 START, END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
@@ -145,6 +149,35 @@ def file_stems(tables: dict[TableKey, pd.DataFrame]) -> dict[TableKey, str]:
     return stems
 
 
+def readme_table(tables: dict[TableKey, pd.DataFrame], stems: dict[TableKey, str]) -> TableKey | None:
+    """The one table README shows: the highest-ranked tier's (`Protocol.rank`, lowest first) first task, its
+    newest hash (the one whose files have the plain name); None without tables."""
+    if not tables:
+        return None
+    newest = [key for key in tables if stems[key] == f"{_path_part(key[1])}/{_path_part(key[0])}"]
+    return min(newest, key=lambda key: (tier_rank(key[1]), list(tables).index(key)))
+
+
+def readme_section(tables: dict[TableKey, pd.DataFrame], stems: dict[TableKey, str],
+                   plots: dict[TableKey, list[Path]], out: Path, folder: Path) -> str:
+    """README's leaderboard block: the `readme_table` in full, then a link to every other table under `out`."""
+    key = readme_table(tables, stems)
+    if key is None:
+        return "No leaderboard records yet.\n"
+    pngs = [_rel(p, folder) for p in plots[key] if p.suffix == ".png"]
+    lines = [render_markdown(tables[key], _link_base(tables[key], folder), heading_level=3, plots=pngs).rstrip("\n"),
+             "", f"All tables: [{_rel(out / 'README.md', folder)}]({_rel(out / 'README.md', folder)}) (index), "
+             f"[{_rel(out / 'index.html', folder)}]({_rel(out / 'index.html', folder)}) (sortable, with plots)."]
+    others = [k for k in tables if k != key]
+    if others:
+        lines += ["", "Other tables:", ""]
+        for other in others:
+            path = _rel(out / f"{stems[other]}.md", folder)
+            note = " (pipeline check, not for citing)" if pipeline_check_banner(other[1]) else ""
+            lines.append(f"- [{other[0]} — {other[1]} (hash {other[2]})]({path}){note}")
+    return "\n".join(lines) + "\n"
+
+
 def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderboards",
                        readme: Path | str | None = "README.md",
                        citation: Path | str | None = "CITATION.cff") -> list[Path]:
@@ -179,13 +212,8 @@ def write_leaderboards(records_root: Path | str, out_dir: Path | str = "leaderbo
         repository = repository_url(find_repo_root(Path(records_root)))
         _write(Path(citation), render_citation(tables.values(), version, repository), written)
     if readme is not None and Path(readme).exists():
-        folder = Path(readme).resolve().parent
-        sections = []
-        for key, table in tables.items():
-            pngs = [_rel(p, folder) for p in plots[key] if p.suffix == ".png"]
-            sections.append(render_markdown(table, _link_base(table, folder), heading_level=3, plots=pngs))
-        content = "\n".join(sections) or "No leaderboard records yet.\n"
-        new = replace_readme_section(Path(readme).read_text(encoding="utf-8"), content)
+        new = replace_readme_section(Path(readme).read_text(encoding="utf-8"),
+                                     readme_section(tables, stems, plots, out, Path(readme).resolve().parent))
         if new is not None:
             _write(Path(readme), new, written)
     _remove_stale(out, written, Path(records_root))

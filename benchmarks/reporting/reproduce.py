@@ -34,7 +34,7 @@ def tolerance_for(protocol_name: str) -> Tolerance:
 
 
 def describe_tolerance(tolerance: Tolerance) -> str:
-    """The rule in README's words: "10 points of accuracy or an MSE ratio within 3×"."""
+    """The rule in docs/running.md's words: "10 points of accuracy or an MSE ratio within 3×"."""
     return f"{tolerance.accuracy_points:g} points of accuracy or an MSE ratio within {1 + tolerance.mse_relative:g}×"
 
 
@@ -56,7 +56,7 @@ class Verdict:
     def describe(self) -> str:
         if self.metric == "accuracy":
             diff = f"{self.difference:+.2f} pt, allowed ±{self.allowed:.2f} pt"
-        else:  # as README states the rule: the ratio of the MSEs, allowed within a factor either way
+        else:  # as docs/running.md states the rule: the ratio of the MSEs, allowed within a factor either way
             diff = f"ratio {1 + self.difference:.3g}×, allowed within {1 + self.allowed:.3g}×"
         return f"{'reproduces' if self.reproduces else 'DIFFERS'} ({diff} by {self.basis})"
 
