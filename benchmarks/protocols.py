@@ -238,8 +238,9 @@ CPU = Protocol(
     "images, the fixed 5,000 validation images, the whole 10,000-image test set), every model at the size class of "
     "width 16 / depth 3, 3 seeds, one recipe for all (Adam one-cycle 5e-3, 6 epochs); the whole attack suite at "
     "reduced budgets on the first 1,100 test images (every robust accuracy within +-3 points), checked against the "
-    "full-strength suite by `depthbench study suite-strength`. Cost: estimated 8-9 CPU-hours on 2-core x86-64 "
-    "machines (4-5 h with --workers 2): over the 3-hour target, see docs/running.md.",
+    "full-strength suite by `depthbench study suite-strength`. Cost, measured on a 2-core AMD EPYC (2026-12-05, "
+    "two runs at once, load ~3): 2.4 run-hours per seed of every model (the four adaptive models 69%), 7.1 for "
+    "3 seeds, ~3.6 h wall time with --workers 2: over the 3-hour target by ~20%, see docs/running.md.",
     tasks=("fashion-mnist",),
     models=ALL_MODELS,
     seeds=(0, 1, 2),

@@ -35,7 +35,7 @@ def test_the_tier_is_citable_real_and_sized_as_the_issue_asks() -> None:
     assert {a.method for a in ATTACK_SUITE if a.radii is Radii.HEADLINE} >= {"apgd", "apgd_t", "fab_t", "square"}
     for budget, full in suite_strength.FULL_BUDGETS.items():
         assert getattr(ev, budget) <= full  # reduced from full strength, checked by the suite-strength study
-    assert "2-core" in CPU.description and "CPU-hours" in CPU.description  # what it costs, on which machine
+    assert "2-core" in CPU.description and "run-hours" in CPU.description  # what it costs, on which machine
 
 
 def test_adding_the_tier_orphans_no_record_of_another() -> None:
