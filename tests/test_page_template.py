@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from benchmarks.reporting import page as page_module
 from benchmarks.reporting.page import TEMPLATE, environment, write_page
 
 if sys.version_info >= (3, 11):
@@ -19,7 +20,11 @@ FILES = (TEMPLATE, "page.css", "page.js")
 
 
 def test_template_is_found_and_renders(tmp_path: Path) -> None:
-    assert environment().get_template(TEMPLATE).filename == str(TEMPLATES / TEMPLATE)
+    # Found in the package that is imported (the checkout, or site-packages under tox), and the same file as the
+    # checkout's: the template ships with the package.
+    found = Path(environment().get_template(TEMPLATE).filename).resolve()
+    assert found == Path(page_module.__file__).resolve().parent / "templates" / TEMPLATE
+    assert found.read_bytes() == (TEMPLATES / TEMPLATE).read_bytes()
     page = write_page({}, {}, tmp_path / "index.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>\n") and page.endswith("</body></html>\n")
     assert "<p>No records yet.</p>" in page
