@@ -99,6 +99,10 @@ def test_leaderboard_on_an_empty_or_wrong_store_leaves_the_committed_files_alone
     assert main(["leaderboard", "--results", "local/results"]) == 2
     assert f"leaderboards holds the leaderboards of the records in {repo}/results" in capsys.readouterr().err
     assert committed() == before
+    # Tables rendered elsewhere never point README.md at themselves, nor rewrite CITATION.cff.
+    assert main(["leaderboard", "--out", "elsewhere"]) == 0
+    assert "README.md and CITATION.cff are left as they are" in capsys.readouterr().err
+    assert (repo / "elsewhere/smoke/digits.md").is_file() and committed() == before
 
 
 def test_status_of_a_file_or_a_mistyped_store_is_an_error(repo, capsys) -> None:

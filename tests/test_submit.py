@@ -301,6 +301,8 @@ def test_claimed_and_reproduced_numbers_are_compared_within_the_stated_tolerance
                "source": "Table 1"},
               {"task": "digits", "protocol": "smoke", "metric": "accuracy", "value": 0.99, "tolerance": 0.02,
                "source": "Table 2"},
+              {"task": "digits", "protocol": "smoke", "metric": "accuracy", "value": 0.91,
+               "source": "Table <3> & \"co\""},
               {"task": "digits", "protocol": "standard", "metric": "accuracy", "value": 0.5, "source": "elsewhere"}]
     _write(tmp_path, "claimer", _card("claimer", claims=claims), [0.90, 0.92])
     _write(tmp_path, "quiet", _card("quiet"), [0.5])
@@ -312,6 +314,7 @@ def test_claimed_and_reproduced_numbers_are_compared_within_the_stated_tolerance
     assert "elsewhere" not in md  # a claim about another protocol is not compared with this table
     page = (tmp_path / "boards" / "index.html").read_text()
     assert '<table class="claims">' in page and "<td>⚠ outside</td><td>Table 2</td>" in page
+    assert "<td>Table &lt;3&gt; &amp; &quot;co&quot;</td>" in page  # the template escapes every cell
     claims_csv = tmp_path / "boards" / "smoke" / "digits.claims.csv"
     assert claims_csv in written
     lines = claims_csv.read_text().splitlines()

@@ -176,9 +176,16 @@ def _leaderboard(args: argparse.Namespace) -> int:
     problem = existing_store_problem(args.results)
     if problem:
         raise ValueError(problem)
+    if Path(args.out).resolve() == Path("leaderboards").resolve():  # the committed tables: README and CITATION too
+        args.readme = args.readme or Path("README.md")
+        args.citation = args.citation or Path("CITATION.cff")
+    elif args.readme is None and args.citation is None:  # a render elsewhere must not point README.md at it
+        print(f"depthbench: note: README.md and CITATION.cff are left as they are (tables go to {args.out}, not "
+              "leaderboards/; pass --readme/--citation to write them)", file=sys.stderr)
     if not _has_a_record(args.results):  # an empty or wrong store must not wipe the committed tables
-        raise ValueError(f"no readable record under {args.results}: nothing rendered, and {args.out}/, "
-                         f"{args.readme} and {args.citation} are left as they are (is --results the right store?)")
+        kept = ", ".join(str(p) for p in (f"{args.out}/", args.readme, args.citation) if p)
+        raise ValueError(f"no readable record under {args.results}: nothing rendered, and {kept} left as they "
+                         "are (is --results the right store?)")
     written = write_leaderboards(args.results, out_dir=args.out, readme=args.readme, citation=args.citation)
     print(f"depthbench: wrote {len(written)} leaderboard files under {args.out}", file=sys.stderr)
     return 0

@@ -128,9 +128,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="regenerate leaderboards/ from the results store alone")
     board.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     board.add_argument("--out", type=Path, default=Path("leaderboards"))
-    board.add_argument("--readme", type=Path, default=Path("README.md"),
-                       help="README whose leaderboard section is replaced (between the markers)")
-    board.add_argument("--citation", type=Path, default=Path("CITATION.cff"), help="where CITATION.cff is written")
+    board.add_argument("--readme", type=Path,
+                       help="README whose leaderboard section is replaced (between the markers; default: README.md "
+                       "when --out is leaderboards/, else none: tables rendered elsewhere never rewrite it)")
+    board.add_argument("--citation", type=Path,
+                       help="where CITATION.cff is written (default: CITATION.cff when --out is leaderboards/, "
+                       "else none)")
 
     check = commands.add_parser("check", help="test a model against the contract (zoo/contract.py) on CPU, in "
                                 "seconds, before spending GPU time on it")

@@ -109,17 +109,14 @@ def render_claims_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_claims_html(table: pd.DataFrame) -> str:
-    """The same comparison as an HTML table for the leaderboard page ("" when there is none)."""
+def claims_for_page(table: pd.DataFrame) -> dict[str, Any] | None:
+    """The same comparison for the page's template (index.html.j2): intro, head and rows of plain cells, which the
+    template escapes; None when no card claims anything for this table."""
     rows = compare(table)
     if not rows:
-        return ""
+        return None
     regression = table.attrs.get("primary") == "test_mse"
-    out = [f"<p>{html.escape(INTRO)}:</p>", '<div class="wrap"><table class="claims"><thead><tr>']
-    out += [f"<th>{html.escape(h)}</th>" for h in HEAD] + ["</tr></thead><tbody>"]
-    for c in rows:
-        out.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in _cells(c, regression)) + "</tr>")
-    return "".join(out) + "</tbody></table></div>"
+    return {"intro": INTRO, "head": list(HEAD), "rows": [_cells(c, regression) for c in rows]}
 
 
 def render_claims_csv(table: pd.DataFrame) -> str:

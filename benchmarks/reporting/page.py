@@ -30,7 +30,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from benchmarks.io import write_atomic
-from benchmarks.reporting.claims import render_claims_html
+from benchmarks.reporting.claims import claims_for_page
 from benchmarks.reporting.render import pipeline_check_banner
 from benchmarks.reporting.tables import (
     TableKey,
@@ -105,7 +105,7 @@ def _banner(protocol: str) -> dict[str, object] | None:
 
 
 def _table(key: TableKey, table: pd.DataFrame, plots: Sequence[Path], base: Path, docs: dict[str, str]) -> dict:
-    """What the template needs of one table: plain values (the template escapes them), no markup but claims'."""
+    """What the template needs of one table: plain values (the template escapes them)."""
     task, protocol, phash = key
     columns, root = display_columns(table), Path(table.attrs.get("repo_root", "."))
     commits = several_commits(table)
@@ -137,8 +137,8 @@ def _table(key: TableKey, table: pd.DataFrame, plots: Sequence[Path], base: Path
     return {"id": table_id(key), "task": task, "protocol": protocol, "hash": phash, "banner": _banner(protocol),
             "provenance": header_lines(table), "commits": commits, "sources": sources,
             "heads": [dict(zip(("key", "label", "type", "cls", "doc"), h)) for h in heads], "rows": rows,
-            # claimed vs reproduced, where a model card claims a number (HTML escaped by claims.py)
-            "claims": Markup(render_claims_html(table)),
+            # claimed vs reproduced, where a model card claims a number
+            "claims": claims_for_page(table),
             "images": [{"src": _href(p, base), "alt": Path(p).stem} for p in plots if Path(p).suffix == ".png"]}
 
 
