@@ -100,3 +100,12 @@ def test_stiffness_regression_writes_every_trials_quantities(tmp_path, monkeypat
     assert study["details"]["training"]["epochs"] == 3
     with pytest.raises(ValueError, match="runs on the seed's own task 'alpine02'"):
         sr.run("digits", [0], tmp_path)
+
+
+def test_trials_in_worker_processes_give_the_same_numbers(tmp_path) -> None:
+    """`--workers 2` runs the trials in two processes; each trial's numbers (all but its CPU seconds) are the same."""
+    def numbers(workers: int) -> list[dict]:
+        path = sr.run("alpine02", [0, 1], tmp_path / str(workers), limit=90, epochs=2, workers=workers)
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_study(path)["rows"]]
+
+    assert numbers(2) == numbers(1)
