@@ -324,6 +324,15 @@ def tier_citable(name: str) -> bool:
     return PROTOCOLS[name].citable if name in PROTOCOLS else True
 
 
+def current_hash(name: str, task: str) -> str | None:
+    """The hash records of tier `name` on `task` carry under this code, or None for a tier or task it does not define
+    (a plugin's, an unknown one). A record of another hash is of an earlier (or later) definition of the tier."""
+    protocol = PROTOCOLS.get(name)
+    if protocol is None or task not in protocol.recipes:
+        return None
+    return protocol.task_hash(task)
+
+
 def tier_rank(name: str) -> int:
     """Evidence order of tier `name` (lower first); an unknown tier after every declared citable one, pipeline
     checks last."""

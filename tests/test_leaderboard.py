@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.protocols import PROTOCOLS
 from benchmarks.reporting.leaderboard import aggregate, load_frame, render_markdown, suite_version, write_leaderboards
 from benchmarks.reporting.page import write_page
 from benchmarks.store.records import save_record
@@ -191,6 +192,17 @@ def test_protocol_hashes_are_never_mixed(tmp_path: Path) -> None:
     assert sorted(k[2] for k in tables) == ["3f2a9c1d0b7e", "b" * 12]
     assert {t.accuracy_mean.iloc[0] for t in tables.values()} == {0.5, 0.9}
     assert "50.00" in render_markdown(tables[("digits", "standard", "3f2a9c1d0b7e")])
+
+
+def test_a_table_of_an_earlier_definition_of_its_tier_says_so(tmp_path: Path) -> None:
+    card = _card("he2016deep", "Deep Residual Learning", "https://arxiv.org/abs/1512.03385")
+    current = PROTOCOLS["cpu"].header("fashion-mnist")
+    for protocol in (current, {**current, "hash": "b" * 12}):
+        save_record(tmp_path, _record("resnet", 0, {"accuracy": 0.5}, card, task="fashion-mnist", protocol=protocol))
+    tables = aggregate(load_frame(tmp_path))
+    assert "**Outdated:**" not in render_markdown(tables[("fashion-mnist", "cpu", current["hash"])])
+    assert (f"- **Outdated:** these records are of hash {'b' * 12}, not of the `cpu` tier as this code defines it "
+            f"(hash {current['hash']})") in render_markdown(tables[("fashion-mnist", "cpu", "b" * 12)])
 
 
 def test_eval_batch_and_batch_coupling_are_shown(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import main
+from benchmarks.protocols import PROTOCOLS
 from benchmarks.reporting.paper_claims import board
 from benchmarks.reporting.paper_claims.declared import CLAIMS
 from benchmarks.reporting.paper_claims.rules import (
@@ -31,7 +32,7 @@ from benchmarks.store.records import Record, save_record
 from benchmarks.store.studies import write_study
 from benchmarks.studies.registry import all_studies
 
-CPU = {"name": "cpu", "version": 1, "hash": "c0ffee000001"}
+CPU = PROTOCOLS["cpu"].header("fashion-mnist")  # the current definition: only its records are evidence
 
 
 def test_every_quote_stands_verbatim_on_its_pinned_line() -> None:
@@ -176,6 +177,21 @@ def test_pipeline_check_records_are_never_evidence(tmp_path: Path) -> None:
     _study(tmp_path, "adjoint-cost", "fashion-mnist", {"backward_forward_ratio": [0.5, 0.5, 0.5]}, tier="smoke")
     o = _outcome(tmp_path, "chen-backward-cost")
     assert o.verdict == AWAITING and "pipeline-check tier" in o.parts[0].note
+
+
+def test_records_of_an_earlier_definition_of_the_tier_are_not_evidence(tmp_path: Path) -> None:
+    """More runs under an old hash than under the current one: only the current hash's records decide."""
+    old = {**CPU, "hash": "0123456789ab"}
+    for seed in range(3):  # the old definition: parity holds, with more seeds
+        _record(tmp_path, "resnet", seed, {"accuracy": 0.9}, old)
+        _record(tmp_path, "continuousnet", seed, {"accuracy": 0.9}, old)
+        _record(tmp_path, "resnet", seed + 3, {"accuracy": 0.9}, old)
+        _record(tmp_path, "continuousnet", seed + 3, {"accuracy": 0.9}, old)
+    assert _outcome(tmp_path, "queiruga-parity").verdict == AWAITING
+    for seed, gap in enumerate([-0.05, -0.06, -0.055]):  # the current definition: it fails
+        _record(tmp_path, "resnet", seed, {"accuracy": 0.9})
+        _record(tmp_path, "continuousnet", seed, {"accuracy": 0.9 + gap})
+    assert _outcome(tmp_path, "queiruga-parity").verdict == NOT_REPRODUCED
 
 
 def test_a_dip_part_is_only_decided_where_truncation_exceeds_the_fit(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.protocols import PROTOCOLS, tier_citable
+from benchmarks.protocols import PROTOCOLS, current_hash, tier_citable
 from benchmarks.specs import BY_PATTERN, DOCS, TABLE_HEAD, TABLE_TAIL, MetricKey, radius_text
 from benchmarks.specs import SPECS as METRIC_SPECS
 from benchmarks.store.records import iter_records
@@ -326,6 +326,8 @@ def header_lines(table: pd.DataFrame) -> list[tuple[str, str]]:
     return [
         ("Protocol", f"{at['protocol']} {versions}, hash {at['protocol_hash']}"),
         *([("Citable", citable_note(at["protocol"]))] if tier_citable(at["protocol"]) else []),
+        *([("Outdated", outdated_note(at["protocol"], at["task"], at["protocol_hash"]))]
+          if outdated_note(at["protocol"], at["task"], at["protocol_hash"]) else []),
         ("Runs", f"{starts} to {ends} ({ok} successful, {failed} failed)"),
         ("Run time", f"{format_duration(float(table.run_seconds.sum()))} in total over {ok + failed} runs "
                      "(sum of each run's start to finish: training, every metric, writing the record)"),
@@ -351,6 +353,16 @@ def citable_note(tier: str) -> str:
     what = f" The tier: {known.description}" if known else ""
     return (f"yes: a `{tier}` tier table; cite a number with its protocol hash and commit (above) and the row's n "
             f"(seeds).{what}")
+
+
+def outdated_note(tier: str, task: str, phash: str) -> str | None:
+    """What a table of records of an earlier (or later) definition of a tier says of itself; None when current."""
+    current = current_hash(tier, task)
+    if current is None or current == phash:
+        return None
+    return (f"these records are of hash {phash}, not of the `{tier}` tier as this code defines it (hash {current}): "
+            f"they stand for the protocol of their own hash, and `depthbench claims` leaves them out; rerun with "
+            f"`depthbench run --tier {tier} --tasks {task}` for the current one")
 
 
 STOCHASTIC_NOTE = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.protocols import tier_citable, tier_rank
+from benchmarks.protocols import current_hash, tier_citable, tier_rank
 from benchmarks.reporting.paper_claims.rules import Interval, ratio_interval, t_interval
 from benchmarks.store.records import iter_records
 from benchmarks.store.studies import find_studies
@@ -44,8 +44,9 @@ class Results:
         return found[0]
 
     def records(self, tier: str, task: str) -> dict[str, dict[int, dict[str, float]]]:
-        """model -> seed -> metrics of the successful records of `tier` on `task` (the tier's current hash first:
-        records of an older hash are of another protocol and are left out)."""
+        """model -> seed -> metrics of the successful records of `tier` on `task` of the tier's current hash only:
+        records of another hash are of another definition of the tier and are left out (of a tier this code does not
+        define, the hash with the most runs)."""
         if self._records is None:
             grouped: dict[tuple[str, str, str], dict[str, dict[int, dict[str, float]]]] = defaultdict(
                 lambda: defaultdict(dict))
@@ -54,9 +55,11 @@ class Results:
                     key = (str(rec.protocol.get("name")), rec.task, str(rec.protocol.get("hash")))
                     grouped[key][rec.model][rec.seed] = {k: float(v) for k, v in rec.metrics.items()}
             self._records = {}
-            for (name, task_name, _), models in sorted(grouped.items(), key=lambda kv: -sum(
-                    len(seeds) for seeds in kv[1].values())):  # the hash with the most runs of a (tier, task)
-                self._records.setdefault((name, task_name), models)
+            for (name, task_name, phash), models in sorted(grouped.items(), key=lambda kv: -sum(
+                    len(seeds) for seeds in kv[1].values())):  # the hash with the most runs of a (tier, task) ...
+                current = current_hash(name, task_name)
+                if current is None or phash == current:  # ... unless this code defines the tier: its hash only
+                    self._records.setdefault((name, task_name), models)
         return self._records.get((tier, task), {})
 
 
