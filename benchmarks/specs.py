@@ -2,9 +2,10 @@
 shows and its page group. Torch- and pandas-free, so the report layer reads them without loading the evaluation code.
 
 Evaluation (`benchmarks.evaluation`) produces metric values under these names; the leaderboard tables, plots, page and
-`depthbench list` read this module. A metric a record carries without a spec here fails
-`tests/test_architecture.py`, rather than silently staying out of the tables. Adding a metric: compute it in
-`benchmarks/evaluation/`, add its `MetricSpec` below.
+`depthbench list` read this module. A metric a record carries without a spec here fails `tests/test_runner.py`
+(on the smoke tier's records), rather than silently staying out of the tables; a spec shown in the table but placed
+in neither `TABLE_HEAD` nor `TABLE_TAIL` fails `tests/test_architecture.py`. Adding a metric: compute it in
+`benchmarks/evaluation/`, add its `MetricSpec` below (and its place in `TABLE_HEAD`/`TABLE_TAIL` if it is a column).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 A family module declares each of its models once: ``@register_model(CARD)`` on its constructor, the model's name
 being the card's `name`. `ORDER` lists the modules in the order the families are presented (the tiers' model list,
-`benchmarks.protocols.ALL_MODELS`, and so the leaderboards' rows); adding a family is one file here and one line in
-`ORDER`. Every module of this package is imported, `ORDER` first, so a file left out of `ORDER` still registers
-its models (after the listed ones; tests/test_zoo_registration.py asserts that none is left out). A module that
+`benchmarks.protocols.ALL_MODELS`, and so the leaderboards' rows); adding a family is one file here. Every module
+of this package is imported, `ORDER` first, then the modules it leaves out, by name: a new family registers its models
+after the listed ones until it is given a place in `ORDER` (optional). A module that
 fails to import is reported as a broken model source (`zoo.broken_models()`) instead of breaking the zoo.
 """
 
