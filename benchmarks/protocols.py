@@ -238,7 +238,11 @@ CPU = Protocol(
     "images, the fixed 5,000 validation images, the whole 10,000-image test set), every model at the size class of "
     "width 16 / depth 3, 3 seeds, one recipe for all (Adam one-cycle 5e-3, 6 epochs); the whole attack suite at "
     "reduced budgets on the first 1,100 test images (every robust accuracy within +-3 points), checked against the "
-    "full-strength suite by `depthbench study suite-strength`. Cost, measured on a 2-core AMD EPYC (2026-12-05, "
+    "full-strength suite by `depthbench study suite-strength` (leaderboards/suite-strength/: 200 images, seed 0): "
+    "within 1 point at radii 0.1 and 0.2 for resnet, continuousnet and neural-ode and at 0.05 for neural-ode, but "
+    "at 0.05 the reduced suite is weaker by 1.5 points for resnet and 2.5 for continuousnet, so robust@0.05 of the "
+    "fixed-step models may be overstated by up to ~2.5 points (APGD's reduced budget is the cause; see "
+    "docs/running.md). Cost, measured on a 2-core AMD EPYC (2026-12-05, "
     "two runs at once, load ~3): 2.4 run-hours per seed of every model (the four adaptive models 69%), 7.1 for "
     "3 seeds, ~3.6 h wall time with --workers 2: over the 3-hour target by ~20%, see docs/running.md.",
     tasks=("fashion-mnist",),
