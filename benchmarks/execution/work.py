@@ -43,6 +43,7 @@ from benchmarks.evaluation.diagnostics import trajectory_diagnostics
 from benchmarks.evaluation.metrics import is_adaptive
 from benchmarks.evaluation.surrogate import SURROGATE_MODEL
 from benchmarks.protocols import Evaluation, Protocol, recipe_for
+from benchmarks.suite import ATTACK_SUITE, Scope
 from benchmarks.training.train import augment
 from zoo.contract import capabilities
 from zoo.integrate import replace_solver
@@ -55,7 +56,8 @@ SPLITS = {"fashion-mnist": (55_000, 5_000, 10_000), "mnist": (55_000, 5_000, 10_
           "pendulum": (2_000, 500, 1_000)}
 VALIDATION_BATCH = 1000  # benchmarks/training/train.py evaluate()'s default batch
 UNIT_BATCH = 2  # examples the unit passes are counted on (ops do not depend on it; FLOPs and bytes are per example)
-CASCADE = ("pgd_restart", "apgd_dlr", "apgd_ce", "apgd_t", "fab_t", "square", "transfer", "transfer_resnet")
+# What runs on the survivors only: PGD's restarts after the first, and every attack the suite declares so.
+CASCADE = ("pgd_restart", *(spec.name for spec in ATTACK_SUITE if spec.scope is Scope.SURVIVORS))
 
 
 @dataclass(frozen=True)
