@@ -323,11 +323,11 @@ def header_lines(table: pd.DataFrame) -> list[tuple[str, str]]:
         found = {v for p in table.packages for v in p.get(name, ())}
         packages.append(f"{name} {_versions(found)}")
     ok, failed = int(table.seeds.sum()), int(table.failed.sum())
+    outdated = outdated_note(at["protocol"], at["task"], at["protocol_hash"])
     return [
         ("Protocol", f"{at['protocol']} {versions}, hash {at['protocol_hash']}"),
         *([("Citable", citable_note(at["protocol"]))] if tier_citable(at["protocol"]) else []),
-        *([("Outdated", outdated_note(at["protocol"], at["task"], at["protocol_hash"]))]
-          if outdated_note(at["protocol"], at["task"], at["protocol_hash"]) else []),
+        *([("Outdated", outdated)] if outdated else []),
         ("Runs", f"{starts} to {ends} ({ok} successful, {failed} failed)"),
         ("Run time", f"{format_duration(float(table.run_seconds.sum()))} in total over {ok + failed} runs "
                      "(sum of each run's start to finish: training, every metric, writing the record)"),

@@ -135,18 +135,24 @@ def run_seeds(work: Callable[..., Any], start: Start, *, limit: int | None, work
     only), in that many spawned processes of one torch thread each: each loads the task and its data itself (`limit`
     as the parent did), so `work` must be a module-level function returning picklable values. A seed's result does not
     depend on the process it ran in (seeded; one thread)."""
-    workers = min(int(workers), len(start.seeds))
-    if workers <= 1:
+    if min(int(workers), len(start.seeds)) <= 1:
         return [work(start, seed, **options) for seed in start.seeds]
     if start.device.type != "cpu":
         raise ValueError(f"workers > 1 runs seeds in CPU processes; on {start.device} give workers 1")
     bare = start._replace(task=None, data=None)  # a Task holds its loader (not picklable): children load by name
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
-        futures = [pool.submit(_seed_in_child, work, bare, start.task.name, limit, seed, options)
-                   for seed in start.seeds]
-        return [future.result() for future in futures]
+    return in_processes(_seed_in_child, [(work, bare, start.task.name, limit, seed, options) for seed in start.seeds],
+                        workers)
+
+
+def in_processes(work: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int) -> list[Any]:
+    """`work(*args)` for every `args` of `calls`, results in order: here when `workers` <= 1, else in that many
+    spawned processes of one torch thread each (`work` module-level, its arguments and result picklable)."""
+    workers = min(int(workers), len(calls))
+    if workers <= 1:
+        return [work(*args) for args in calls]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return [future.result() for future in [pool.submit(work, *args) for args in calls]]
 
 
 def _seed_in_child(work: Callable[..., Any], bare: Start, task_name: str, limit: int | None, seed: int,

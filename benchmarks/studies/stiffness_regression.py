@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import copy
 import math
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmarks.studies.common import check_seeds, provenance, save
+from benchmarks.studies.common import check_seeds, in_processes, provenance, save, study_clock
 from benchmarks.studies.registry import register_study
 from benchmarks.training.train import seed_everything
 
@@ -166,8 +164,8 @@ def train_arm(kind: str, weight: float, trial: int, data: tuple[torch.Tensor, ..
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
     order = torch.Generator().manual_seed(trial)
-    # CPU time of this process (one torch thread): the arm's cost whatever else shares the machine
-    started, mean_loss = time.process_time(), math.nan
+    clock = study_clock(torch.device("cpu"))  # process CPU time: the arm's cost whatever else shares the machine
+    started, mean_loss = clock(), math.nan
     for epoch in range(epochs):
         total = torch.zeros(())
         permutation = torch.randperm(len(x_train), generator=order)
@@ -182,7 +180,7 @@ def train_arm(kind: str, weight: float, trial: int, data: tuple[torch.Tensor, ..
         if not math.isfinite(mean_loss):
             raise RuntimeError(f"{STUDY}: arm {kind} of trial {trial} diverged at epoch {epoch + 1}")
         plateau.step(mean_loss)
-    return model, {"seconds": time.process_time() - started, "final_loss": mean_loss,
+    return model, {"seconds": clock() - started, "final_loss": mean_loss,
                    "final_lr": optimizer.param_groups[0]["lr"]}
 
 
@@ -222,13 +220,8 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
     trials = check_seeds(seeds)
     started = provenance(torch.device("cpu"))
     n_train = min(N_TRAIN, limit or N_TRAIN)
-    workers = min(int(workers), len(trials))
-    if workers <= 1:
-        outcomes = [one_trial(trial, n_train, epochs) for trial in trials]
-    else:  # trials in spawned processes of one torch thread each; a trial's result does not depend on where it ran
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            outcomes = list(pool.map(one_trial, trials, [n_train] * len(trials), [epochs] * len(trials)))
+    # a trial's result does not depend on the process it ran in (seeded; one thread)
+    outcomes = in_processes(one_trial, [(trial, n_train, epochs) for trial in trials], workers)
     per_seed: dict[str, list[float]] = {}
     rows = [row for outcome in outcomes for row in outcome["rows"]]
     for outcome in outcomes:
