@@ -27,7 +27,11 @@ from benchmarks.suite import suite_declaration
 
 # Which runs a tier does, how it is described and how its results are compared, not how a number is made: outside
 # the hash (see above). `recipes` is hashed per task, not as a whole.
-UNHASHED = ("models", "tasks", "optional_tasks", "seeds", "description", "citable", "rank", "tolerance", "recipes")
+UNHASHED = ("models", "tasks", "optional_tasks", "seeds", "description", "citable", "rank", "tolerance", "recipes",
+            "training_version")
+# What decides a run's trained weights (`Protocol.training_hash`): a tier version that changes only the evaluation
+# keeps it, and its runs adopt the finished training checkpoints kept under the earlier hash instead of training again.
+TRAINING_FIELDS = ("model_overrides", "data_limit", "device", "training_version")
 
 
 class BuiltinModels(Sequence):
@@ -164,6 +168,9 @@ class Protocol:
     citable: bool = True  # False: a pipeline check (tables carry a "not for citing" banner, claims never use it)
     rank: int = 10  # which tier's evidence comes first where several have it (lower first; claims, depth transfer)
     tolerance: Tolerance = Tolerance(accuracy_points=2.0, mse_relative=0.5)  # reproduction (see Tolerance)
+    # Bump together with `version` when a change alters training (not only what is measured after it): the
+    # training hash then changes, and no run adopts weights trained under the earlier definition.
+    training_version: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), sort_keys=True))
@@ -183,6 +190,15 @@ class Protocol:
     def task_hash(self, task: str) -> str:
         """The hash every record of `task` under this tier carries (its folder name in a results store)."""
         text = json.dumps(self.hashed_fields(task), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def training_hash(self, task: str) -> str:
+        """What `task`'s trained weights depend on (its recipe, the size class, the data cap, the device class and
+        `training_version`), hashed: equal for two tier versions that differ only in what they measure after
+        training, so that the later one reuses the earlier one's kept weights (benchmarks/training/checkpoint.py)."""
+        fields = {k: v for k, v in self.to_json().items() if k in TRAINING_FIELDS}
+        recipe = json.loads(json.dumps(asdict(recipe_for(self, task))))
+        text = json.dumps({**fields, "task": task, "recipe": recipe}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def header(self, task: str) -> dict[str, Any]:

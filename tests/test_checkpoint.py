@@ -136,3 +136,38 @@ def test_the_runner_resumes_a_run_killed_mid_training_and_removes_finished_check
     ((_, resumed),) = iter_records(tmp_path / "resumed")
     assert len(summary.written) == 1 and _comparable(resumed) == _comparable(reference)
     assert not (tmp_path / "resumed" / checkpoint).exists(), "a finished run's checkpoint is removed by default"
+
+
+def test_a_tier_version_that_only_measures_more_adopts_the_kept_training(tmp_path) -> None:
+    """`depthbench run` of a later tier version whose training is unchanged (same training hash, new protocol
+    hash) takes the weights kept by the earlier version's `--keep-checkpoints` run instead of training again."""
+    from benchmarks.execution import runner
+    from benchmarks.protocols import SMOKE, Evaluation
+    from benchmarks.store.records import iter_records
+
+    evaluation = Evaluation(attack_subset=20, pgd_steps=2, pgd_restarts=1, apgd_steps=2, apgd_restarts=1,
+                            square_queries=5, autoattack_targets=1, transfer_subset=20, transfer_factors=(1.0,),
+                            transfer_tolerances=(1e-2,), latency_repeats=2, throughput_batch=16, eval_batch=200,
+                            diagnostic_subset=16)
+    earlier = dataclasses.replace(SMOKE, name="test-adopt", recipes={"pendulum": Recipe(epochs=3, batch_size=64,
+                                                                                        lr=5e-3)},
+                                  evaluation=evaluation, data_limit=300)
+    later = dataclasses.replace(earlier, version=earlier.version + 1,
+                                evaluation=dataclasses.replace(evaluation, pgd_steps=3))
+    retrained = dataclasses.replace(later, version=later.version + 1, training_version=later.training_version + 1)
+    assert later.task_hash("pendulum") != earlier.task_hash("pendulum")
+    assert later.training_hash("pendulum") == earlier.training_hash("pendulum") != retrained.training_hash("pendulum")
+    store = tmp_path / "store"
+    run = dict(models=["resnet"], tasks=["pendulum"], device=CPU, progress=False, check_models=False,
+               results_dir=store)
+    runner.run_tier(earlier, keep_checkpoints=True, **run)
+    runner.run_tier(later, **run)
+    runner.run_tier(retrained, **run)
+    records = {record.protocol["hash"]: record for _, record in iter_records(store)}
+    first, adopted, fresh = (records[p.task_hash("pendulum")] for p in (earlier, later, retrained))
+    kept = f"{earlier.task_hash('pendulum')}/resnet/seed0.checkpoint.pt"
+    assert adopted.provenance["weights_from"]["protocol"] == earlier.task_hash("pendulum")
+    assert adopted.provenance["weights_from"]["checkpoint"].endswith(kept)
+    assert adopted.history == first.history and adopted.metrics["test_mse"] == first.metrics["test_mse"]
+    assert "weights_from" not in fresh.provenance and "weights_from" not in first.provenance
+    assert (store / "pendulum" / kept).is_file(), "the kept checkpoint is the earlier run's: left in place"

@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from benchmarks.evaluation.attacks import attack_accuracy, robustness_suite
-from benchmarks.execution.runs import checkpoint_for
+from benchmarks.execution.runs import checkpoint_for, checkpoint_identity
 from benchmarks.protocols import SMOKE, Recipe
 from benchmarks.store.records import record_path
 from benchmarks.store.studies import read_study
@@ -63,7 +63,7 @@ def test_trained_model_takes_the_kept_weights_of_that_run_only(tmp_path, digits)
     path.parent.mkdir(parents=True)
     seed_everything(1)
     kept = zoo.create_model("resnet", input_shape=task.input_shape, num_classes=10, **TINY.model_overrides)
-    identity = {"model": "resnet", "task": "digits", "protocol": hashed, "seed": 1, "epochs": recipe.epochs}
+    identity = checkpoint_identity(TINY, "digits", "resnet", 1)
     train(kept, data, task, recipe, device=CPU, seed=1, checkpoint=TrainingCheckpoint(path, identity))
     model, source = common.trained_model("resnet", TINY, task, data, 1, CPU, store)
     assert source == f"weights of {path}"
@@ -71,6 +71,15 @@ def test_trained_model_takes_the_kept_weights_of_that_run_only(tmp_path, digits)
         assert torch.equal(model.state_dict()[name], value), name
     # Another seed's run has no kept weights here: trained, not borrowed.
     assert common.trained_model("resnet", TINY, task, data, 2, CPU, store)[1] == "trained here with the tier's recipe"
+    # A later version of the tier that measures more (its own hash) but trains alike takes the same weights; one
+    # that trains otherwise does not.
+    measures_more = dataclasses.replace(TINY, version=TINY.version + 1,
+                                        evaluation=dataclasses.replace(TINY.evaluation, apgd_steps=7))
+    assert measures_more.task_hash("digits") != hashed
+    assert common.trained_model("resnet", measures_more, task, data, 1, CPU, store)[1] == f"weights of {path}"
+    trains_longer = dataclasses.replace(measures_more, recipes={"digits": dataclasses.replace(recipe, epochs=3)})
+    assert common.trained_model("resnet", trains_longer, task, data, 1, CPU, store)[1] == \
+        "trained here with the tier's recipe"
 
 
 def test_ode_robustness_pairs_the_arms_on_the_seeds_grid(tmp_path) -> None:

@@ -4,7 +4,8 @@ A model that masks its own gradients can still be broken by adversarial examples
 the same task (Athalye et al. 2018, sec. 5; Carlini et al. 2019). The surrogate is exactly the leaderboard's
 `resnet` row of the same protocol and seed: the zoo's `resnet` at the protocol's size, trained by
 `benchmarks.training.train.train` with the protocol's recipe after the runner's seeding. It is trained once per
-(tier, task hash, seed) and kept as a state_dict under the cache directory (`benchmarks.data.tasks.cache_root`).
+(task, training hash, seed) and kept as a state_dict under the cache directory (`benchmarks.data.tasks.cache_root`):
+a tier version that changes only the evaluation (same `Protocol.training_hash`) keeps its surrogates.
 
 Concurrency: with `depthbench run --workers N` several processes may train the same surrogate at once. Training is
 deterministic, so they all produce the same weights; each writes through `atomic_output` (temporary file, then one
@@ -31,8 +32,9 @@ from benchmarks.training.train import seed_everything, train
 
 
 def surrogate_path(task: Task, protocol: Protocol, seed: int) -> Path:
-    """Where the cached surrogate of (tier, task hash, seed) lives."""
-    return cache_root() / "surrogates" / f"{SURROGATE_MODEL}-{task.name}-{protocol.task_hash(task.name)}-seed{seed}.pt"
+    """Where the cached surrogate of (task, training hash, seed) lives."""
+    training = protocol.training_hash(task.name)
+    return cache_root() / "surrogates" / f"{SURROGATE_MODEL}-{task.name}-training-{training}-seed{seed}.pt"
 
 
 def _fresh(task: Task, protocol: Protocol) -> nn.Module:

@@ -114,6 +114,20 @@ def checkpoint_for(path: Path) -> Path:
     return Path(path).with_name(f"{Path(path).stem}.checkpoint.pt")
 
 
+def checkpoint_identity(protocol: Protocol, task: str, model_name: str, seed: int) -> dict[str, Any]:
+    """Whose a training checkpoint is: a run resumes only from its own, and adopts a finished one of the same
+    "training" (the tier's training hash) kept under another protocol hash (benchmarks/training/checkpoint.py)."""
+    return {"model": model_name, "task": task, "protocol": protocol.task_hash(task),
+            "training": protocol.training_hash(task), "seed": seed, "epochs": recipe_for(protocol, task).epochs}
+
+
+def kept_elsewhere(checkpoint: Path) -> list[Path]:
+    """The same run's checkpoints under the store's other protocol hashes (`<task>/<hash>/<model>/seed<N>...`)."""
+    checkpoint = Path(checkpoint)
+    model_dir = checkpoint.parent
+    return sorted(p for p in model_dir.parent.parent.glob(f"*/{model_dir.name}/{checkpoint.name}") if p != checkpoint)
+
+
 def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, seed: int, device: torch.device,
             on_epoch: Callable[[dict[str, float]], None] | None = None, concurrent_runs: int = 1,
             model: torch.nn.Module | None = None,
@@ -139,9 +153,12 @@ def run_one(protocol: Protocol, task: Task, data: TaskData, model_name: str, see
                                      **protocol.model_overrides).to(device)
         record.solver = solver_settings(model)
         recipe = recipe_for(protocol, task.name)
-        saved = None if checkpoint is None else TrainingCheckpoint(checkpoint, {
-            "model": model_name, "task": task.name, "protocol": protocol.task_hash(task.name), "seed": seed,
-            "epochs": recipe.epochs})
+        saved = None
+        if checkpoint is not None:
+            saved = TrainingCheckpoint(checkpoint, checkpoint_identity(protocol, task.name, model_name, seed))
+            adopted = saved.adopt(kept_elsewhere(checkpoint)) if train_fn is None else None
+            if adopted is not None:  # this record's weights were trained by the run that kept them
+                record.provenance["weights_from"] = adopted
         with phase("train"):
             trained = train(model, data, task, recipe, device=device, seed=seed, on_epoch=on_epoch,
                             checkpoint=saved) if train_fn is None else train_fn(model)

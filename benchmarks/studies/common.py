@@ -15,11 +15,12 @@ import torch
 import zoo
 from benchmarks.data.tasks import Task, TaskData, get_task
 from benchmarks.evaluation.timing import sync
-from benchmarks.execution.runs import checkpoint_for
+from benchmarks.execution.runs import checkpoint_for, checkpoint_identity, kept_elsewhere
 from benchmarks.protocols import CPU, SMOKE, Protocol, Recipe, recipe_for
 from benchmarks.store.provenance import now, run_provenance
 from benchmarks.store.records import record_path
 from benchmarks.store.studies import write_study
+from benchmarks.training.checkpoint import TrainingCheckpoint
 from benchmarks.training.train import MAX_SEED, TrainResult, seed_everything, train
 
 TIER = "cpu-study"  # the tier a digits study file names (digits studies train the smoke size for EPOCHS epochs)
@@ -169,14 +170,12 @@ def trained_model(name: str, tier: Protocol, task: Any, data: Any, seed: int, de
     model = zoo.create_model(name, input_shape=task.input_shape, num_classes=task.num_classes,
                              **tier.model_overrides).to(device)
     recipe = recipe_for(tier, task.name)
-    if checkpoints is not None:
-        path = checkpoint_for(record_path(checkpoints, name, task.name, tier.task_hash(task.name), seed))
-        identity = {"model": name, "task": task.name, "protocol": tier.task_hash(task.name), "seed": seed,
-                    "epochs": recipe.epochs}
-        if path.is_file():
-            state = torch.load(path, map_location=device, weights_only=True)
-            if state.get("identity") == identity and state.get("epoch") == recipe.epochs and state.get("best_state"):
-                model.load_state_dict(state["best_state"])
-                return model.eval(), f"weights of {path}"
+    if checkpoints is not None:  # its own kept weights, else those of the same training under another tier hash
+        own = checkpoint_for(record_path(checkpoints, name, task.name, tier.task_hash(task.name), seed))
+        kept = TrainingCheckpoint(own, checkpoint_identity(tier, task.name, name, seed))
+        found = kept.finished_twin([own, *kept_elsewhere(own)], device)
+        if found is not None:
+            model.load_state_dict(found[1]["best_state"])
+            return model.eval(), f"weights of {found[0]}"
     train(model, data, task, recipe, device=device, seed=seed)
     return model.eval(), "trained here with the tier's recipe"

@@ -10,12 +10,18 @@ bit for bit on the same machine, except for timings.
 Files are written atomically (a reader sees the previous checkpoint or the new one) and read with
 `torch.load(weights_only=True)`: only tensors and plain containers, so a checkpoint cannot run code. Generator
 states are therefore stored as tensors and lists, never as numpy arrays or pickled objects.
+
+Adoption: an identity with a "training" key (the tier's training hash, `Protocol.training_hash`) and a "protocol" key
+(its whole hash) lets a run adopt a *finished* checkpoint of the same training kept under another protocol hash
+(`depthbench run --keep-checkpoints` under an earlier tier version that differed only in what it measures): the copy
+takes the new identity and remembers where it came from, and training then finds nothing left to do.
 """
 
 from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +95,45 @@ class TrainingCheckpoint:
         return Resumed(epoch=state["epoch"], best_metric=state["best_metric"], best_state=state["best_state"],
                        best_epoch=state["best_epoch"], history=state["history"], epoch_times=state["epoch_times"],
                        train_seconds=state["train_seconds"])
+
+    def finished_twin(self, candidates: Iterable[Path], device: torch.device | str = "cpu"
+                      ) -> tuple[Path, dict[str, Any]] | None:
+        """The first of `candidates` that is a finished checkpoint of the same training as this one (identity equal
+        but for "protocol", "training" present, every epoch done, best weights kept): its path and its state.
+        Unreadable or foreign candidates are passed over."""
+        if "training" not in self.identity or "epochs" not in self.identity:
+            return None
+        same = {k: v for k, v in self.identity.items() if k != "protocol"}
+        for candidate in candidates:
+            if not Path(candidate).is_file():
+                continue
+            try:
+                state = torch.load(candidate, map_location=device, weights_only=True)
+            except Exception:  # noqa: BLE001 - a damaged file is simply not a twin
+                continue
+            theirs = {k: v for k, v in (state.get("identity") or {}).items() if k != "protocol"}
+            if state.get("format") == FORMAT and theirs == same and state.get("epoch") == self.identity["epochs"] \
+                    and state.get("best_state"):
+                return Path(candidate), state
+        return None
+
+    def adopt(self, candidates: Iterable[Path]) -> dict[str, Any] | None:
+        """Without a checkpoint of its own, copy the first finished twin among `candidates` (`finished_twin`) here
+        under this identity, so that training resumes after its last epoch with its weights. Returns where the
+        weights came from ({"checkpoint": path, "protocol": its hash}), or None when nothing was adopted."""
+        if self.path.exists():
+            return None
+        found = self.finished_twin(candidates)
+        if found is None:
+            return None
+        source, state = found
+        origin = {"checkpoint": str(source), "protocol": state["identity"].get("protocol")}
+        state = {**state, "identity": self.identity, "adopted_from": origin}
+        with atomic_output(self.path) as tmp:
+            torch.save(state, tmp)
+        print(f"depthbench: adopting the finished training of {source} (same training hash)", file=sys.stderr,
+              flush=True)
+        return origin
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
