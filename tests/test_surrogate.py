@@ -3,6 +3,8 @@ transferred PGD examples counted in the worst case and in the black-box sanity c
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_attacks import SMALL, Quantised, digits, one_thread, resnet  # noqa: F401 - pytest fixtures
@@ -40,7 +42,13 @@ def test_the_cached_surrogate_is_the_resnet_row_bit_for_bit_and_is_reused(task_d
     task, data = task_data
     cached = surrogate.resnet_surrogate(task, data, SMOKE, 1, CPU, "neural-ode")
     path = surrogate.surrogate_path(task, SMOKE, 1)
-    assert path.is_file() and path.is_relative_to(cache) and SMOKE.task_hash(task.name) in path.name
+    assert path.is_file() and path.is_relative_to(cache) and SMOKE.training_hash(task.name) in path.name
+    # A tier version that measures otherwise but trains alike shares it; one that trains otherwise does not.
+    measures_more = dataclasses.replace(SMOKE, version=SMOKE.version + 1,
+                                        evaluation=dataclasses.replace(SMOKE.evaluation, pgd_steps=3))
+    assert surrogate.surrogate_path(task, measures_more, 1) == path
+    retrained = dataclasses.replace(measures_more, training_version=SMOKE.training_version + 1)
+    assert surrogate.surrogate_path(task, retrained, 1) != path
     # What run_one does for the resnet row of seed 1.
     seed_everything(1)
     row = zoo.create_model("resnet", input_shape=task.input_shape, num_classes=task.num_classes,
