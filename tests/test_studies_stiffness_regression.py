@@ -64,6 +64,26 @@ def test_stiffness_is_the_eigenvalue_ratio_of_each_layers_jacobian() -> None:
     torch.testing.assert_close(penalty, torch.full((5,), 12.0, dtype=torch.float64), rtol=1e-3, atol=0)
 
 
+def test_a_singular_jacobian_is_counted_not_averaged_into_an_infinite_stiffness() -> None:
+    # The failed run: a zero eigenvalue (here a zero diagonal weight) makes that layer's ratio infinite; it
+    # is reported as the singular fraction, and the ratio's statistics are over the other layers.
+    model = _diagonal_model([4.0, -2.0, 0.5])
+    x, y = torch.randn(5, 2, dtype=torch.float64), torch.ones(5, 1, dtype=torch.float64)
+    measured = sr.measure(model, x, y)
+    assert all(math.isfinite(v) for v in measured.values())
+    assert measured["singular"] == pytest.approx(0.0)
+    with torch.no_grad():
+        model.layers[1].weight.zero_()
+    measured = sr.measure(model, x, y)
+    assert measured["singular"] == pytest.approx(1 / 3) and measured["stiffness"] == pytest.approx(8.0)
+    assert measured["stiffness_sum"] == pytest.approx(8.0 * 2 * 5)
+    for layer in model.layers:
+        with torch.no_grad():
+            layer.weight.zero_()
+    with pytest.raises(RuntimeError, match="no finite stiffness ratio"):
+        sr.measure(model, x, y)
+
+
 def test_the_seeds_loss_is_the_quadratic_mean_of_error_and_penalty() -> None:
     model = _diagonal_model([4.0, -2.0, 0.5])
     x, y = torch.randn(5, 2, dtype=torch.float64), torch.full((5, 1), 2.0, dtype=torch.float64)
@@ -90,7 +110,7 @@ def test_stiffness_regression_writes_every_trials_quantities(tmp_path, monkeypat
                  str(tmp_path / "r"), "--out", str(tmp_path / "l")]) == 0
     study = read_study(tmp_path / "r" / "stiffness-regression" / "alpine02.json")
     values = {k: v["values"] for k, v in study["summary"].items()}
-    expected = {f"{arm}_{q}" for arm in sr.ARMS for q in ("er", "ge", "stiffness", "radius", "seconds")}
+    expected = {f"{arm}_{q}" for arm in sr.ARMS for q in ("er", "ge", "stiffness", "singular", "radius", "seconds")}
     assert set(values) == expected | {"stiff_ge_ratio", "l2_ge_ratio"}
     for i in range(2):
         assert values["stiff_ge_ratio"][i] == pytest.approx(values["stiff_ge"][i] / values["res_ge"][i])

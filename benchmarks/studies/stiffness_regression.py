@@ -143,16 +143,23 @@ def loss_of(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor, kind: str, we
 
 @torch.no_grad()
 def measure(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """RMSE on (x, y), and the eigenvalue stiffness ratio and spectral radius of every layer's Jacobian at every x:
-    their means over layers and points, the ratio's sum (the seed's total stiffness, 003:192) and median."""
+    """RMSE on (x, y), and the eigenvalue stiffness ratio and spectral radius of every layer's Jacobian at every x.
+
+    A Jacobian with a zero eigenvalue (tanh saturated, or a singular weight) has an infinite ratio: `singular` is the
+    fraction of such (layer, point) pairs, and the ratio's median (`stiffness`, robust to the heavy tail that the
+    seed's medians over trials also avoid), mean and sum (the seed's total stiffness, 003:192) are over the others."""
     # In float64: tanh' = 1 - tanh^2 is exactly 0 in float32 from |z| ~ 9 (a zero eigenvalue, an infinite ratio).
     out, jacobians = copy.deepcopy(model).double()(x.double(), jacobians=True)
     moduli = torch.linalg.eigvals(jacobians).abs()
     largest, smallest = moduli.amax(dim=-1), moduli.amin(dim=-1)
-    ratio = largest / smallest.clamp_min(torch.finfo(torch.float64).tiny)
-    return {"rmse": (out - y.double()).pow(2).mean().sqrt().item(), "stiffness": ratio.mean().item(),
-            "stiffness_sum": ratio.sum().item(), "stiffness_median": ratio.median().item(),
-            "radius": largest.mean().item()}
+    regular = smallest > 0
+    ratio = largest[regular] / smallest[regular]
+    ratio = ratio[torch.isfinite(ratio)]
+    if ratio.numel() == 0:
+        raise RuntimeError(f"{STUDY}: every layer Jacobian is singular at every point: no finite stiffness ratio")
+    return {"rmse": (out - y.double()).pow(2).mean().sqrt().item(), "stiffness": ratio.median().item(),
+            "stiffness_mean": ratio.mean().item(), "stiffness_sum": ratio.sum().item(),
+            "singular": 1.0 - ratio.numel() / largest.numel(), "radius": largest.mean().item()}
 
 
 def train_arm(kind: str, weight: float, trial: int, data: tuple[torch.Tensor, ...], epochs: int
@@ -192,9 +199,9 @@ def one_trial(trial: int, n_train: int, epochs: int) -> dict[str, Any]:
         model, fit = train_arm(kind, weight, trial, data, epochs)
         train_m, test_m = measure(model, data[0], data[1]), measure(model, data[2], data[3])
         found[arm] = {"er": train_m["rmse"], "ge": test_m["rmse"], "stiffness": train_m["stiffness"],
-                      "radius": train_m["radius"], "seconds": fit["seconds"]}
+                      "singular": train_m["singular"], "radius": train_m["radius"], "seconds": fit["seconds"]}
         rows.append({"arm": arm, "trial": trial, "weight": weight, **found[arm],
-                     "stiffness_sum": train_m["stiffness_sum"], "stiffness_median": train_m["stiffness_median"],
+                     "stiffness_sum": train_m["stiffness_sum"], "stiffness_mean": train_m["stiffness_mean"],
                      "final_loss": fit["final_loss"], "final_lr": fit["final_lr"]})
     values = {f"{arm}_{key}": value for arm, measured in found.items() for key, value in measured.items()}
     values["stiff_ge_ratio"] = found["stiff"]["ge"] / found["res"]["ge"]
@@ -227,8 +234,8 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
     for outcome in outcomes:
         for key, value in outcome["values"].items():
             per_seed.setdefault(key, []).append(value)
-    details = {"columns": ["arm", "trial", "weight", "er", "ge", "stiffness", "stiffness_sum", "stiffness_median",
-                           "radius", "seconds", "final_loss", "final_lr"],
+    details = {"columns": ["arm", "trial", "weight", "er", "ge", "stiffness", "singular", "stiffness_sum",
+                           "stiffness_mean", "radius", "seconds", "final_loss", "final_lr"],
                "model": {"dim": DIM, "width": WIDTH, "depth": DEPTH, "horizon": HORIZON, "activation": "tanh"},
                "data": {"train": n_train, "test": N_TEST, "batch": BATCH, "domain": [-5.0, 5.0]},
                "training": {"optimizer": "Adam", "lr": LR, "schedule": "ReduceLROnPlateau (torch defaults) on the "
@@ -237,10 +244,11 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                "gelfand_squarings": SQUARINGS, "workers": workers, "clock": "process CPU time (one torch thread)",
                "paper": PAPER, "seconds": round(time.perf_counter() - clock, 1),
                "note": f"{epochs} epochs per arm (the seed: 10k); er/ge: training/test RMSE; stiffness: the seed's "
-                       "eigenvalue ratio |lambda_1|/|lambda_n| of each layer's Jacobian, mean over layers and the "
-                       "training points (stiffness_sum: the seed's sum, 003:192); radius: |lambda_1| averaged the same "
-                       "way (the stiff arm penalises its per-sample sum over layers); seeds are trials (data, "
-                       "initialisation and batch order from the trial); the climate task of the seed's 25-trial "
+                       "eigenvalue ratio |lambda_1|/|lambda_n| of each layer's Jacobian, median over layers and "
+                       "training points whose Jacobian is not singular (singular: the fraction that is, an infinite "
+                       "ratio; stiffness_sum: the seed's sum, 003:192, over the others); radius: |lambda_1|, mean "
+                       "over every layer and point (the stiff arm penalises its per-sample sum over layers); seeds "
+                       "are trials (data, initialisation and batch order from the trial); the climate task of the seed's 25-trial "
                        "table is not available"}
     return save(results, study=STUDY, task=TASK, seeds=trials, per_seed=per_seed, rows=rows, provenance=started,
                 details=details, figure=figure, tier="cpu-study")
