@@ -248,7 +248,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                        "training points whose Jacobian is not singular (singular: the fraction that is, an infinite "
                        "ratio; stiffness_sum: the seed's sum, 003:192, over the others); radius: |lambda_1|, mean "
                        "over every layer and point (the stiff arm penalises its per-sample sum over layers); seeds "
-                       "are trials (data, initialisation and batch order from the trial); the climate task of the seed's 25-trial "
-                       "table is not available"}
+                       "are trials (data, initialisation and batch order from the trial); the climate task of the "
+                       "seed's 25-trial table is not available"}
     return save(results, study=STUDY, task=TASK, seeds=trials, per_seed=per_seed, rows=rows, provenance=started,
                 details=details, figure=figure, tier="cpu-study")
