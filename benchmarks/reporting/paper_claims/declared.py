@@ -166,6 +166,13 @@ CLAIMS: tuple[Claim, ...] = (
         parts=(Part(Effect("ODE-Net − ResNet test accuracy", "difference", "fashion-mnist",
                            "depthbench study odenet-params", study="odenet-params", quantity="accuracy_difference",
                            **PT), within(-0.01, 0.01, "|difference| < 1 pt")),),
+        # Whether the arms reached the plateau the reading asks for: shown beside the verdict, so a gap left by
+        # an ODE-Net still climbing is read as such (odenet_params.PLATEAU_GAIN: a plateau gains < 0.2 pt).
+        context=(Effect("ODE-Net's validation gain over its last 2 epochs", "value", "fashion-mnist",
+                        "depthbench study odenet-params", study="odenet-params", quantity="odenet_plateau_gain", **PT),
+                 Effect("ResNet's validation gain over its last 2 epochs", "value", "fashion-mnist",
+                        "depthbench study odenet-params", study="odenet-params", quantity="resnet_plateau_gain",
+                        **PT)),
         design=("fewer parameters by construction (0.37× the ResNet's)",),
         differences="Fashion-MNIST; the seed: MNIST",
     ),
