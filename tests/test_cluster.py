@@ -145,3 +145,32 @@ def test_slurm_times_and_gres_are_read_as_sinfo_writes_them() -> None:
         == [None, None, 30, 5, 60, 2880, 1563]
     assert [_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:4(S:0-1),shard:8", "gpu:a100:2,gpu:v100:1", "mps:100")] \
         == [0, 4, 4, 3, 0]
+
+
+def test_status_cost_reads_the_records_phase_times(tmp_path, capsys) -> None:
+    def put(model: str, seed: int, phases: dict, **provenance) -> None:
+        save_record(tmp_path, Record(model=model, task="digits", seed=seed, protocol=SMOKE.header("digits"),
+                                     provenance={"phase_seconds": phases, "load_average": 2.0, **provenance}))
+
+    put("resnet", 0, {"train": 60.0, "attacks": 120.0, "clean": 30.0, "noise": 30.0})
+    put("resnet", 1, {"train": 180.0, "attacks": 120.0, "clean": 60.0})
+    # an earlier hash's run that trained, and a run of this hash that adopted its weights (no training phase)
+    earlier = {**SMOKE.header("digits"), "hash": "0123456789ab"}
+    save_record(tmp_path, Record(model="anode", task="digits", seed=0, protocol=earlier,
+                                 provenance={"phase_seconds": {"train": 600.0, "attacks": 60.0}}))
+    kept = tmp_path / "digits" / "0123456789ab" / "anode" / "seed0.checkpoint.pt"
+    put("anode", 0, {"attacks": 300.0, "clean": 0.0}, weights_from={"checkpoint": str(kept), "protocol": "x"})
+    from benchmarks.execution.tier_cost import cost_table, model_costs
+
+    costs, missing = model_costs(SMOKE, "digits", tmp_path, models=["resnet", "anode", "continuousnet"])
+    by_model = {c.model: c for c in costs}
+    assert missing == ["continuousnet"]
+    assert by_model["resnet"].runs == 2 and by_model["resnet"].minutes == {"train": 2.0, "attacks": 2.0, "rest": 1.0}
+    assert by_model["anode"].minutes == {"train": 10.0, "attacks": 5.0, "rest": 0.0}  # training of the adopted run
+    table = cost_table(SMOKE, "digits", tmp_path, workers=2)
+    per_seed = sum(c.per_run for c in costs) / 60  # resnet 5 + anode 15 minutes, continuousnet (every tier model
+    # but these two) without a record
+    assert f"one seed of every model: {per_seed:.2f} run-hours" in table and "(no record yet)" in table
+    assert f"~{per_seed * len(SMOKE.seeds) / 2:.2f} h wall time with --workers 2" in table
+    assert main(["status", "--tier", "smoke", "--results", str(tmp_path), "--cost"]) == 0
+    assert "cost of tier smoke" in capsys.readouterr().out

@@ -308,7 +308,8 @@ def _status(args: argparse.Namespace) -> int:
     problem = existing_store_problem(results)
     if problem:
         raise ValueError(problem)
-    return show_status(get_protocol(args.tier), results, models=args.models, tasks=args.tasks, seeds=args.seeds)
+    return show_status(get_protocol(args.tier), results, models=args.models, tasks=args.tasks, seeds=args.seeds,
+                       cost=args.cost, workers=args.workers)
 
 
 # What Ctrl-C leaves behind, by command: each says what is saved and how to go on.

@@ -113,6 +113,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     status.add_argument("--models", type=_names, help="comma-separated model names (default: the tier's)")
     status.add_argument("--tasks", type=_names, help="comma-separated task names (default: the tier's)")
     status.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the tier's)")
+    status.add_argument("--cost", action="store_true", help="also what the tier costs, from its records' phase "
+                        "times: minutes per run by model and phase, run-hours, wall time for --workers runs at once")
+    status.add_argument("--workers", type=_workers, default=2, metavar="N",
+                        help="runs at once in the --cost wall-time estimate (default 2)")
 
     publish = commands.add_parser("publish", help="copy validated records from the local store into results/, all "
                                   "or nothing")

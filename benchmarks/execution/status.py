@@ -71,7 +71,8 @@ def matrix(states: dict[tuple[str, str, int], str]) -> str:
 
 
 def show_status(protocol: Protocol, results: Path, *, models: Sequence[str] | None = None,
-                tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> int:
+                tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None, cost: bool = False,
+                workers: int = 2) -> int:
     results = Path(results)
     queue = squeue_states()
     states = run_states(protocol, results, models, tasks, seeds, queue)
@@ -83,6 +84,11 @@ def show_status(protocol: Protocol, results: Path, *, models: Sequence[str] | No
                     for (m, t, s), state in states.items() if state in ("missing", "running"))
     if resumable:
         print(f"{resumable} of the runs without a record have a training checkpoint: they continue from its epoch")
+    if cost:
+        from benchmarks.execution.tier_cost import cost_table
+
+        for task in tasks or protocol.tasks:
+            print("\n" + cost_table(protocol, task, results, workers))
     if queue is None:
         print("\nSlurm: squeue is not available here, so every submitted run without a record is shown as running")
         return 0
