@@ -257,9 +257,10 @@ CPU = Protocol(
     "reduced budgets (PGD 20 steps x 2 starts, APGD 100 x 5, 3 target classes, Square 1,000 queries) on the first "
     "1,100 test images (every robust accuracy within +-3 points), checked against the full-strength suite by "
     "`depthbench study suite-strength` (leaderboards/suite-strength/: 200 images, seed 0, resnet, continuousnet and "
-    "neural-ode at every radius; docs/running.md gives its outcome). Cost, measured on a 2-core AMD EPYC: v1 (the "
-    "same training, APGD 50 x 2) took 2.4 run-hours per seed of every model, 7.1 for 3 seeds, ~3.6 h wall time with "
-    "--workers 2 (over the 3-hour target by ~20%); v2's APGD adds ~1.7x the attack time (docs/running.md).",
+    "neural-ode at every radius): within 1 point everywhere (largest gap 0; v1's APGD 50 x 2 left up to 2.5 points). "
+    "Cost on a 2-core machine (docs/running.md; `depthbench status --tier cpu --cost`): v1 measured 6.25 run-hours "
+    "(AMD EPYC); v2's APGD nearly doubles the attack phase, estimated ~8.7 run-hours, ~4.3 h wall time with "
+    "--workers 2: over the 3-hour target by ~45%.",
     tasks=("fashion-mnist",),
     models=ALL_MODELS,
     seeds=(0, 1, 2),
