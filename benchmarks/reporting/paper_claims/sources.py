@@ -22,8 +22,10 @@ PINNED_LINES = Path(__file__).with_name("quoted_lines.json")
 
 
 def seeds_dir() -> Path | None:
-    """$DEPTHBENCH_SEEDS, else ../shared/seeds beside the checkout; None when neither holds the seed files."""
-    for candidate in (os.environ.get("DEPTHBENCH_SEEDS"), REPO.parent / "shared" / "seeds"):
+    """$DEPTHBENCH_SEEDS, else ../shared/seeds beside the checkout (the source tree's, or the working directory's
+    where the package is installed, as under tox); None when none holds the seed files."""
+    for candidate in (os.environ.get("DEPTHBENCH_SEEDS"), REPO.parent / "shared" / "seeds",
+                      Path.cwd().resolve().parent / "shared" / "seeds"):
         if candidate and Path(candidate).is_dir() and any(Path(candidate).glob("*.txt")):
             return Path(candidate)
     return None
