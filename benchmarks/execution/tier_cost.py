@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.execution.runner import tier_models
 from benchmarks.protocols import Protocol
-from benchmarks.store.records import RecordError, load_record, record_path
+from benchmarks.store.records import Record, RecordError, load_record, record_path
 
 PHASES = ("train", "attacks")  # shown apart; every other phase is summed as "rest"
 
@@ -42,6 +42,15 @@ def _phases(record_provenance: dict) -> dict[str, float]:
     return grouped
 
 
+def _ok_record(path: Path, results: Path) -> Record | None:
+    """The successful record at `path`; None for a missing, damaged or failed one."""
+    try:
+        record = load_record(path, results) if path.exists() else None
+    except RecordError:
+        return None
+    return record if record is not None and record.status == "ok" else None
+
+
 def model_costs(protocol: Protocol, task: str, results: Path,
                 models: Sequence[str] | None = None) -> tuple[list[ModelCost], list[str]]:
     """The measured cost of each model with successful records of `task` under the tier's hash, and the models
@@ -50,11 +59,8 @@ def model_costs(protocol: Protocol, task: str, results: Path,
     for model in models or tier_models(protocol):
         runs = []  # every seed recorded, not only the tier's: each is a measured run
         for path in sorted(record_path(results, model, task, protocol.task_hash(task), 0).parent.glob("seed*.json")):
-            try:
-                record = load_record(path, results)
-            except RecordError:
-                record = None
-            if record is not None and record.status == "ok":
+            record = _ok_record(path, results)
+            if record is not None:
                 runs.append(record.provenance)
         if not runs:
             missing.append(model)
@@ -77,10 +83,7 @@ def _trained_elsewhere(runs: Sequence[dict], results: Path, model: str, task: st
         if not source.name.endswith(".checkpoint.pt"):
             continue
         path = results / task / source.parent.parent.name / model / source.name.replace(".checkpoint.pt", ".json")
-        try:
-            record = load_record(path, results) if path.exists() else None
-        except RecordError:
-            record = None
+        record = _ok_record(path, results)
         if record is not None:
             seconds.append(_phases(record.provenance)["train"])
     return statistics.fmean(seconds) if seconds else 0.0
