@@ -129,3 +129,13 @@ def test_trials_in_worker_processes_give_the_same_numbers(tmp_path) -> None:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in read_study(path)["rows"]]
 
     assert numbers(2) == numbers(1)
+
+
+def test_an_arm_stops_at_its_plateau(monkeypatch) -> None:
+    """Training ends once reduce-on-plateau has cut the rate to MIN_LR; otherwise it runs every epoch asked for."""
+    data = sr.alpine_data(0, n_train=90)
+    assert sr.train_arm("none", 0.0, 0, data, epochs=3)[1]["epochs"] == 3
+    monkeypatch.setattr(sr, "PATIENCE", 0)  # every epoch that is not better cuts the rate by 10
+    monkeypatch.setattr(sr, "MIN_LR", sr.LR * 1e-2)  # two cuts
+    fit = sr.train_arm("none", 0.0, 0, data, epochs=500)[1]
+    assert fit["epochs"] < 500 and fit["final_lr"] == pytest.approx(sr.LR * 1e-2)
