@@ -173,3 +173,10 @@ def test_status_cost_reads_the_records_phase_times(tmp_path, capsys) -> None:
     assert "~0.17 h wall time with --workers 2" in table and "continuousnet" in table and "(no record yet)" in table
     assert main(["status", "--tier", "smoke", "--results", str(tmp_path), "--cost"]) == 0
     assert "cost of tier smoke" in capsys.readouterr().out
+    # an earlier definition's records, by their hash: anode's training run under 0123456789ab
+    assert main(["status", "--tier", "smoke", "--results", str(tmp_path), "--cost", "--hash", "0123456789ab"]) == 0
+    shown = capsys.readouterr().out
+    assert "on digits under 0123456789ab (an earlier definition" in shown
+    assert "one seed of every model: 0.18 run-hours" in shown  # anode: 10 + 1 minutes
+    with pytest.raises(SystemExit):
+        main(["status", "--tier", "smoke", "--cost", "--hash", "not-a-hash"])

@@ -309,7 +309,7 @@ def _status(args: argparse.Namespace) -> int:
     if problem:
         raise ValueError(problem)
     return show_status(get_protocol(args.tier), results, models=args.models, tasks=args.tasks, seeds=args.seeds,
-                       cost=args.cost, workers=args.workers)
+                       cost=args.cost, workers=args.workers, cost_hash=args.hash)
 
 
 # What Ctrl-C leaves behind, by command: each says what is saved and how to go on.

@@ -68,6 +68,12 @@ def _workers(text: str) -> int:
     return int(text)
 
 
+def _task_hash(text: str) -> str:
+    if len(text) != 12 or any(c not in "0123456789abcdef" for c in text):
+        raise argparse.ArgumentTypeError(f"must be a protocol hash (12 lowercase hex digits), got {text!r}")
+    return text
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     """`depthbench`'s parser; `description` is the command's help text (benchmarks/cli/__init__.py)."""
     parser = argparse.ArgumentParser(prog="depthbench", description=description,
@@ -117,6 +123,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                         "times: minutes per run by model and phase, run-hours, wall time for --workers runs at once")
     status.add_argument("--workers", type=_workers, default=2, metavar="N",
                         help="runs at once in the --cost wall-time estimate (default 2)")
+    status.add_argument("--hash", type=_task_hash, metavar="HASH",
+                        help="--cost from the records of this protocol hash (an earlier definition of the tier) "
+                        "instead of the current one's")
 
     publish = commands.add_parser("publish", help="copy validated records from the local store into results/, all "
                                   "or nothing")

@@ -72,7 +72,7 @@ def matrix(states: dict[tuple[str, str, int], str]) -> str:
 
 def show_status(protocol: Protocol, results: Path, *, models: Sequence[str] | None = None,
                 tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None, cost: bool = False,
-                workers: int = 2) -> int:
+                workers: int = 2, cost_hash: str | None = None) -> int:
     results = Path(results)
     queue = squeue_states()
     states = run_states(protocol, results, models, tasks, seeds, queue)
@@ -88,7 +88,7 @@ def show_status(protocol: Protocol, results: Path, *, models: Sequence[str] | No
         from benchmarks.execution.tier_cost import cost_table
 
         for task in tasks or protocol.tasks:
-            print("\n" + cost_table(protocol, task, results, workers))
+            print("\n" + cost_table(protocol, task, results, workers, task_hash=cost_hash))
     if queue is None:
         print("\nSlurm: squeue is not available here, so every submitted run without a record is shown as running")
         return 0

@@ -6,7 +6,8 @@ successful records. Then the sum over models (one seed of every model) and for e
 and as wall time for `workers` runs at once (run-hours / workers: runs are single-threaded and independent). A model
 without a record is named, and the totals say they leave it out. A run that adopted weights trained under an earlier
 hash (`provenance.weights_from`) has no training phase; its training minutes are taken from a run that trained,
-where the store holds one of the same model under that hash.
+where the store holds one of the same model under that hash. `task_hash` reads the records of an earlier definition
+of the tier (what it cost before a change), the models being the current definition's.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def _ok_record(path: Path, results: Path) -> Record | None:
 
 
 def model_costs(protocol: Protocol, task: str, results: Path,
-                models: Sequence[str] | None = None) -> tuple[list[ModelCost], list[str]]:
-    """The measured cost of each model with successful records of `task` under the tier's hash, and the models
-    without one."""
+                models: Sequence[str] | None = None, task_hash: str | None = None) -> tuple[list[ModelCost], list[str]]:
+    """The measured cost of each model with successful records of `task` under the tier's hash (or `task_hash`),
+    and the models without one."""
+    task_hash = task_hash or protocol.task_hash(task)
     measured, missing = [], []
     for model in models or tier_models(protocol):
         runs = []  # every seed recorded, not only the tier's: each is a measured run
-        for path in sorted(record_path(results, model, task, protocol.task_hash(task), 0).parent.glob("seed*.json")):
+        for path in sorted(record_path(results, model, task, task_hash, 0).parent.glob("seed*.json")):
             record = _ok_record(path, results)
             if record is not None:
                 runs.append(record.provenance)
@@ -89,9 +91,12 @@ def _trained_elsewhere(runs: Sequence[dict], results: Path, model: str, task: st
     return statistics.fmean(seconds) if seconds else 0.0
 
 
-def cost_table(protocol: Protocol, task: str, results: Path, workers: int = 2) -> str:
-    measured, missing = model_costs(protocol, task, results)
-    lines = [f"cost of tier {protocol.name} v{protocol.version} on {task} ({protocol.task_hash(task)}), from "
+def cost_table(protocol: Protocol, task: str, results: Path, workers: int = 2, task_hash: str | None = None) -> str:
+    current = protocol.task_hash(task)
+    measured, missing = model_costs(protocol, task, results, task_hash=task_hash)
+    which = (f"v{protocol.version} on {task} ({current})" if task_hash in (None, current) else
+             f"on {task} under {task_hash} (an earlier definition; v{protocol.version} is {current})")
+    lines = [f"cost of tier {protocol.name} {which}, from "
              f"{sum(c.runs for c in measured)} records' phase times (minutes per run, mean over seeds):",
              f"{'model':<20} {'runs':>4} {'train':>7} {'attacks':>7} {'rest':>7} {'per run':>7} {'load':>5}"]
     for c in sorted(measured, key=lambda c: -c.per_run):
