@@ -259,7 +259,7 @@ CPU = Protocol(
     "`depthbench study suite-strength` (leaderboards/suite-strength/: 200 images, seed 0, resnet, continuousnet and "
     "neural-ode at every radius): within 1 point everywhere (largest gap 0; v1's APGD 50 x 2 left up to 2.5 points). "
     "Cost on a 2-core machine (docs/running.md; `depthbench status --tier cpu --cost`): v1 measured 6.25 run-hours "
-    "(AMD EPYC); v2's APGD nearly doubles the adaptive models' attack phase: ~8.4 run-hours by the estimate, ~4.2 h "
+    "(AMD EPYC); v2's APGD nearly doubles the adaptive models' attack phase: ~8.3 run-hours by the estimate, ~4.2 h "
     "wall time with --workers 2, over the 3-hour target by ~40%.",
     tasks=("fashion-mnist",),
     models=ALL_MODELS,
