@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from benchmarks.reporting.paper_claims.rules import (
     PARTLY,
     REPRODUCED,
     combine,
+    correlation_interval,
     greater,
     less,
     ratio_interval,
@@ -95,6 +97,17 @@ def test_t_interval_of_three_seeds() -> None:
     assert r.mean == pytest.approx(2.0) and r.low == pytest.approx(2.0) and r.high == pytest.approx(2.0)
     with pytest.raises(ValueError):
         ratio_interval([1.0, -1.0])
+
+
+def test_correlation_interval_stays_within_minus_one_and_one() -> None:
+    values = [1.0, 0.83, -0.14]  # a rank correlation over a few epochs is often exactly 1
+    t = t_interval(values)
+    assert t.high > 1.0  # on r itself the t interval leaves the range a correlation can take
+    c = correlation_interval(values)
+    assert c.mean == pytest.approx(statistics.fmean(values)) and c.low == pytest.approx(t.low) and c.high == 1.0
+    assert correlation_interval([-1.0, -1.0, -1.0]).low == -1.0
+    with pytest.raises(ValueError):
+        correlation_interval([1.5, 0.2])
 
 
 @pytest.mark.parametrize(("rule", "values", "verdict"), [

@@ -107,11 +107,11 @@ def markdown(outcomes: list[Outcome]) -> str:
         "",
         "Each claim is quoted verbatim from the seed talks (`../shared/seeds/<file>:<line>`), with the seed's own "
         "numbers beside ours. Ours: each part's effect as the mean over seeds with its 95% interval (Student's t over "
-        "seeds, paired where the arms share a seed; ratios on the log scale), then the part's rule: **reproduced** "
-        "when the whole interval lies where the claim puts the effect, **not reproduced** when it lies wholly "
-        f"outside, **inconclusive** when it straddles the boundary or has fewer than {MIN_SEEDS} seeds. A claim is "
-        "reproduced when every part is, partly when some are, not reproduced when a part fails and none holds. What "
-        "holds by construction is listed as design, never counted as evidence.",
+        "seeds, paired where the arms share a seed; ratios on the log scale, correlations cut to [-1, 1]), then the "
+        "part's rule: **reproduced** when the whole interval lies where the claim puts the effect, **not reproduced** "
+        "when it lies wholly outside, **inconclusive** when it straddles the boundary or has fewer than "
+        f"{MIN_SEEDS} seeds. A claim is reproduced when every part is, partly when some are, not reproduced when a "
+        "part fails and none holds. What holds by construction is listed as design, never counted as evidence.",
         "",
         "| claim | source | the seed's numbers | what we measure | ours, per part | verdict | design; differences |",
         "|---|---|---|---|---|---|---|",

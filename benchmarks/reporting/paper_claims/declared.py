@@ -297,8 +297,9 @@ CLAIMS: tuple[Claim, ...] = (
         reading="the seed's line-shape score of a ResNet's representation tracks after every epoch against its "
         "training accuracy (Spearman correlation), and the final LSS of a plain (non-residual) network minus the "
         "ResNet's",
-        parts=(Part(Effect("Spearman correlation of LSS and training accuracy over epochs", "value", "fashion-mnist",
-                           "depthbench study line-shape", study="line-shape", quantity="lss_accuracy_spearman"),
+        parts=(Part(Effect("Spearman correlation of LSS and training accuracy over epochs", "correlation",
+                           "fashion-mnist", "depthbench study line-shape", study="line-shape",
+                           quantity="lss_accuracy_spearman"),
                     less(0.0, "correlation < 0")),
                Part(Effect("LSS, plain − ResNet", "value", "fashion-mnist", "depthbench study line-shape",
                            study="line-shape", quantity="lss_plain_minus_resnet"),

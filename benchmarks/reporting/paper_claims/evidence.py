@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.protocols import current_hash, tier_citable, tier_rank
-from benchmarks.reporting.paper_claims.rules import Interval, ratio_interval, t_interval
+from benchmarks.reporting.paper_claims.rules import Interval, correlation_interval, ratio_interval, t_interval
 from benchmarks.store.records import iter_records
 from benchmarks.store.studies import find_studies
 
@@ -66,8 +66,9 @@ class Results:
 @dataclass(frozen=True)
 class Effect:
     """How one part of a claim is measured. `kind`: "value" (the per-seed values as they are), "difference"
-    (model/quantity a minus b, paired by seed) or "ratio" (a / b, or a value that is itself a ratio: interval on
-    the logs). Exactly one of `study` and `tier` says where the values come from."""
+    (model/quantity a minus b, paired by seed), "ratio" (a / b, or a value that is itself a ratio: interval on
+    the logs) or "correlation" (a per-seed correlation: interval cut to [-1, 1]). Exactly one of `study`
+    and `tier` says where the values come from."""
 
     label: str  # what it is, in words: "ODE-Net − CNN accuracy under FGSM ε = 0.3"
     kind: str
@@ -85,8 +86,8 @@ class Effect:
     unit: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("value", "difference", "ratio"):
-            raise ValueError(f"effect kind must be value, difference or ratio, got {self.kind!r}")
+        if self.kind not in ("value", "difference", "ratio", "correlation"):
+            raise ValueError(f"effect kind must be value, difference, ratio or correlation, got {self.kind!r}")
         if (self.study is None) == (self.tier is None):
             raise ValueError(f"effect {self.label!r}: give a study or a tier, not both")
 
@@ -123,6 +124,10 @@ class Effect:
             if any(not (v > 0 and math.isfinite(v)) for v in values):
                 raise MissingData(f"{self.label}: a ratio needs positive values, got {values}")
             return ratio_interval(values)
+        if self.kind == "correlation":
+            if any(not -1.0 <= v <= 1.0 for v in values):
+                raise MissingData(f"{self.label}: a correlation lies in [-1, 1], got {values}")
+            return correlation_interval(values)
         return t_interval(values)
 
     def where(self) -> str:

@@ -2,7 +2,8 @@
 
 An effect is measured once per seed (paired where the arms share a seed: the per-seed difference, or for a ratio
 the per-seed log ratio), and its 95% interval is Student's t interval of the mean over seeds (n - 1 degrees of
-freedom; a ratio's interval is taken on the logs and mapped back, so it stays positive). A rule then says:
+freedom; a ratio's interval is taken on the logs and mapped back, so it stays positive; a correlation's is cut to
+[-1, 1]). A rule then says:
 
 - reproduced: the whole interval lies where the claim says the effect is;
 - not reproduced: the whole interval lies where the claim says it is not;
@@ -62,6 +63,17 @@ def ratio_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     high = math.exp(logs.high) if math.isfinite(logs.high) else math.inf
     low = math.exp(logs.low) if math.isfinite(logs.low) else 0.0
     return Interval(math.exp(logs.mean), low, high, logs.n, tuple(float(v) for v in values))
+
+
+def correlation_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """The mean of per-seed correlations and its t interval, cut to [-1, 1], the range a correlation can take.
+
+    Not Fisher's z: a rank correlation over a few epochs is often exactly +-1, whose z is infinite and would swamp
+    the mean (seeds 1.0, 0.83, -0.14 would read 1.00 [-1.00, 1.00]); the mean of r is what the claim is about."""
+    if not values or any(not -1.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"a correlation's interval needs values in [-1, 1], got {tuple(values)}")
+    r = t_interval(values, level)
+    return Interval(r.mean, max(-1.0, r.low), min(1.0, r.high), r.n, r.values)
 
 
 @dataclass(frozen=True)
