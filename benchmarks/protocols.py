@@ -258,9 +258,9 @@ CPU = Protocol(
     "1,100 test images (every robust accuracy within +-3 points), checked against the full-strength suite by "
     "`depthbench study suite-strength` (leaderboards/suite-strength/: 200 images, seed 0, resnet, continuousnet and "
     "neural-ode at every radius): within 1 point everywhere (largest gap 0; v1's APGD 50 x 2 left up to 2.5 points). "
-    "Cost on a 2-core machine (docs/running.md; `depthbench status --tier cpu --cost`): v1 measured 6.25 run-hours "
-    "(AMD EPYC); v2's APGD nearly doubles the adaptive models' attack phase: ~8.3 run-hours by the estimate, ~4.2 h "
-    "wall time with --workers 2, over the 3-hour target by ~40%.",
+    "Cost on a 2-core machine (docs/running.md; `depthbench status --tier cpu --cost`): 8.0 run-hours measured over "
+    "the 42 runs (Intel Xeon), ~4.0 h wall time with --workers 2, over the 3-hour target by ~34% (v1, APGD 50 x 2: "
+    "6.25 run-hours on an AMD EPYC).",
     tasks=("fashion-mnist",),
     models=ALL_MODELS,
     seeds=(0, 1, 2),
