@@ -74,6 +74,13 @@ def test_seeds_in_worker_processes_give_the_same_values() -> None:
     for a, b in zip(here, there):
         assert a["curves"] == b["curves"] and a["values"] == b["values"]
     assert here[0]["curves"] != here[1]["curves"]  # the seeds do differ
+    # the study's own split, every (arm, seed) a call of its own, variant by variant: the same arms
+    arms = common.run_seeds(odenet_params.one_arm, start, limit=100, workers=2,
+                            variants=[{"arm": arm} for arm in odenet_params.ARMS])
+    assert [a["model"] for a in arms] == ["neural-ode", "neural-ode", "resnet", "resnet"]
+    for k, seed in enumerate(start.seeds):
+        split = odenet_params.combine(seed, {"odenet": arms[k], "resnet": arms[2 + k]})
+        assert split["curves"] == here[k]["curves"] and split["values"] == here[k]["values"]
     with pytest.raises(ValueError, match="workers > 1 runs seeds in CPU processes"):
         common.run_seeds(odenet_params.one_seed, start._replace(device=torch.device("meta")), limit=100, workers=2)
 

@@ -131,17 +131,20 @@ def study_clock(device: torch.device) -> Callable[[], float]:
 
 
 def run_seeds(work: Callable[..., Any], start: Start, *, limit: int | None, workers: int = 1,
-              **options: Any) -> list[Any]:
-    """`work(start, seed, **options)` for every seed of `start`, results in seed order. With `workers` > 1 (CPU
-    only), in that many spawned processes of one torch thread each: each loads the task and its data itself (`limit`
-    as the parent did), so `work` must be a module-level function returning picklable values. A seed's result does not
-    depend on the process it ran in (seeded; one thread)."""
-    if min(int(workers), len(start.seeds)) <= 1:
-        return [work(start, seed, **options) for seed in start.seeds]
+              variants: Sequence[Mapping[str, Any]] = ({},), **options: Any) -> list[Any]:
+    """`work(start, seed, **options, **variant)` for every variant and seed of `start`, results variant by variant,
+    each in seed order. With `workers` > 1 (CPU only), in that many spawned processes of one torch thread each: each
+    loads the task and its data itself (`limit` as the parent did), so `work` must be a module-level function
+    returning picklable values. Calls start in that order as workers free up: give the costliest variant first (a
+    study's arms as variants spread over both cores where its seeds alone would not). A call's result does not depend
+    on the process it ran in (seeded; one thread)."""
+    calls = [(seed, {**options, **variant}) for variant in variants for seed in start.seeds]
+    if min(int(workers), len(calls)) <= 1:
+        return [work(start, seed, **kwargs) for seed, kwargs in calls]
     if start.device.type != "cpu":
         raise ValueError(f"workers > 1 runs seeds in CPU processes; on {start.device} give workers 1")
     bare = start._replace(task=None, data=None)  # a Task holds its loader (not picklable): children load by name
-    return in_processes(_seed_in_child, [(work, bare, start.task.name, limit, seed, options) for seed in start.seeds],
+    return in_processes(_seed_in_child, [(work, bare, start.task.name, limit, seed, kwargs) for seed, kwargs in calls],
                         workers)
 
 

@@ -29,9 +29,11 @@ from benchmarks.studies.registry import register_study
 
 STUDY = "odenet-params"
 PARAM_RATIO = 0.22 / 0.60  # Chen's table: ODE-Net 0.22 M vs ResNet 0.60 M parameters
-# 10 epochs left the ODE-Net 0.5-1.2 pt short of a plateau on every seed (results of 60c8e4a); 16 fit the
-# 30-minute budget with --workers 2 on 2 cores (its arms' training: ~35 s and ~10 s per epoch)
-EPOCHS = 16
+# 10 epochs of a 10-epoch schedule left the ODE-Net 0.5-1.2 pt short of a plateau (results of 60c8e4a); 16 did
+# plateau (gain over the last 2 epochs 0.02-0.32 pt, b2975d9) but took 65 min with one worker: the arms' training
+# is ~65 s (neural-ode) and ~13 s (resnet) of one core per epoch. 12 epochs, every (arm, seed) its own call, fit
+# the 30-minute budget with --workers 2 on 2 cores (two neural-ode trainings on one core: ~26 min)
+EPOCHS = 12
 PLATEAU_EPOCHS = 2  # the plateau gain: validation accuracy gained over the last 2 epochs
 PLATEAU_GAIN = 0.002  # a plateau: that gain below 0.2 pt
 EVAL_BATCH = 500  # the cpu tier's evaluation batch
@@ -74,35 +76,46 @@ NAMES = ("accuracy_difference", "odenet_accuracy", "resnet_accuracy", "param_rat
          "resnet_plateau_gain", "odenet_nfe")
 
 
-def one_seed(start: Start, seed: int) -> dict[str, Any]:
-    """Both arms of one seed: per-seed values, rows and validation curves (picklable: `common.run_seeds`)."""
+ARMS = ("odenet", "resnet")  # the costlier arm first: `run_seeds` starts calls in this order as workers free up
+
+
+def one_arm(start: Start, seed: int, arm: str) -> dict[str, Any]:
+    """One arm of one seed, trained and scored (picklable: `common.run_seeds` runs it in worker processes)."""
     task, data, recipe, device = start.task, start.data, start.recipe, start.device
     clock = study_clock(device)
     size = size_class(task.name)
     channels, odenet_params, resnet_params = matched_channels(task, size)
-    x_test, y_test = data.test.inputs().to(device), data.test.y.to(device)
-    arms: dict[str, dict[str, Any]] = {}
-    for arm, name, options, params in (("resnet", "resnet", {}, resnet_params),
-                                       ("odenet", "neural-ode", {"channels": channels}, odenet_params)):
-        began = clock()
-        model, result = build_and_train(name, task, data, recipe, seed, device, **size, **options)
-        seconds = clock() - began
-        accuracy, nfe = evaluate(model, x_test, y_test, kind="classification", batch_size=EVAL_BATCH)
-        if zoo.count_params(model) != params:
-            raise RuntimeError(f"{name}: {zoo.count_params(model)} parameters built, {params} counted on meta")
-        arms[arm] = {"model": name, "params": params, "accuracy": accuracy, "nfe": nfe, "seconds": seconds,
-                     "gain": plateau_gain(result.history), "best_val": result.val_metric,
-                     "best_epoch": result.best_epoch, "curve": [entry["val"] for entry in result.history],
-                     "channels": channels if arm == "odenet" else None}
+    name, options, params = {"resnet": ("resnet", {}, resnet_params),
+                              "odenet": ("neural-ode", {"channels": channels}, odenet_params)}[arm]
+    began = clock()
+    model, result = build_and_train(name, task, data, recipe, seed, device, **size, **options)
+    seconds = clock() - began
+    accuracy, nfe = evaluate(model, data.test.inputs().to(device), data.test.y.to(device), kind="classification",
+                             batch_size=EVAL_BATCH)
+    if zoo.count_params(model) != params:
+        raise RuntimeError(f"{name}: {zoo.count_params(model)} parameters built, {params} counted on meta")
+    return {"model": name, "params": params, "accuracy": accuracy, "nfe": nfe, "seconds": seconds,
+            "gain": plateau_gain(result.history), "best_val": result.val_metric, "best_epoch": result.best_epoch,
+            "curve": [entry["val"] for entry in result.history], "channels": channels if arm == "odenet" else None}
+
+
+def one_seed(start: Start, seed: int) -> dict[str, Any]:
+    """Both arms of one seed, here: per-seed values, rows and validation curves."""
+    return combine(seed, {arm: one_arm(start, seed, arm) for arm in ARMS})
+
+
+def combine(seed: int, arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One seed's per-seed values, rows and validation curves from its two arms."""
     values = {"accuracy_difference": arms["odenet"]["accuracy"] - arms["resnet"]["accuracy"],
               "odenet_accuracy": arms["odenet"]["accuracy"], "resnet_accuracy": arms["resnet"]["accuracy"],
-              "param_ratio": odenet_params / resnet_params, "odenet_plateau_gain": arms["odenet"]["gain"],
-              "resnet_plateau_gain": arms["resnet"]["gain"], "odenet_nfe": arms["odenet"]["nfe"]}
+              "param_ratio": arms["odenet"]["params"] / arms["resnet"]["params"],
+              "odenet_plateau_gain": arms["odenet"]["gain"], "resnet_plateau_gain": arms["resnet"]["gain"],
+              "odenet_nfe": arms["odenet"]["nfe"]}
     rows = [{"arm": arm, "seed": seed, "model": a["model"], "params": a["params"], "channels": a["channels"],
              "accuracy": a["accuracy"], "best_val": a["best_val"], "best_epoch": a["best_epoch"],
              "plateau_gain": a["gain"], "plateaued": a["gain"] < PLATEAU_GAIN, "nfe": a["nfe"],
-             "train_seconds": a["seconds"]} for arm, a in arms.items()]
-    return {"values": values, "rows": rows, "curves": {arm: a["curve"] for arm, a in arms.items()}}
+             "train_seconds": a["seconds"]} for arm in ("resnet", "odenet") for a in [arms[arm]]]
+    return {"values": values, "rows": rows, "curves": {arm: arms[arm]["curve"] for arm in ("resnet", "odenet")}}
 
 
 @register_study("odenet-params", title="ODE-Net at 0.37x the ResNet's parameters, both trained to a plateau (Chen "
@@ -115,7 +128,10 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
     epochs = EPOCHS if epochs is None else epochs
     start = begin(task_name, seeds, device, limit)
     start = start._replace(recipe=dataclasses.replace(start.recipe, epochs=epochs))
-    outcomes = run_seeds(one_seed, start, limit=limit, workers=workers)
+    # every (arm, seed) is its own call: three seeds of two arms keep two workers busy where three seeds would not
+    found = run_seeds(one_arm, start, limit=limit, workers=workers, variants=[{"arm": arm} for arm in ARMS])
+    by_arm = {arm: found[i * len(start.seeds):(i + 1) * len(start.seeds)] for i, arm in enumerate(ARMS)}
+    outcomes = [combine(seed, {arm: by_arm[arm][k] for arm in ARMS}) for k, seed in enumerate(start.seeds)]
     per_seed = {name: [o["values"][name] for o in outcomes] for name in NAMES}
     rows = [row for o in outcomes for row in o["rows"]]
     details = {"columns": ["arm", "seed", "model", "params", "channels", "accuracy", "best_val", "best_epoch",
