@@ -58,10 +58,15 @@ def test_stiffness_is_the_eigenvalue_ratio_of_each_layers_jacobian() -> None:
     assert measured["stiffness"] == pytest.approx(8.0) and measured["radius"] == pytest.approx(4.0)
     assert measured["stiffness_sum"] == pytest.approx(8.0 * 3 * 5)  # the seed's sum over layers and samples
     assert measured["rmse"] == pytest.approx(1.0)  # the read-out is 0
+    assert measured["saturated"] == 0.0  # z = 0: tanh' = 1
     _, jacobians = model(x, jacobians=True)
     assert jacobians.shape == (5, 3, 3, 3)
     penalty = sr.penalty(model, "stiff", jacobians)  # per sample: the layers' radii summed
     torch.testing.assert_close(penalty, torch.full((5,), 12.0, dtype=torch.float64), rtol=1e-3, atol=0)
+    for layer in model.layers:  # z ~ 10 in every unit: tanh' ~ 8e-9, saturated, though not 0 in float64
+        layer.bias.data.fill_(10.0)
+    measured = sr.measure(model, x, y)
+    assert measured["saturated"] == 1.0 and measured["singular"] == 0.0
 
 
 def test_a_singular_jacobian_is_counted_not_averaged_into_an_infinite_stiffness() -> None:
@@ -110,8 +115,13 @@ def test_stiffness_regression_writes_every_trials_quantities(tmp_path, monkeypat
                  str(tmp_path / "r"), "--out", str(tmp_path / "l")]) == 0
     study = read_study(tmp_path / "r" / "stiffness-regression" / "alpine02.json")
     values = {k: v["values"] for k, v in study["summary"].items()}
-    expected = {f"{arm}_{q}" for arm in sr.ARMS for q in ("er", "ge", "stiffness", "singular", "radius", "seconds")}
-    assert set(values) == expected | {"stiff_ge_ratio", "l2_ge_ratio"}
+    expected = {f"{arm}_{q}" for arm in sr.ARMS
+                for q in ("er", "ge", "stiffness", "singular", "saturated", "radius", "seconds")}
+    assert set(values) == expected | {"stiff_ge_ratio", "l2_ge_ratio", "init_stiffness", "init_saturated"}
+    # the untrained network is the same for every arm of a trial: measured on it directly
+    sr.seed_everything(1)
+    untrained = sr.measure(sr.AlpineResNet(), *sr.alpine_data(1, n_train=90)[:2])
+    assert values["init_stiffness"][1] == untrained["stiffness"] and values["init_saturated"][1] == 0.0
     for i in range(2):
         assert values["stiff_ge_ratio"][i] == pytest.approx(values["stiff_ge"][i] / values["res_ge"][i])
         assert values["l2_ge_ratio"][i] == pytest.approx(values["l2_ge"][i] / values["res_ge"][i])

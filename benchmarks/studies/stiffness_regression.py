@@ -55,6 +55,7 @@ MIN_LR = 1e-6  # the plateau: the arm stops once the rate is this low
 EPOCHS = 4000  # at most
 ARMS = {"res": ("none", 0.0), "l2": ("l2", 1e-5), "stiff": ("stiff", 1e-3)}
 SQUARINGS = 10  # k = 2**10 in Gelfand's formula
+SATURATED = 1e-6  # a tanh unit whose slope tanh' is below this zeroes its row of J_n: J_n is nearly singular
 PAPER = {
     "label": "Hudson et al. (seed 003; Alpine 02: 10k epochs; climate task: 25 trials, medians)",
     "res_er": "0.00389 (Alpine 02, 003:242); 5.4e-03 (climate, 003:313)",
@@ -110,6 +111,15 @@ class AlpineResNet(nn.Module):
             h = h + self.alpha * z.tanh()
         return self.read(h), torch.stack(found, dim=1) if jacobians else None
 
+    def slopes(self, x: torch.Tensor) -> torch.Tensor:
+        """tanh'(W_n x_{n-1} + b_n) of every unit of every layer: (batch, N, width)."""
+        h, found = self.lift(x), []
+        for layer in self.layers:
+            z = layer(h)
+            found.append(1.0 - z.tanh() ** 2)
+            h = h + self.alpha * z.tanh()
+        return torch.stack(found, dim=1)
+
 
 def gelfand_radius(matrices: torch.Tensor, squarings: int = SQUARINGS) -> torch.Tensor:
     """Spectral radius of each (..., m, m) matrix by Gelfand's formula ||J^k||^(1/k), k = 2**squarings (003:209-210),
@@ -119,13 +129,15 @@ def gelfand_radius(matrices: torch.Tensor, squarings: int = SQUARINGS) -> torch.
     The scales are taken out of the graph: the result is ||J^k||^(1/k) whatever the scales are (they are added back
     in log space), so its gradient is the same without differentiating them, at a third of the cost."""
     tiny = torch.finfo(matrices.dtype).tiny
-    a, log_scale = matrices, torch.zeros(matrices.shape[:-2], dtype=matrices.dtype, device=matrices.device)
+    shape = matrices.shape[:-2]
+    a = matrices.reshape(-1, *matrices.shape[-2:])  # one batch dimension: bmm, cheaper than broadcasting matmul
+    log_scale = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
     for _ in range(squarings):
-        norm = a.detach().flatten(-2).norm(dim=-1).clamp_min(tiny)
+        norm = torch.linalg.vector_norm(a.detach(), dim=(-2, -1)).clamp_min(tiny)
         log_scale = 2.0 * (log_scale + norm.log())
-        a = a / norm[..., None, None]
-        a = a @ a
-    return torch.exp((a.flatten(-2).norm(dim=-1).clamp_min(tiny).log() + log_scale) / 2**squarings)
+        a = torch.bmm(a, a) * norm.pow(-2)[:, None, None]  # (a / norm)^2, one elementwise pass instead of two
+    radius = torch.exp((torch.linalg.vector_norm(a, dim=(-2, -1)).clamp_min(tiny).log() + log_scale) / 2**squarings)
+    return radius.reshape(shape)
 
 
 def penalty(model: AlpineResNet, kind: str, jacobians: torch.Tensor | None) -> torch.Tensor:
@@ -154,7 +166,9 @@ def measure(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, 
     fraction of such (layer, point) pairs, and the ratio's median (`stiffness`, robust to the heavy tail that the
     seed's medians over trials also avoid), mean and sum (the seed's total stiffness, 003:192) are over the others."""
     # In float64: tanh' = 1 - tanh^2 is exactly 0 in float32 from |z| ~ 9 (a zero eigenvalue, an infinite ratio).
-    out, jacobians = copy.deepcopy(model).double()(x.double(), jacobians=True)
+    model = copy.deepcopy(model).double()
+    out, jacobians = model(x.double(), jacobians=True)
+    saturated = (model.slopes(x.double()) < SATURATED).double().mean().item()
     moduli = torch.linalg.eigvals(jacobians).abs()
     largest, smallest = moduli.amax(dim=-1), moduli.amin(dim=-1)
     regular = smallest > 0
@@ -164,7 +178,8 @@ def measure(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, 
         raise RuntimeError(f"{STUDY}: every layer Jacobian is singular at every point: no finite stiffness ratio")
     return {"rmse": (out - y.double()).pow(2).mean().sqrt().item(), "stiffness": ratio.median().item(),
             "stiffness_mean": ratio.mean().item(), "stiffness_sum": ratio.sum().item(),
-            "singular": 1.0 - ratio.numel() / largest.numel(), "radius": largest.mean().item()}
+            "singular": 1.0 - ratio.numel() / largest.numel(), "radius": largest.mean().item(),
+            "saturated": saturated}
 
 
 def train_arm(kind: str, weight: float, trial: int, data: tuple[torch.Tensor, ...], epochs: int
@@ -200,22 +215,36 @@ def train_arm(kind: str, weight: float, trial: int, data: tuple[torch.Tensor, ..
                    "final_lr": optimizer.param_groups[0]["lr"], "epochs": trained}
 
 
-def one_trial(trial: int, n_train: int, epochs: int) -> dict[str, Any]:
-    """The three arms of one trial: its rows and its per-seed values (module level: it runs in worker processes)."""
+ORDER = ("stiff", "l2", "res")  # the costliest arm first: `in_processes` starts calls in this order
+
+
+def one_arm(trial: int, n_train: int, epochs: int, arm: str) -> dict[str, Any]:
+    """One arm of one trial: its row and its per-trial values (module level: it runs in worker processes)."""
+    kind, weight = ARMS[arm]
     data = alpine_data(trial, n_train=n_train)
-    found, rows = {}, []
-    for arm, (kind, weight) in ARMS.items():
-        model, fit = train_arm(kind, weight, trial, data, epochs)
-        train_m, test_m = measure(model, data[0], data[1]), measure(model, data[2], data[3])
-        found[arm] = {"er": train_m["rmse"], "ge": test_m["rmse"], "stiffness": train_m["stiffness"],
-                      "singular": train_m["singular"], "radius": train_m["radius"], "seconds": fit["seconds"]}
-        rows.append({"arm": arm, "trial": trial, "weight": weight, **found[arm],
-                     "stiffness_sum": train_m["stiffness_sum"], "stiffness_mean": train_m["stiffness_mean"],
-                     "final_loss": fit["final_loss"], "final_lr": fit["final_lr"], "epochs": fit["epochs"]})
+    model, fit = train_arm(kind, weight, trial, data, epochs)
+    train_m, test_m = measure(model, data[0], data[1]), measure(model, data[2], data[3])
+    found = {"er": train_m["rmse"], "ge": test_m["rmse"], "stiffness": train_m["stiffness"],
+             "singular": train_m["singular"], "saturated": train_m["saturated"], "radius": train_m["radius"],
+             "seconds": fit["seconds"]}
+    row = {"arm": arm, "trial": trial, "weight": weight, **found, "stiffness_sum": train_m["stiffness_sum"],
+           "stiffness_mean": train_m["stiffness_mean"], "final_loss": fit["final_loss"],
+           "final_lr": fit["final_lr"], "epochs": fit["epochs"]}
+    return {"row": row, "found": found}
+
+
+def one_trial(trial: int, n_train: int, arms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rows and per-seed values of one trial from its three arms (`one_arm`'s results by arm), with the
+    stiffness of the trial's untrained network (every arm's start) on its training points."""
+    found = {arm: arms[arm]["found"] for arm in ARMS}
     values = {f"{arm}_{key}": value for arm, measured in found.items() for key, value in measured.items()}
+    x_train, y_train = alpine_data(trial, n_train=n_train)[:2]
+    seed_everything(trial)
+    untrained = measure(AlpineResNet(dim=x_train.shape[1]), x_train, y_train)
+    values["init_stiffness"], values["init_saturated"] = untrained["stiffness"], untrained["saturated"]
     values["stiff_ge_ratio"] = found["stiff"]["ge"] / found["res"]["ge"]
     values["l2_ge_ratio"] = found["l2"]["ge"] / found["res"]["ge"]
-    return {"rows": rows, "values": values}
+    return {"rows": [arms[arm]["row"] for arm in ARMS], "values": values}
 
 
 @register_study("stiffness-regression", title="Stiffness penalty on Hudson et al.'s Alpine 02 regression",
@@ -226,7 +255,7 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
         limit: int | None = None, figure: str | None = None, epochs: int | None = None, workers: int = 1) -> Path:
     """Train the three arms for every trial; write `results/stiffness-regression/alpine02.json`. `limit` caps the
     training points (quick runs); the device is the CPU (a model this small gains nothing elsewhere); `workers`
-    trials at once, in processes of one torch thread each."""
+    (arm, trial) pairs at once, the penalised arms first, in processes of one torch thread each."""
     if task_name != TASK:
         raise ValueError(f"{STUDY} runs on the seed's own task {TASK!r} (data generated here), not {task_name!r}")
     clock = time.perf_counter()
@@ -236,15 +265,18 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
     trials = check_seeds(seeds)
     started = provenance(torch.device("cpu"))
     n_train = min(N_TRAIN, limit or N_TRAIN)
-    # a trial's result does not depend on the process it ran in (seeded; one thread)
-    outcomes = in_processes(one_trial, [(trial, n_train, epochs) for trial in trials], workers)
+    # every (arm, trial) is its own call, so the workers share the costly penalised arms; a result does not depend on
+    # the process it ran in (seeded; one thread)
+    found = in_processes(one_arm, [(trial, n_train, epochs, arm) for arm in ORDER for trial in trials], workers)
+    outcomes = [one_trial(trial, n_train, {arm: found[ORDER.index(arm) * len(trials) + k] for arm in ORDER})
+                for k, trial in enumerate(trials)]
     per_seed: dict[str, list[float]] = {}
     rows = [row for outcome in outcomes for row in outcome["rows"]]
     for outcome in outcomes:
         for key, value in outcome["values"].items():
             per_seed.setdefault(key, []).append(value)
-    details = {"columns": ["arm", "trial", "weight", "er", "ge", "stiffness", "singular", "stiffness_sum",
-                           "stiffness_mean", "radius", "seconds", "final_loss", "final_lr", "epochs"],
+    details = {"columns": ["arm", "trial", "weight", "er", "ge", "stiffness", "singular", "saturated",
+                           "stiffness_sum", "stiffness_mean", "radius", "seconds", "final_loss", "final_lr", "epochs"],
                "model": {"dim": DIM, "width": WIDTH, "depth": DEPTH, "horizon": HORIZON, "activation": "tanh"},
                "data": {"train": n_train, "test": N_TEST, "batch": BATCH, "domain": [-5.0, 5.0]},
                "training": {"optimizer": "Adam", "lr": LR, "schedule": f"ReduceLROnPlateau (patience {PATIENCE}, "
@@ -257,7 +289,9 @@ def run(task_name: str, seeds: Sequence[int], results: Path, *, device: torch.de
                        "epochs (the seed: 10k); er/ge: training/test RMSE; stiffness: the seed's "
                        "eigenvalue ratio |lambda_1|/|lambda_n| of each layer's Jacobian, median over layers and "
                        "training points whose Jacobian is not singular (singular: the fraction that is, an infinite "
-                       "ratio; stiffness_sum: the seed's sum, 003:192, over the others); radius: |lambda_1|, mean "
+                       f"ratio; saturated: the fraction of tanh units with tanh' < {SATURATED:g}, whose zero rows "
+                       "make J_n nearly singular; init_stiffness: the same median for the trial's untrained network; "
+                       "stiffness_sum: the seed's sum, 003:192, over the others); radius: |lambda_1|, mean "
                        "over every layer and point (the stiff arm penalises its per-sample sum over layers); seeds "
                        "are trials (data, initialisation and batch order from the trial); the climate task of the "
                        "seed's 25-trial table is not available"}

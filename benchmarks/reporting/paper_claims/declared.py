@@ -281,14 +281,25 @@ CLAIMS: tuple[Claim, ...] = (
                  # how far the arms are from the seed's fit: a ratio of under-fitted models says little
                  Effect("training RMSE of the plain ResNet (the seed's: 0.00389, 003:242)", "value", "alpine02",
                         "depthbench study stiffness-regression", study="stiffness-regression",
-                        quantity="res_er")),
+                        quantity="res_er"),
+                 # why the seed's stiffness column (3.52 / 2.61 / 0.05; Alpine 02's df 2.64) is not comparable
+                 Effect("eigenvalue stiffness ratio of the untrained network (median over layers and training "
+                        "points)", "value", "alpine02", "depthbench study stiffness-regression",
+                        study="stiffness-regression", quantity="init_stiffness"),
+                 Effect("fraction of the trained plain ResNet's tanh units saturated (tanh' < 1e-6)", "value",
+                        "alpine02", "depthbench study stiffness-regression", study="stiffness-regression",
+                        quantity="res_saturated")),
         design=("the penalised arm's stiffness is lower because that is what it penalises: measured and shown, "
                 "not evidence",),
         differences="the seed's Alpine 02 test case (its climate model's data is not available); torch's "
         "reduce-on-plateau (003:238) with a patience of 100 epochs (the seed names no patience; torch's default of 10 "
         "cut the rate to 1e-8 by epoch ~400 and left the plain ResNet at a training RMSE of 0.26), each arm trained "
         "to its plateau (rate 1e-6; `epochs` in the study's rows) or 4,000 epochs, where the seed trains 10k: the "
-        "plain arm's training RMSE (context) is still above the seed's, so the ratio compares less-fitted models",
+        "plain arm's training RMSE (context) is still above the seed's, so the ratio compares less-fitted models; the "
+        "seed's stiffness column is not reproduced and not compared: a width-20 layer's Jacobian has an eigenvalue "
+        "ratio above 3.52 before any training (context), training saturates tanh units, whose near-zero rows make "
+        "the Jacobians nearly singular and the ratio orders of magnitude larger (the study's `*_stiffness`), and the "
+        "talk does not say how its ratio was computed",
     ),
     Claim(
         "zhang-line-shape", ZHANG,
