@@ -29,11 +29,10 @@ from benchmarks.studies.registry import register_study
 
 STUDY = "odenet-params"
 PARAM_RATIO = 0.22 / 0.60  # Chen's table: ODE-Net 0.22 M vs ResNet 0.60 M parameters
-# 10 epochs of a 10-epoch schedule left the ODE-Net 0.5-1.2 pt short of a plateau (results of 60c8e4a); 16 did
-# plateau (gain over the last 2 epochs 0.02-0.32 pt, b2975d9) but took 65 min with one worker: the arms' training
-# is ~65 s (neural-ode) and ~13 s (resnet) of one core per epoch. 12 epochs, every (arm, seed) its own call, fit
-# the 30-minute budget with --workers 2 on 2 cores (two neural-ode trainings on one core: ~26 min)
-EPOCHS = 12
+# 10 epochs of a 10-epoch schedule left the ODE-Net 0.5-1.2 pt short of a plateau (results of 60c8e4a), and so did
+# 12 (gains of 0.3-1.0 pt over the last 2 epochs, e0f1510); 16 came within 0.02-0.32 pt (b2975d9). Every (arm, seed)
+# is its own call, so with --workers 2 one core trains two ODE-Nets and the other the third and the three ResNets
+EPOCHS = 16
 PLATEAU_EPOCHS = 2  # the plateau gain: validation accuracy gained over the last 2 epochs
 PLATEAU_GAIN = 0.002  # a plateau: that gain below 0.2 pt
 EVAL_BATCH = 500  # the cpu tier's evaluation batch
