@@ -161,8 +161,8 @@ CLAIMS: tuple[Claim, ...] = (
         "chen-parameters", ZHANG_CHEN,
         claim=(_q(ZHANG_CHEN, 131, "Same performance with fewer parameters"),),
         numbers=(_q(ZHANG_CHEN, 128, "ResNet\t0.41%\t0.60 M"), _q(ZHANG_CHEN, 129, "ODE-Net\t0.42%\t0.22 M")),
-        reading="an ODE-Net at 0.37× the ResNet's parameters (the seed's 0.22 M / 0.60 M), both trained to a "
-        "validation plateau: test accuracy difference",
+        reading="an ODE-Net at 0.37× the ResNet's parameters (the seed's 0.22 M / 0.60 M), both trained 12 epochs "
+        "with the same recipe (their validation gain over the last 2 epochs beside): test accuracy difference",
         parts=(Part(Effect("ODE-Net − ResNet test accuracy", "difference", "fashion-mnist",
                            "depthbench study odenet-params", study="odenet-params", quantity="accuracy_difference",
                            **PT), within(-0.01, 0.01, "|difference| < 1 pt")),),
