@@ -103,22 +103,22 @@ class AlpineResNet(nn.Module):
 
     def forward(self, x: torch.Tensor, jacobians: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Output, and with `jacobians` every layer's J_n = tanh'(W_n x_{n-1} + b_n) W_n: (batch, N, width, width)."""
-        h, found = self.lift(x), []
-        for layer in self.layers:
-            z = layer(h)
-            if jacobians:
-                found.append((1.0 - z.tanh() ** 2).unsqueeze(-1) * layer.weight)
-            h = h + self.alpha * z.tanh()
-        return self.read(h), torch.stack(found, dim=1) if jacobians else None
+        out, slopes = self.trace(x, slopes=jacobians)
+        return out, self.jacobians(slopes) if jacobians else None
 
-    def slopes(self, x: torch.Tensor) -> torch.Tensor:
-        """tanh'(W_n x_{n-1} + b_n) of every unit of every layer: (batch, N, width)."""
+    def trace(self, x: torch.Tensor, slopes: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output, and with `slopes` tanh'(W_n x_{n-1} + b_n) of every unit of every layer: (batch, N, width)."""
         h, found = self.lift(x), []
         for layer in self.layers:
-            z = layer(h)
-            found.append(1.0 - z.tanh() ** 2)
-            h = h + self.alpha * z.tanh()
-        return torch.stack(found, dim=1)
+            a = layer(h).tanh()
+            if slopes:
+                found.append(1.0 - a**2)
+            h = h + self.alpha * a
+        return self.read(h), torch.stack(found, dim=1) if slopes else None
+
+    def jacobians(self, slopes: torch.Tensor) -> torch.Tensor:
+        """Every layer's J_n from `trace`'s slopes: row i of W_n scaled by unit i's slope, (batch, N, width, width)."""
+        return slopes.unsqueeze(-1) * torch.stack([layer.weight for layer in self.layers])
 
 
 def gelfand_radius(matrices: torch.Tensor, squarings: int = SQUARINGS) -> torch.Tensor:
@@ -167,8 +167,8 @@ def measure(model: AlpineResNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, 
     seed's medians over trials also avoid), mean and sum (the seed's total stiffness, 003:192) are over the others."""
     # In float64: tanh' = 1 - tanh^2 is exactly 0 in float32 from |z| ~ 9 (a zero eigenvalue, an infinite ratio).
     model = copy.deepcopy(model).double()
-    out, jacobians = model(x.double(), jacobians=True)
-    saturated = (model.slopes(x.double()) < SATURATED).double().mean().item()
+    out, slopes = model.trace(x.double())
+    jacobians, saturated = model.jacobians(slopes), (slopes < SATURATED).double().mean().item()
     moduli = torch.linalg.eigvals(jacobians).abs()
     largest, smallest = moduli.amax(dim=-1), moduli.amin(dim=-1)
     regular = smallest > 0
