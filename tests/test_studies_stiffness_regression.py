@@ -38,6 +38,25 @@ def test_gelfand_radius_is_the_spectral_radius_with_exact_gradients() -> None:
     power = (power @ power) @ (power @ power)
     (plain,) = torch.autograd.grad(power.flatten(-2).norm(dim=-1).pow(1 / 8).sum(), small)
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    # (batch, layers, m, m) as the penalty passes it, weighted per matrix so every matrix's gradient is checked
+    layered = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    layered.requires_grad_(True)
+    weights = torch.arange(1.0, 7.0, dtype=torch.float64).reshape(2, 3)
+    (fast,) = torch.autograd.grad((sr.gelfand_radius(layered, squarings=2) * weights).sum(), layered)
+    power = layered @ layered
+    (plain,) = torch.autograd.grad(((power @ power).flatten(-2).norm(dim=-1).pow(1 / 4) * weights).sum(), layered)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+
+
+def test_the_population_set_is_fixed_fresh_and_on_the_domain() -> None:
+    x, y = sr.population_data()
+    assert x.shape == (sr.N_POPULATION, 2) and x.abs().max() <= 5.0 and torch.equal(y, sr.alpine02(x))
+    assert torch.equal(sr.population_data()[0], x)  # the same points for every trial
+    for trial in (0, 1):  # not any trial's training or test points
+        seen = torch.cat(sr.alpine_data(trial)[0::2])
+        assert not (x[:, None, :] == seen[None, :, :]).all(dim=-1).any()
+    model = sr.AlpineResNet().double()
+    assert sr.rmse(model, x, y) == pytest.approx((model(x.double())[0] - y.double()).pow(2).mean().sqrt().item())
 
 
 def _diagonal_model(values: list[float]) -> sr.AlpineResNet:
@@ -116,8 +135,9 @@ def test_stiffness_regression_writes_every_trials_quantities(tmp_path, monkeypat
     study = read_study(tmp_path / "r" / "stiffness-regression" / "alpine02.json")
     values = {k: v["values"] for k, v in study["summary"].items()}
     expected = {f"{arm}_{q}" for arm in sr.ARMS
-                for q in ("er", "ge", "stiffness", "singular", "saturated", "radius", "seconds")}
-    assert set(values) == expected | {"stiff_ge_ratio", "l2_ge_ratio", "init_stiffness", "init_saturated"}
+                for q in ("er", "ge", "ge_population", "stiffness", "singular", "saturated", "radius", "seconds")}
+    ratios = {f"{arm}_{q}_ratio" for arm in ("stiff", "l2") for q in ("ge", "ge_population")}
+    assert set(values) == expected | ratios | {"init_stiffness", "init_saturated"}
     # the untrained network is the same for every arm of a trial: measured on it directly
     sr.seed_everything(1)
     untrained = sr.measure(sr.AlpineResNet(), *sr.alpine_data(1, n_train=90)[:2])
@@ -125,6 +145,8 @@ def test_stiffness_regression_writes_every_trials_quantities(tmp_path, monkeypat
     for i in range(2):
         assert values["stiff_ge_ratio"][i] == pytest.approx(values["stiff_ge"][i] / values["res_ge"][i])
         assert values["l2_ge_ratio"][i] == pytest.approx(values["l2_ge"][i] / values["res_ge"][i])
+        assert values["stiff_ge_population_ratio"][i] == pytest.approx(
+            values["stiff_ge_population"][i] / values["res_ge_population"][i])
         assert all(values[f"{arm}_stiffness"][i] >= 1.0 for arm in sr.ARMS)  # |lambda_1| / |lambda_n| >= 1
     assert study["task"] == "alpine02" and [r["trial"] for r in study["rows"]] == [0, 0, 0, 1, 1, 1]
     assert study["details"]["training"]["epochs"] == 3
